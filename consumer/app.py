@@ -1,0 +1,98 @@
+"""Wiring of ``allocator consume``: settings → clients → strategy watcher → loop, with signals and health."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+
+from prometheus_client import CollectorRegistry
+
+from consumer import kafka, logs, store
+from consumer.health import HealthServer
+from consumer.hooks import LoopHooks
+from consumer.inference import cpu_limit
+from consumer.loop import Loop, Topics
+from consumer.metrics import ConsumerMetrics
+from consumer.registry import Registry
+from consumer.serving import StrategyWatcher, config_plan
+from consumer.settings import ConsumerSettings
+from consumer.strategy_store import StrategyStore
+
+log = logging.getLogger("consumer")
+
+
+def consume(settings: ConsumerSettings, stop: threading.Event | None = None) -> int:
+    """Run until SIGTERM/SIGINT (or ``stop``); drain the batch in flight, leave the group, return 0."""
+    logs.setup(settings.log_level)
+    stop = stop or threading.Event()
+    registry = CollectorRegistry()
+    metrics = ConsumerMetrics(registry)
+    if settings.create_topics:
+        created = kafka.ensure_topics(
+            settings, [settings.topic_complaints, settings.topic_allocations, settings.topic_shadow, settings.topic_dlq]
+        )
+        if created:
+            log.info("topics created", extra={"topics": created})
+    threads = settings.ort_threads or cpu_limit()
+    client = store.connect(settings)
+    models = Registry(client, settings.redis_prefix, settings.model_cache_dir, settings.hub_offline)
+    fallback = config_plan(settings.model_dir, threads, settings.max_sub_batch) if settings.model_dir else None
+    watcher = StrategyWatcher(
+        StrategyStore(client, settings.redis_prefix, models),
+        models,
+        metrics,
+        settings.strategy_poll_s,
+        threads,
+        settings.max_sub_batch,
+        fallback,
+    )
+    watcher.start()
+    producer = kafka.transactional_producer(settings)
+    consumer = kafka.batch_consumer(settings, settings.topic_complaints)
+    hooks = LoopHooks(metrics)
+
+    def ready() -> tuple[bool, str]:
+        ok = watcher.plan is not None
+        metrics.up.set(1 if ok else 0)
+        return ok, "serving" if ok else "no model plan yet (no strategy in Redis and no ALLOCATOR_MODEL_DIR)"
+
+    def live() -> tuple[bool, str]:
+        stalled = time.monotonic() - hooks.last_beat
+        return stalled < 120, f"loop last beat {stalled:.1f}s ago"
+
+    health = HealthServer(settings.metrics_port, registry, live, ready).start()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    loop = Loop(
+        consumer,
+        producer,
+        lambda: watcher.plan,
+        Topics(settings.topic_allocations, settings.topic_shadow, settings.topic_dlq),
+        hooks,
+        settings.batch_max_messages,
+        settings.batch_max_wait_ms,
+        settings.max_message_bytes,
+        settings.max_text_chars,
+    )
+    log.info(
+        "consuming",
+        extra={
+            "topic": settings.topic_complaints,
+            "group": settings.consumer_group,
+            "threads": threads,
+            "metrics_port": health.port,
+        },
+    )
+    try:
+        loop.run(stop)
+    finally:
+        t0 = time.monotonic()
+        consumer.close(autocommit=False)  # leave the group now: partitions move without a session timeout
+        producer.close(timeout=settings.drain_timeout_s)
+        watcher.stop()
+        metrics.drain_seconds.set(time.monotonic() - t0)
+        health.stop()
+        log.info("drained", extra={"seconds": round(time.monotonic() - t0, 3)})
+    return 0

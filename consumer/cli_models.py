@@ -1,0 +1,166 @@
+"""``allocator models ...`` and ``allocator strategy ...``: the registry and the strategy from a shell.
+
+Every change prints the resulting strategy version; ``--task`` limits a change to one task (default: every
+task the strategy, or the model, has); ``--reason`` is recorded in the strategy document and its history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import socket
+from collections.abc import Mapping
+
+from consumer.errors import StrategyError
+from consumer.strategy import Strategy, TaskPlan
+
+
+def _stores():  # type: ignore[no-untyped-def]
+    from consumer import store
+    from consumer.registry import Registry
+    from consumer.settings import ConsumerSettings, load
+    from consumer.strategy_store import StrategyStore
+
+    s = load(ConsumerSettings)
+    client = store.connect(s)
+    registry = Registry(client, s.redis_prefix, s.model_cache_dir, s.hub_offline)
+    return registry, StrategyStore(client, s.redis_prefix, registry)
+
+
+def _who() -> str:
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def _models(args: argparse.Namespace) -> int:
+    from consumer.cli import print_json
+
+    registry, _ = _stores()
+    if args.action == "register":
+        entry = registry.register(args.location)
+        print(f"{entry.ref} sha256:{entry.digest}")
+    elif args.action == "list":
+        for e in registry.list():
+            print(f"{e.ref}\tsha256:{e.digest[:12]}\ttasks:{','.join(sorted(e.tasks))}\t{e.registered_at}")
+    else:
+        e = registry.get(args.location)
+        print_json(
+            {
+                "ref": e.ref,
+                "digest": e.digest,
+                "source": e.source,
+                "registered_at": e.registered_at,
+                "manifest": e.manifest,
+            }
+        )
+    return 0
+
+
+def change_tasks(
+    current: Strategy | None,
+    action: str,
+    model: str | None,
+    task: str | None,
+    weight: float,
+    sample: float,
+    model_tasks: Mapping[str, object],
+) -> dict[str, TaskPlan]:
+    """The new per-task plans for a strategy command (pure; validation happens on write)."""
+    tasks = dict(current.tasks) if current else {}
+    if action == "champion":
+        assert model is not None
+        targets = [task] if task else sorted(model_tasks if not tasks else set(tasks) & set(model_tasks))
+        for t in targets:
+            tasks[t] = TaskPlan("champion", model)
+        return tasks
+    if current is None:
+        raise StrategyError("no strategy yet: set a champion first (allocator strategy champion MODEL)")
+    targets = [task] if task else sorted(tasks)
+    for t in targets:
+        if t not in tasks:
+            raise StrategyError(f"task {t!r} is not in the strategy")
+        plan = tasks[t]
+        if action == "canary":
+            # one salt per challenger: a complaint gets the same arm in every task, and raising the
+            # weight keeps every complaint already in the canary there
+            tasks[t] = TaskPlan("canary", plan.champion, model, weight=weight, salt=f"canary:{model}")
+        elif action == "shadow":
+            tasks[t] = TaskPlan("shadow", plan.champion, model, sample=sample, salt=f"shadow:{model}")
+        elif action == "promote":
+            if plan.challenger is None:
+                if task:
+                    raise StrategyError(f"task {t!r} runs no experiment to promote")
+                continue
+            tasks[t] = TaskPlan("champion", plan.challenger)
+        elif action == "end":
+            tasks[t] = TaskPlan("champion", plan.champion)
+    return tasks
+
+
+def _strategy(args: argparse.Namespace) -> int:
+    from consumer.cli import print_json
+
+    registry, store = _stores()
+    if args.action == "show":
+        current = store.current()
+        print_json(current.to_doc() if current else {"strategy": None})
+        return 0
+    if args.action == "history":
+        for s in store.history(args.limit):
+            print(f"v{s.version}\t{s.updated_at}\t{s.updated_by}\t{s.reason}")
+        return 0
+    reason = args.reason or f"allocator strategy {args.action}"
+    if args.action == "rollback":
+        new = store.rollback(reason, _who())
+    else:
+        model_tasks = registry.get(args.model).tasks if getattr(args, "model", None) else {}
+        new = store.update(
+            lambda cur: change_tasks(
+                cur,
+                args.action,
+                getattr(args, "model", None),
+                args.task,
+                getattr(args, "weight", 0.0),
+                getattr(args, "sample", 1.0),
+                model_tasks,
+            ),
+            reason,
+            _who(),
+        )
+    modes = ", ".join(f"{t}={p.mode}" for t, p in sorted(new.tasks.items()))
+    print(f"strategy version {new.version}: {modes}")
+    return 0
+
+
+def add_model_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    m = sub.add_parser("models", help="the model registry in Redis")
+    msub = m.add_subparsers(dest="action", required=True)
+    msub.add_parser("register", help="verify and register a package").add_argument(
+        "location", help="a package folder, or hf://owner/repo@<commit>"
+    )
+    msub.add_parser("list", help="registered versions")
+    msub.add_parser("show", help="one version's manifest").add_argument("location", metavar="NAME@VERSION")
+    m.set_defaults(func=_models)
+
+    s = sub.add_parser("strategy", help="the deployment strategy in Redis")
+    ssub = s.add_subparsers(dest="action", required=True)
+    ssub.add_parser("show")
+    ssub.add_parser("history").add_argument("--limit", type=int, default=20)
+    for name, helptext in (
+        ("champion", "serve MODEL and publish it"),
+        ("canary", "publish MODEL for a share of complaints"),
+        ("shadow", "score MODEL too, never publish it"),
+        ("promote", "the challenger becomes champion"),
+        ("end", "end the experiment; the champion stays"),
+        ("rollback", "back to the previous strategy version"),
+    ):
+        c = ssub.add_parser(name, help=helptext)
+        if name in ("champion", "canary", "shadow"):
+            c.add_argument("model", metavar="NAME@VERSION")
+        if name == "canary":
+            c.add_argument("--weight", type=float, required=True, help="share of complaints, 0..1")
+        if name == "shadow":
+            c.add_argument("--sample", type=float, default=1.0, help="share of complaints scored, 0..1")
+        if name != "rollback":
+            c.add_argument("--task", help="only this task (default: every task)")
+        c.add_argument("--reason", help="why (recorded in the strategy history)")
+    s.set_defaults(func=_strategy)

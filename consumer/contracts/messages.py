@@ -1,0 +1,147 @@
+"""Typed messages that mirror the JSON Schemas in ``schemas/`` (frozen; the schemas are the contract)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MAX_TEXT_CHARS = 100_000  # the schema's maxLength; settings may lower it, never raise it
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Complaint(BaseModel):
+    """``complaint/v1``. Unknown top-level fields are kept and passed through under ``metadata``."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    schema_: Literal["complaint/v1"] = Field("complaint/v1", alias="schema")
+    complaint_id: str = Field(min_length=1, max_length=128)
+    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS, pattern=r"\S")
+    received_at: datetime | None = None
+    channel: str | None = Field(None, max_length=64)
+    customer: dict[str, Any] | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fold_unknown_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            known = {"schema", "complaint_id", "text", "received_at", "channel", "customer", "metadata"}
+            extra = {k: v for k, v in data.items() if k not in known}
+            if extra:
+                data = {k: v for k, v in data.items() if k in known}
+                meta = data.get("metadata")
+                # a non-object ``metadata`` is left in place so that validation rejects it
+                data["metadata"] = {**extra, **meta} if isinstance(meta, dict) else meta if meta else extra
+        return data
+
+
+class ModelRef(_Frozen):
+    name: str
+    version: str
+    sha256: str
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+class Scored(_Frozen):
+    label: str
+    score: float
+
+
+Arm = Literal["champion", "canary", "shadow"]
+
+
+class Prediction(_Frozen):
+    label: str
+    score: float
+    top_k: tuple[Scored, ...]
+    model: ModelRef
+    arm: Arm
+    truncated: bool = False
+
+
+class Source(_Frozen):
+    topic: str
+    partition: int
+    offset: int
+
+
+class StrategyRef(_Frozen):
+    version: int
+
+
+class Allocation(_Frozen):
+    """``allocation/v1``: what the case system reads."""
+
+    schema_: Literal["allocation/v1"] = Field("allocation/v1", alias="schema")
+    decision_id: str
+    complaint_id: str
+    allocated_at: datetime
+    team: str
+    issue: str
+    vulnerable: bool
+    journey: Literal["standard", "vulnerable"]
+    needs_review: bool
+    review_reasons: tuple[str, ...] = ()
+    predictions: dict[str, Prediction]
+    strategy: StrategyRef
+    source: Source
+    input_sha256: str
+    latency_ms: float
+    consumer_version: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class ShadowResult(_Frozen):
+    """``shadow/v1``: what a shadow challenger would have decided, never read by the case system."""
+
+    schema_: Literal["shadow/v1"] = Field("shadow/v1", alias="schema")
+    decision_id: str
+    complaint_id: str
+    allocated_at: datetime
+    predictions: dict[str, Prediction]
+    published: dict[str, Prediction]
+    agreement: dict[str, bool]
+    strategy: StrategyRef
+    source: Source
+
+
+class Feedback(BaseModel):
+    """``feedback/v1``: the final decision people made."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    schema_: Literal["feedback/v1"] = Field("feedback/v1", alias="schema")
+    complaint_id: str = Field(min_length=1, max_length=128)
+    decision_id: str | None = Field(None, min_length=1, max_length=128)
+    team: str = Field(min_length=1)
+    issue: str = Field(min_length=1)
+    vulnerable: bool
+    labels: dict[str, str] = Field(default_factory=dict)
+    decided_at: datetime
+
+    def label(self, task: str) -> str | None:
+        """The final label of ``task`` in the string form the model heads use."""
+        if task == "team":
+            return self.team
+        if task == "issue":
+            return self.issue
+        if task == "vulnerable":
+            return "yes" if self.vulnerable else "no"
+        return self.labels.get(task)
+
+
+def dump(message: BaseModel) -> bytes:
+    """Serialise a message as compact UTF-8 JSON with its ``schema`` field.
+
+    ``None`` fields are kept as ``null`` on purpose: dropping them would also rewrite pass-through metadata.
+    """
+    return message.model_dump_json(by_alias=True).encode("utf-8")

@@ -1,0 +1,57 @@
+"""``/metrics``, ``/healthz`` (liveness) and ``/readyz`` (readiness) on their own port, in a daemon thread."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+
+class HealthServer:
+    """Serves the registry's metrics; ``live`` and ``ready`` are callables returning (ok, reason)."""
+
+    def __init__(
+        self,
+        port: int,
+        registry: CollectorRegistry,
+        live: Callable[[], tuple[bool, str]],
+        ready: Callable[[], tuple[bool, str]],
+        host: str = "0.0.0.0",
+    ) -> None:
+        checks = {"/healthz": live, "/readyz": ready}
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                elif path in checks:
+                    ok, why = checks[path]()
+                    self._send(200 if ok else 503, why.encode(), "text/plain")
+                else:
+                    self._send(404, b"not found", "text/plain")
+
+            def _send(self, status: int, body: bytes, ctype: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:  # probes every few seconds: not worth a log line
+                pass
+
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, name="health", daemon=True)
+
+    def start(self) -> HealthServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,66 @@
+"""Small hooks the loop calls after each step; they translate loop events into metrics (faust-style sensors)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from kafka import KafkaConsumer
+
+from consumer.metrics import ConsumerMetrics
+
+
+class LoopHooks:
+    def __init__(self, metrics: ConsumerMetrics, lag_every_s: float = 2.0) -> None:
+        self.m = metrics
+        self._lag_every_s = lag_every_s
+        self._lag_at = 0.0
+        self.last_beat = time.monotonic()  # liveness: the loop came back from poll
+
+    def after_poll(self, consumer: KafkaConsumer) -> None:
+        """Partition count and lag, at most every ``lag_every_s`` (highwater marks come with fetches: no I/O)."""
+        now = self.last_beat = time.monotonic()
+        if now - self._lag_at < self._lag_every_s:
+            return
+        self._lag_at = now
+        assigned = consumer.assignment()
+        self.m.assigned.set(len(assigned))
+        lag = 0
+        for tp in assigned:
+            high = consumer.highwater(tp)
+            if high is None:
+                continue
+            try:
+                lag += max(0, high - consumer.position(tp, timeout_ms=0))
+            except Exception:  # position unknown right after a rebalance: skip this partition this time
+                continue
+        self.m.lag.set(lag)
+
+    def committed(self, records: list[Any], routed: Any, dead: list[tuple[Any, str, str]], started: float) -> None:
+        m = self.m
+        now_s = time.time()
+        m.consumed.inc(len(records))
+        m.batch_size.observe(len(records))
+        m.batch_seconds.observe(time.monotonic() - started)
+        m.transactions.labels("committed").inc()
+        for _, code, _ in dead:
+            m.dlq.labels(code).inc()
+        by_offset = {(r.partition, r.offset): r.timestamp for r in records}
+        for item, alloc in routed.allocations:
+            m.allocations.labels(alloc.journey).inc()
+            ts = by_offset.get((item.source.partition, item.source.offset))
+            if ts is not None and ts > 0:
+                m.e2e_seconds.observe(max(0.0, now_s - ts / 1000))
+            for task, p in alloc.predictions.items():
+                m.predictions.labels(task, p.label, p.model.version, p.arm).inc()
+            for reason in alloc.review_reasons:
+                m.needs_review.labels(reason.removesuffix("_low_confidence")).inc()
+        for shadow in routed.shadows:
+            for task, agree in shadow.agreement.items():
+                m.shadow_agreement.labels(task, shadow.predictions[task].model.version, str(agree).lower()).inc()
+                published = shadow.published[task]
+                score = next((s.score for s in shadow.predictions[task].top_k if s.label == published.label), 0.0)
+                m.shadow_delta.labels(task).observe(score - published.score)
+
+    def aborted(self) -> None:
+        self.m.transactions.labels("aborted").inc()

@@ -1,0 +1,119 @@
+"""Thin adapter over kafka-python: client configuration from settings, topic creation, error mapping.
+
+Application semantics (batching, the commit protocol) live in ``consumer.loop``; this module only knows how to
+talk to the broker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import errors as kerrors
+from kafka.admin import NewTopic
+
+from consumer.errors import BrokerError
+from consumer.settings import CommonSettings, ConsumerSettings
+
+log = logging.getLogger(__name__)
+
+
+def client_config(settings: CommonSettings) -> dict[str, Any]:
+    """Connection options shared by producers, consumers and admin clients (SASL/TLS by configuration)."""
+    cfg: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers.split(","),
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_sasl_mechanism:
+        cfg["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        cfg["sasl_plain_username"] = settings.kafka_sasl_username
+        if settings.kafka_sasl_password is not None:
+            cfg["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
+    for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        value = getattr(settings, f"kafka_{key}")
+        if value:
+            cfg[key] = value
+    return cfg
+
+
+@contextlib.contextmanager
+def map_kafka_errors(what: str) -> Iterator[None]:
+    """The one boundary where kafka-python errors become ``BrokerError``."""
+    try:
+        yield
+    except kerrors.KafkaError as exc:
+        raise BrokerError(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+
+def transactional_producer(settings: ConsumerSettings) -> KafkaProducer:
+    """A producer whose sends and the input offsets commit atomically (DESIGN section 5).
+
+    ``transactional_id`` is stable per pod; zombie fencing across rebalances uses the consumer group
+    metadata passed to ``send_offsets_to_transaction`` (KIP-447), so pods need not own fixed partitions.
+    """
+    with map_kafka_errors("transactional producer"):
+        producer = KafkaProducer(
+            **client_config(settings),
+            transactional_id=f"{settings.consumer_group}-{settings.instance_id}",
+            transaction_timeout_ms=settings.transaction_timeout_ms,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=5,
+            compression_type=None,
+        )
+        producer.init_transactions()
+    return producer
+
+
+def batch_consumer(settings: ConsumerSettings, topic: str) -> KafkaConsumer:
+    """A ``read_committed`` group consumer with bounded prefetch; offsets only move inside transactions."""
+    with map_kafka_errors("consumer"):
+        return KafkaConsumer(
+            topic,
+            **client_config(settings),
+            group_id=settings.consumer_group,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+            max_poll_records=settings.batch_max_messages,
+            # bounded memory: at most this much fetched ahead of the loop
+            fetch_max_bytes=8 * 1024 * 1024,
+            max_partition_fetch_bytes=max(1024 * 1024, settings.max_message_bytes + 1024),
+            # a batch is polled, scored and committed before the next poll; it must fit in this
+            max_poll_interval_ms=300_000,
+            partition_assignment_strategy=_assignors(),
+        )
+
+
+def _assignors() -> list[Any]:
+    from kafka.coordinator.assignors.range import RangePartitionAssignor
+    from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+
+    # round robin spreads partitions of one topic evenly across pods
+    return [RoundRobinPartitionAssignor, RangePartitionAssignor]
+
+
+def ensure_topics(settings: CommonSettings, topics: list[str], partitions: int | None = None) -> list[str]:
+    """Create the topics that do not exist yet; return the names created. Existing topics are left as they are."""
+    with map_kafka_errors("topic creation"):
+        admin = KafkaAdminClient(**client_config(settings), client_id="complaints-allocation-admin")
+        try:
+            existing = set(admin.list_topics())
+            missing = [t for t in topics if t not in existing]
+            if missing:
+                new = [
+                    NewTopic(
+                        t,
+                        num_partitions=partitions or settings.topic_partitions,
+                        replication_factor=settings.topic_replication,
+                    )
+                    for t in missing
+                ]
+                with contextlib.suppress(kerrors.TopicAlreadyExistsError):  # another pod won the race
+                    admin.create_topics(new)
+            return missing
+        finally:
+            admin.close()

@@ -1,0 +1,232 @@
+"""Score a micro-batch under a plan and build its allocations and shadow records. No I/O here.
+
+Rules (DESIGN sections 2 and 4):
+1. Per task the strategy names the published arm (champion, or canary by sticky hash) and any shadow.
+2. Each model runs at most once per message, whatever the number of tasks that need it; models that share
+   a tokenizer share one tokenisation.
+3. ``vulnerable`` uses the head's calibrated threshold; ``journey`` is ``vulnerable`` when flagged, and
+   during any experiment also when the champion of ``vulnerable`` flags it (the guardrail).
+4. ``needs_review`` when a published head's top score is below its review threshold.
+5. A model failure is isolated to the messages that cause it: they come back as failures, the rest go on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+
+from consumer import __version__
+from consumer.contracts.messages import (
+    Allocation,
+    Complaint,
+    ModelRef,
+    Prediction,
+    Scored,
+    ShadowResult,
+    Source,
+    StrategyRef,
+)
+from consumer.errors import InferenceError
+from consumer.inference import Encoded
+from consumer.package import TaskHead
+from consumer.serving import Plan
+
+
+@dataclass(frozen=True)
+class Item:
+    """A decoded complaint in flight with its source coordinates."""
+
+    complaint: Complaint
+    source: Source
+    started: float  # time.monotonic() when polled
+
+
+@dataclass(frozen=True)
+class Routed:
+    allocations: list[tuple[Item, Allocation]]
+    shadows: list[ShadowResult]
+    failures: list[tuple[Item, InferenceError]]
+
+
+def decision_id(source: Source) -> str:
+    """Deterministic from the input coordinates, so a re-processed record is recognisable downstream."""
+    return hashlib.sha256(f"{source.topic}/{source.partition}/{source.offset}".encode()).hexdigest()[:32]
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def predict(head: TaskHead, probs: np.ndarray, model: ModelRef, arm: str, truncated: bool) -> Prediction:
+    order = np.argsort(-probs)
+    if head.kind == "binary":
+        assert head.positive_label is not None
+        pos = head.labels.index(head.positive_label)
+        flagged = bool(probs[pos] >= head.threshold)
+        idx = pos if flagged else int(next(i for i in order if i != pos))
+    else:
+        idx = int(order[0])
+    top = tuple(Scored(label=head.labels[i], score=round(float(probs[i]), 6)) for i in order[: head.top_k])
+    return Prediction(
+        label=head.labels[idx], score=round(float(probs[idx]), 6), top_k=top, model=model, arm=arm, truncated=truncated
+    )  # type: ignore[arg-type]
+
+
+class Router:
+    """Routes one micro-batch under one plan."""
+
+    def __init__(self, plan: Plan, topic_version: str = __version__) -> None:
+        self.plan = plan
+        self.version = topic_version
+        self.refs = {
+            ref: ModelRef(name=m.package.name, version=m.package.version, sha256=m.package.digest)
+            for ref, m in plan.models.items()
+        }
+
+    def route(self, items: Sequence[Item]) -> Routed:
+        wants = [self._wants(it.complaint.complaint_id) for it in items]
+        outputs, failed = self._score(items, wants)
+        allocations, shadows, failures = [], [], []
+        stamp, now = datetime.now(UTC), time.monotonic()
+        for i, item in enumerate(items):
+            if i in failed:
+                failures.append((item, failed[i]))
+                continue
+            alloc, shadow = self._build(item, wants[i], outputs, i, stamp, now)
+            allocations.append((item, alloc))
+            if shadow is not None:
+                shadows.append(shadow)
+        return Routed(allocations, shadows, failures)
+
+    def _wants(self, complaint_id: str) -> dict[str, tuple[str, str, str | None]]:
+        """Per task: (arm, published model, shadow model or None)."""
+        out = {}
+        for task, tp in self.plan.strategy.tasks.items():
+            arm = tp.arm(complaint_id)
+            published = tp.challenger if arm == "canary" and tp.challenger else tp.champion
+            out[task] = (arm, published, tp.challenger if tp.shadowed(complaint_id) else None)
+        return out
+
+    def _score(
+        self, items: Sequence[Item], wants: list[dict[str, tuple[str, str, str | None]]]
+    ) -> tuple[dict[str, dict[int, tuple[dict[str, np.ndarray], bool]]], dict[int, InferenceError]]:
+        plan = self.plan
+        needed: dict[str, set[int]] = defaultdict(set)
+        guard = plan.strategy.tasks.get("vulnerable")
+        for i, want in enumerate(wants):
+            for _arm, published, shadow in want.values():
+                needed[published].add(i)
+                if shadow:
+                    needed[shadow].add(i)
+            if guard is not None and guard.mode != "champion":
+                needed[guard.champion].add(i)
+        encoded: dict[tuple[str, int, str], dict[int, Encoded]] = {}
+        for ref, idx in needed.items():
+            enc = plan.encoder(ref)
+            cache = encoded.setdefault(enc.key, {})
+            todo = sorted(i for i in idx if i not in cache)
+            if todo:
+                cache.update(zip(todo, enc.encode([items[i].complaint.text for i in todo]), strict=True))
+        outputs: dict[str, dict[int, tuple[dict[str, np.ndarray], bool]]] = {}
+        failed: dict[int, InferenceError] = {}
+        for ref, idx in sorted(needed.items()):
+            model, cache = plan.models[ref], encoded[plan.encoder(ref).key]
+            rows = sorted(idx - failed.keys())
+            outputs[ref] = {}
+            for chunk in self._run(model, [cache[i] for i in rows], rows, failed):
+                for i, probs in chunk:
+                    outputs[ref][i] = (probs, cache[i].truncated)
+        return outputs, failed
+
+    @staticmethod
+    def _run(model, encs, rows, failed):  # type: ignore[no-untyped-def]
+        """Run the rows together; on failure, alone, so that one bad message does not sink the batch."""
+        try:
+            probs = model.run(encs)
+            yield [(i, {t: p[k] for t, p in probs.items()}) for k, i in enumerate(rows)]
+            return
+        except InferenceError:
+            pass
+        for enc, i in zip(encs, rows, strict=True):
+            try:
+                probs = model.run([enc])
+                yield [(i, {t: p[0] for t, p in probs.items()})]
+            except InferenceError as exc:
+                failed[i] = exc
+
+    def _build(
+        self,
+        item: Item,
+        want: dict[str, tuple[str, str, str | None]],
+        outputs: dict[str, dict[int, tuple[dict[str, np.ndarray], bool]]],
+        i: int,
+        stamp: datetime,
+        now: float,
+    ) -> tuple[Allocation, ShadowResult | None]:
+        plan = self.plan
+        preds, shadow_preds = {}, {}
+        for task, (arm, published, shadow) in want.items():
+            probs, trunc = outputs[published][i]
+            head = plan.models[published].heads[task]
+            preds[task] = predict(head, probs[task], self.refs[published], arm, trunc)
+            if shadow:
+                sprobs, strunc = outputs[shadow][i]
+                shead = plan.models[shadow].heads[task]
+                shadow_preds[task] = predict(shead, sprobs[task], self.refs[shadow], "shadow", strunc)
+        vulnerable = preds["vulnerable"].label == _positive(plan, want["vulnerable"][1])
+        guard = plan.strategy.tasks["vulnerable"]
+        reasons = [
+            f"{t}_low_confidence"
+            for t, p in preds.items()
+            if p.score < plan.models[want[t][1]].heads[t].review_threshold
+        ]
+        journey_vulnerable = vulnerable
+        if guard.mode != "champion" and not vulnerable:
+            cprobs, _ = outputs[guard.champion][i]
+            chead = plan.models[guard.champion].heads["vulnerable"]
+            if cprobs["vulnerable"][chead.labels.index(chead.positive_label or "yes")] >= chead.threshold:
+                journey_vulnerable = True
+                reasons.append("vulnerable_guardrail")
+        source, complaint = item.source, item.complaint
+        did = decision_id(source)
+        alloc = Allocation(
+            decision_id=did,
+            complaint_id=complaint.complaint_id,
+            allocated_at=stamp,
+            team=preds["team"].label,
+            issue=preds["issue"].label,
+            vulnerable=vulnerable,
+            journey="vulnerable" if journey_vulnerable else "standard",
+            needs_review=bool(reasons),
+            review_reasons=tuple(reasons),
+            predictions=preds,
+            strategy=StrategyRef(version=plan.strategy.version),
+            source=source,
+            input_sha256=text_sha256(complaint.text),
+            latency_ms=round((now - item.started) * 1000, 3),
+            consumer_version=self.version,
+            metadata=complaint.metadata,
+        )
+        shadow_rec = None
+        if shadow_preds:
+            shadow_rec = ShadowResult(
+                decision_id=did,
+                complaint_id=complaint.complaint_id,
+                allocated_at=stamp,
+                predictions=shadow_preds,
+                published={t: preds[t] for t in shadow_preds},
+                agreement={t: p.label == preds[t].label for t, p in shadow_preds.items()},
+                strategy=StrategyRef(version=plan.strategy.version),
+                source=source,
+            )
+        return alloc, shadow_rec
+
+
+def _positive(plan: Plan, ref: str) -> str:
+    return plan.models[ref].heads["vulnerable"].positive_label or "yes"
