@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 MAX_TEXT_CHARS = 100_000  # the schema's maxLength; settings may lower it, never raise it
 
@@ -41,10 +41,13 @@ class Complaint(BaseModel):
         return data
 
 
+SHA256 = r"^[0-9a-f]{64}$"
+
+
 class ModelRef(_Frozen):
-    name: str
-    version: str
-    sha256: str
+    name: str = Field(min_length=1)
+    version: str = Field(min_length=1)
+    sha256: str = Field(pattern=SHA256)
 
     @property
     def ref(self) -> str:
@@ -53,7 +56,7 @@ class ModelRef(_Frozen):
 
 class Scored(_Frozen):
     label: str
-    score: float
+    score: float = Field(ge=0, le=1)
 
 
 Arm = Literal["champion", "canary", "shadow"]
@@ -61,8 +64,8 @@ Arm = Literal["champion", "canary", "shadow"]
 
 class Prediction(_Frozen):
     label: str
-    score: float
-    top_k: tuple[Scored, ...]
+    score: float = Field(ge=0, le=1)
+    top_k: tuple[Scored, ...] = Field(min_length=1)
     model: ModelRef
     arm: Arm
     truncated: bool = False
@@ -70,32 +73,32 @@ class Prediction(_Frozen):
 
 class Source(_Frozen):
     topic: str
-    partition: int
-    offset: int
+    partition: int = Field(ge=0)
+    offset: int = Field(ge=0)
 
 
 class StrategyRef(_Frozen):
-    version: int
+    version: int = Field(ge=0)
 
 
 class Allocation(_Frozen):
     """``allocation/v1``: what the case system reads."""
 
     schema_: Literal["allocation/v1"] = Field("allocation/v1", alias="schema")
-    decision_id: str
-    complaint_id: str
+    decision_id: str = Field(min_length=1)
+    complaint_id: str = Field(min_length=1, max_length=128)
     allocated_at: datetime
     team: str
     issue: str
-    vulnerable: bool
+    vulnerable: StrictBool
     journey: Literal["standard", "vulnerable"]
-    needs_review: bool
+    needs_review: StrictBool
     review_reasons: tuple[str, ...] = ()
-    predictions: dict[str, Prediction]
+    predictions: dict[str, Prediction] = Field(min_length=1)
     strategy: StrategyRef
     source: Source
-    input_sha256: str
-    latency_ms: float
+    input_sha256: str = Field(pattern=SHA256)
+    latency_ms: float = Field(ge=0)
     consumer_version: str
     metadata: dict[str, Any] = Field(default_factory=dict)
 
@@ -124,7 +127,7 @@ class Feedback(BaseModel):
     decision_id: str | None = Field(None, min_length=1, max_length=128)
     team: str = Field(min_length=1)
     issue: str = Field(min_length=1)
-    vulnerable: bool
+    vulnerable: StrictBool
     labels: dict[str, str] = Field(default_factory=dict)
     decided_at: datetime
 

@@ -31,7 +31,8 @@ def schema(schema_id: str) -> dict[str, Any]:
 
 @cache
 def _registry() -> Registry:
-    return Registry().with_resources((sid, Resource.from_contents(schema(sid))) for sid in SCHEMA_FILES)
+    # schemas refer to each other by their absolute $id (urn:complaints-allocation:<name>:<version>)
+    return Registry().with_resources((schema(sid)["$id"], Resource.from_contents(schema(sid))) for sid in SCHEMA_FILES)
 
 
 @cache
