@@ -7,6 +7,7 @@ import signal
 import threading
 import time
 
+from kafka.errors import ProducerFencedError
 from prometheus_client import CollectorRegistry
 
 from consumer import kafka, logs, store
@@ -87,6 +88,9 @@ def consume(settings: ConsumerSettings, stop: threading.Event | None = None) -> 
     )
     try:
         loop.run(stop)
+    except ProducerFencedError:
+        log.error("fenced: a newer instance owns this transactional id; exiting to be restarted")
+        return 1
     finally:
         t0 = time.monotonic()
         consumer.close(autocommit=False)  # leave the group now: partitions move without a session timeout

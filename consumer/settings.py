@@ -77,14 +77,18 @@ class ConsumerSettings(CommonSettings):
 
     consumer_group: str = "complaints-allocation"
     instance_id: str = Field(
-        default_factory=lambda: os.uname().nodename,
-        description="Stable per pod; makes the transactional.id (fencing of zombie producers).",
+        # the pod name, plus the pid so that processes sharing a host never share a transactional.id; in a
+        # container the pid is the same after a restart, so a restarted pod fences its own zombie at once
+        default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}",
+        description="Unique per live process, stable per pod; makes the transactional.id.",
     )
     batch_max_messages: int = Field(64, ge=1, le=10_000, description="Upper bound of one micro-batch.")
     batch_max_wait_ms: int = Field(100, ge=1, description="How long a poll waits to fill a micro-batch.")
     max_message_bytes: int = Field(262_144, ge=1024, description="Larger inputs go to the DLQ as oversized.")
     max_text_chars: int = Field(100_000, ge=1, description="Longer texts go to the DLQ as oversized.")
-    transaction_timeout_ms: int = Field(60_000, ge=1000)
+    transaction_timeout_ms: int = Field(
+        30_000, ge=1000, description="An open transaction of a crashed pod blocks read_committed readers this long."
+    )
     model_dir: Path | None = Field(
         None, description="A model package folder to serve as champion when Redis holds no strategy."
     )

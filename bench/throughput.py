@@ -1,0 +1,186 @@
+"""Bare onnxruntime vs end-to-end throughput, side by side in one run, on the same model and real CFPB texts.
+
+    python -m bench.throughput [--package DIR] [--messages 1500] [--latency-seconds 30]
+
+1. bare: tokenise + onnxruntime in this process, in micro-batches like the consumer's (texts/s).
+2. e2e saturation: the messages are produced first, then ``allocator consume`` (a subprocess, exactly-once on)
+   drains them; throughput counts allocations committed after the first batch, over their time span.
+3. latency: complaints produced at half the e2e rate; for each, the time from send to its committed
+   allocation being read (read_committed), p50 and p99.
+The last line is one JSON object: bare_per_s, e2e_per_s, ratio, p50_ms, p99_ms and the settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import datetime
+
+import numpy as np
+from kafka import KafkaConsumer, KafkaProducer
+
+from bench.common import cfpb_texts, minilm_package, stack_env
+from consumer.inference import OnnxModel, TextEncoder, cpu_limit
+from consumer.package import load_package
+
+
+def bare(package_dir: str, texts: list[str], batch: int, sub_batch: int) -> float:
+    package = load_package(package_dir)
+    encoder, model = TextEncoder(package), OnnxModel(package, cpu_limit(), sub_batch)
+    model.run(encoder.encode(texts[:8]))  # warm-up
+    start = time.perf_counter()
+    for i in range(0, len(texts), batch):
+        model.run(encoder.encode(texts[i : i + batch]))
+    return len(texts) / (time.perf_counter() - start)
+
+
+class Reader(threading.Thread):
+    """Reads committed allocations; records when each complaint id's allocation became visible."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        super().__init__(daemon=True)
+        self.seen: dict[str, float] = {}
+        self.allocated_at: dict[str, float] = {}
+        self.stop = threading.Event()
+        self.consumer = KafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+            group_id=None,
+        )
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for records in self.consumer.poll(timeout_ms=200).values():
+                now = time.time()
+                for r in records:
+                    doc = json.loads(r.value)
+                    self.seen.setdefault(doc["complaint_id"], now)
+                    self.allocated_at[doc["complaint_id"]] = datetime.fromisoformat(doc["allocated_at"]).timestamp()
+        self.consumer.close()
+
+    def wait_for(self, n: int, timeout: float) -> None:
+        deadline = time.time() + timeout
+        while len(self.seen) < n and time.time() < deadline:
+            time.sleep(0.1)
+        if len(self.seen) < n:
+            raise SystemExit(f"only {len(self.seen)} of {n} allocations arrived within {timeout}s")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--package", help="model package (default: trained default, else untrained MiniLM)")
+    ap.add_argument("--messages", type=int, default=1500)
+    ap.add_argument("--batch", type=int, default=64, help="micro-batch (ALLOCATOR_BATCH_MAX_MESSAGES)")
+    ap.add_argument("--sub-batch", type=int, default=int(os.environ.get("ALLOCATOR_MAX_SUB_BATCH", "16")))
+    ap.add_argument("--partitions", type=int, default=2)
+    ap.add_argument("--latency-seconds", type=float, default=30.0)
+    args = ap.parse_args()
+
+    package = str(minilm_package(args.package))
+    rows = cfpb_texts(args.messages)
+    texts = [t for _, t in rows]
+    bare_per_s = bare(package, texts, args.batch, args.sub_batch)
+    print(f"bare onnxruntime: {bare_per_s:.1f} texts/s", file=sys.stderr)
+
+    env = stack_env()
+    run = uuid.uuid4().hex[:8]
+    topics = {
+        "ALLOCATOR_TOPIC_COMPLAINTS": f"bench-in-{run}",
+        "ALLOCATOR_TOPIC_ALLOCATIONS": f"bench-out-{run}",
+        "ALLOCATOR_TOPIC_SHADOW": f"bench-shadow-{run}",
+        "ALLOCATOR_TOPIC_DLQ": f"bench-dlq-{run}",
+    }
+    cenv = {
+        **os.environ,
+        **env,
+        **topics,
+        "ALLOCATOR_MODEL_DIR": package,
+        "ALLOCATOR_REDIS_PREFIX": f"bench-{run}:",
+        "ALLOCATOR_CONSUMER_GROUP": f"bench-{run}",
+        "ALLOCATOR_TOPIC_PARTITIONS": str(args.partitions),
+        "ALLOCATOR_METRICS_PORT": "0",
+        "ALLOCATOR_BATCH_MAX_MESSAGES": str(args.batch),
+        "ALLOCATOR_MAX_SUB_BATCH": str(args.sub_batch),
+        "ALLOCATOR_LOG_LEVEL": "WARNING",
+    }
+    subprocess.run(
+        [sys.executable, "-m", "consumer", "topics", "create"], env=cenv, check=True, stdout=subprocess.DEVNULL
+    )
+    producer = KafkaProducer(bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"], linger_ms=20, acks="all")
+
+    def send(cid: str, text: str) -> None:
+        doc = {"schema": "complaint/v1", "complaint_id": cid, "text": text}
+        producer.send(topics["ALLOCATOR_TOPIC_COMPLAINTS"], key=cid.encode(), value=json.dumps(doc).encode())
+
+    for i, (cid, text) in enumerate(rows):
+        send(f"sat-{i}-{cid}", text)
+    producer.flush()
+    reader = Reader(env["KAFKA_BOOTSTRAP_SERVERS"], topics["ALLOCATOR_TOPIC_ALLOCATIONS"])
+    reader.start()
+    proc = subprocess.Popen([sys.executable, "-m", "consumer", "consume"], env=cenv)
+    try:
+        reader.wait_for(len(rows), timeout=30 + 3 * len(rows) / max(1.0, bare_per_s) + 60)
+        stamps = sorted(reader.allocated_at.values())
+        first = stamps[0]
+        later = [s for s in stamps if s > first + 1e-3]  # after the first committed batch
+        e2e_per_s = len(later) / (later[-1] - first)
+
+        rate = e2e_per_s / 2
+        sent: dict[str, float] = {}
+        start = time.time()
+        n = int(rate * args.latency_seconds)
+        for i in range(n):
+            delay = start + i / rate - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            cid, text = rows[i % len(rows)]
+            key = f"lat-{i}-{cid}"
+            sent[key] = time.time()
+            send(key, text)
+        producer.flush()
+        reader.wait_for(len(rows) + n, timeout=60)
+        lat = np.array([(reader.seen[k] - t0) * 1000 for k, t0 in sent.items()])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        reader.stop.set()
+        reader.join()
+        producer.close()
+    p50, p99 = float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+    ratio = e2e_per_s / bare_per_s
+    print(f"\n{'measure':32} {'value':>10}")
+    print(f"{'bare onnxruntime (texts/s)':32} {bare_per_s:10.1f}")
+    print(f"{'end-to-end exactly-once (msg/s)':32} {e2e_per_s:10.1f}")
+    print(f"{'ratio e2e/bare':32} {ratio:10.3f}")
+    print(f"{'latency p50 at half rate (ms)':32} {p50:10.1f}")
+    print(f"{'latency p99 at half rate (ms)':32} {p99:10.1f}")
+    print(
+        json.dumps(
+            {
+                "bare_per_s": round(bare_per_s, 2),
+                "e2e_per_s": round(e2e_per_s, 2),
+                "ratio": round(ratio, 4),
+                "p50_ms": round(p50, 1),
+                "p99_ms": round(p99, 1),
+                "latency_rate_per_s": round(rate, 2),
+                "messages": len(rows),
+                "batch": args.batch,
+                "sub_batch": args.sub_batch,
+                "partitions": args.partitions,
+                "cpus": cpu_limit(),
+                "package": package,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Promoter: evidence-based promotion or rollback of a challenger model from human feedback (DESIGN section 6)."""
