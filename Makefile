@@ -1,0 +1,75 @@
+# complaints-allocation: the same commands locally and in CI (.ci/run calls `make ci`).
+#   make demo        the main job on the embedded local stack (Kafka + Redis started for you)
+#   make test        every test tier against the real local stack (started for you), plus lint and types
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+PYTHON ?= python3
+STACK := scripts/stack.sh
+TOOLS_BIN := $(shell scripts/install-tools.sh --print-bin)
+export PATH := $(TOOLS_BIN):$(PATH)
+# tests run with the stack's addresses unless the caller points at other services
+WITH_STACK = set -a; source .stack/env; set +a;
+
+.PHONY: install system-deps tools stack-up stack-down lint typecheck check test test-unit test-integration \
+        test-e2e bench demo demo-down ci clean
+
+install: ## Python packages (all extras) in the current interpreter
+	$(PYTHON) -m pip install -q --upgrade pip
+	$(PYTHON) -m pip install -q -e '.[train,explain,dev]'
+
+system-deps: ## Debian packages the tests use (redis-server, prometheus/promtool, chromium, Java 17)
+	@missing=""; \
+	for pair in redis-server:redis-server prometheus:prometheus promtool:prometheus chromium:chromium java:openjdk-17-jre-headless mvn:maven; do \
+	  command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair##*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+tools: ## helm and kustomize, pinned, built with Go (cached)
+	scripts/install-tools.sh
+
+stack-up: ## local Kafka (KRaft) + Redis on 127.0.0.1; addresses in .stack/env
+	bash $(STACK) up
+
+stack-down:
+	bash $(STACK) down
+
+lint:
+	ruff check .
+	ruff format --check consumer explainer bench tests/unit/test_contracts.py
+
+typecheck:
+	mypy
+
+check: lint typecheck
+
+test-unit:
+	$(PYTHON) -m pytest tests/unit -q
+
+test-integration: stack-up
+	$(WITH_STACK) $(PYTHON) -m pytest tests/integration -q
+
+test-e2e: stack-up
+	$(WITH_STACK) $(PYTHON) -m pytest tests/e2e -q
+
+test: stack-up ## every tier against the real stack; integration tests never skip here
+	$(WITH_STACK) CA_REQUIRE_SERVICES=1 $(PYTHON) -m pytest tests -q --durations=15
+
+bench: stack-up
+	$(WITH_STACK) $(PYTHON) -m bench.throughput
+	$(PYTHON) -m bench.accuracy
+
+demo: ## the whole lifecycle on the local stack (see README)
+	$(PYTHON) -m pip show complaints-allocation >/dev/null 2>&1 || $(MAKE) install
+	bash $(STACK) up
+	$(WITH_STACK) $(PYTHON) -m demo
+
+demo-down:
+	-$(PYTHON) -m demo --down
+	bash $(STACK) down
+
+ci: system-deps install tools check test
+
+clean:
+	rm -rf .stack build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
