@@ -43,6 +43,8 @@ class LoopHooks:
         m.batch_size.observe(len(records))
         m.batch_seconds.observe(time.monotonic() - started)
         m.transactions.labels("committed").inc()
+        for version, seconds in routed.inference_seconds.items():
+            m.inference_seconds.labels(version).observe(seconds)
         for _, code, _ in dead:
             m.dlq.labels(code).inc()
         by_offset = {(r.partition, r.offset): r.timestamp for r in records}

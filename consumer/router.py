@@ -52,6 +52,7 @@ class Routed:
     allocations: list[tuple[Item, Allocation]]
     shadows: list[ShadowResult]
     failures: list[tuple[Item, InferenceError]]
+    inference_seconds: dict[str, float]  # per model version, summed over the batch
 
 
 def decision_id(source: Source) -> str:
@@ -91,7 +92,7 @@ class Router:
 
     def route(self, items: Sequence[Item]) -> Routed:
         wants = [self._wants(it.complaint.complaint_id) for it in items]
-        outputs, failed = self._score(items, wants)
+        outputs, failed, seconds = self._score(items, wants)
         allocations, shadows, failures = [], [], []
         stamp, now = datetime.now(UTC), time.monotonic()
         for i, item in enumerate(items):
@@ -102,7 +103,7 @@ class Router:
             allocations.append((item, alloc))
             if shadow is not None:
                 shadows.append(shadow)
-        return Routed(allocations, shadows, failures)
+        return Routed(allocations, shadows, failures, seconds)
 
     def _wants(self, complaint_id: str) -> dict[str, tuple[str, str, str | None]]:
         """Per task: (arm, published model, shadow model or None)."""
@@ -115,7 +116,7 @@ class Router:
 
     def _score(
         self, items: Sequence[Item], wants: list[dict[str, tuple[str, str, str | None]]]
-    ) -> tuple[dict[str, dict[int, tuple[dict[str, np.ndarray], bool]]], dict[int, InferenceError]]:
+    ) -> tuple[dict[str, dict[int, tuple[dict[str, np.ndarray], bool]]], dict[int, InferenceError], dict[str, float]]:
         plan = self.plan
         needed: dict[str, set[int]] = defaultdict(set)
         guard = plan.strategy.tasks.get("vulnerable")
@@ -135,14 +136,17 @@ class Router:
                 cache.update(zip(todo, enc.encode([items[i].complaint.text for i in todo]), strict=True))
         outputs: dict[str, dict[int, tuple[dict[str, np.ndarray], bool]]] = {}
         failed: dict[int, InferenceError] = {}
+        seconds: dict[str, float] = {}
         for ref, idx in sorted(needed.items()):
             model, cache = plan.models[ref], encoded[plan.encoder(ref).key]
             rows = sorted(idx - failed.keys())
             outputs[ref] = {}
+            started = time.perf_counter()
             for chunk in self._run(model, [cache[i] for i in rows], rows, failed):
                 for i, probs in chunk:
                     outputs[ref][i] = (probs, cache[i].truncated)
-        return outputs, failed
+            seconds[model.package.version] = seconds.get(model.package.version, 0.0) + time.perf_counter() - started
+        return outputs, failed, seconds
 
     @staticmethod
     def _run(model, encs, rows, failed):  # type: ignore[no-untyped-def]

@@ -1,0 +1,193 @@
+"""Prometheus alert rules, one ``Alert`` each, rendered into a plain rules file.
+
+Thresholds are defaults, not truths: the chart lets operators override any rule
+(``monitoring.prometheusRule.overrides``). Each alert names the ``signals`` it is built from:
+queries that must return data from a healthy, busy deployment; the end-to-end test checks
+them against a real Prometheus (the alert condition itself is, hopefully, empty).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+GROUP = "complaints-allocation"
+
+CONSUMED = "sum by (namespace) (rate(allocator_messages_consumed_total[10m]))"
+LAG = "sum by (namespace) (allocator_consumer_lag_messages)"
+EXPLANATIONS = "sum by (namespace) (rate(allocator_explanations_total[10m]))"
+
+
+@dataclass(frozen=True)
+class Alert:
+    name: str
+    expr: str
+    for_: str
+    severity: str  # critical pages someone; warning goes to the team channel
+    summary: str
+    description: str
+    signals: tuple[str, ...] = field(default=())
+
+    def rule(self) -> dict[str, object]:
+        return {
+            "alert": self.name,
+            "expr": self.expr,
+            "for": self.for_,
+            "labels": {"severity": self.severity, "service": "complaints-allocation"},
+            "annotations": {"summary": self.summary, "description": self.description},
+        }
+
+
+ALERTS: tuple[Alert, ...] = (
+    Alert(
+        "AllocatorConsumerLagGrowing",
+        f"{LAG} > 1000 and sum by (namespace) (deriv(allocator_consumer_lag_messages[15m])) > 0",
+        "15m",
+        "warning",
+        "Consumer lag is above 1000 and still growing",
+        "Lag is {{ $value | humanize }} records in {{ $labels.namespace }} and rising for 15 minutes: "
+        "input outpaces the consumers. Scale out (up to the partition count) or check for slow inference.",
+        signals=(LAG, "sum by (namespace) (deriv(allocator_consumer_lag_messages[15m]))"),
+    ),
+    Alert(
+        "AllocatorConsumerStalled",
+        f"{LAG} > 0 and {CONSUMED} == 0",
+        "10m",
+        "critical",
+        "Consumers are not consuming while records wait",
+        "{{ $labels.namespace }}: records are waiting but none was consumed in 10 minutes.",
+        signals=(LAG, CONSUMED),
+    ),
+    Alert(
+        "AllocatorDLQRateHigh",
+        f"sum by (namespace) (rate(allocator_dlq_total[10m])) / {CONSUMED} > 0.05",
+        "10m",
+        "warning",
+        "More than 5% of complaints go to the DLQ",
+        "{{ $value | humanizePercentage }} of records in {{ $labels.namespace }} go to the DLQ. Check "
+        "allocator_dlq_total by reason: a producer may be sending a new or broken format.",
+        signals=("sum by (namespace) (rate(allocator_dlq_total[10m]))", CONSUMED),
+    ),
+    Alert(
+        "AllocatorModelFailures",
+        'sum by (namespace) (rate(allocator_dlq_total{reason="model_failure"}[10m])) > 0',
+        "5m",
+        "warning",
+        "Model failures are sending complaints to the DLQ",
+        "Inference failed on records in {{ $labels.namespace }}; they are in the DLQ with reason "
+        "model_failure and can be redriven after a fix.",
+        signals=("sum by (namespace, reason) (rate(allocator_dlq_total[10m]))",),
+    ),
+    Alert(
+        "AllocatorTransactionsAborting",
+        'sum by (namespace) (rate(allocator_transactions_total{outcome="aborted"}[10m])) '
+        "/ sum by (namespace) (rate(allocator_transactions_total[10m])) > 0.1",
+        "10m",
+        "warning",
+        "More than 10% of Kafka transactions abort",
+        "Aborted transactions replay their batch: throughput suffers. Look for broker errors, fencing "
+        "(rebalances) or a transaction timeout shorter than a batch.",
+        signals=("sum by (namespace) (rate(allocator_transactions_total[10m]))",),
+    ),
+    Alert(
+        "AllocatorEndToEndLatencyHigh",
+        "histogram_quantile(0.99, sum by (namespace, le) "
+        "(rate(allocator_end_to_end_latency_seconds_bucket[10m]))) > 30",
+        "15m",
+        "warning",
+        "p99 end-to-end latency above 30s",
+        "Complaints in {{ $labels.namespace }} take {{ $value | humanizeDuration }} (p99) from arrival to allocation.",
+        signals=(
+            "histogram_quantile(0.99, sum by (namespace, le) (rate(allocator_end_to_end_latency_seconds_bucket[10m])))",
+        ),
+    ),
+    Alert(
+        "AllocatorStrategyStale",
+        "time() - max by (namespace, pod) (allocator_strategy_last_refresh_timestamp_seconds) > 120",
+        "5m",
+        "warning",
+        "A pod has not read the strategy for over 2 minutes",
+        "{{ $labels.pod }} serves its last good strategy but cannot refresh it: strategy changes "
+        "(canary, rollback) do not reach it.",
+        signals=("time() - max by (namespace, pod) (allocator_strategy_last_refresh_timestamp_seconds)",),
+    ),
+    Alert(
+        "AllocatorStoreDown",
+        "min by (namespace, pod) (allocator_store_up) == 0",
+        "5m",
+        "critical",
+        "Redis (model registry and strategy) is unreachable",
+        "{{ $labels.pod }} cannot reach Redis. Running pods keep serving, but new pods cannot load "
+        "models, strategy changes are frozen and the promoter is blind.",
+        signals=("min by (namespace, pod) (allocator_store_up)",),
+    ),
+    Alert(
+        "AllocatorStrategyRejected",
+        "sum by (namespace) (increase(allocator_strategy_rejected_total[10m])) > 0",
+        "0m",
+        "warning",
+        "A strategy document was refused",
+        "Pods in {{ $labels.namespace }} refused a strategy (invalid, or a model that failed to load) and "
+        "keep the previous one. Check `allocator strategy show` and the consumer logs.",
+        signals=("sum by (namespace) (increase(allocator_strategy_rejected_total[10m]))",),
+    ),
+    Alert(
+        "AllocatorModelLoadFailures",
+        "sum by (namespace, reason) (increase(allocator_model_load_failures_total[10m])) > 0",
+        "0m",
+        "warning",
+        "A model package was refused at load",
+        "{{ $labels.reason }}: a model package in {{ $labels.namespace }} failed verification (digest "
+        "mismatch, manifest, ONNX) and was not served.",
+    ),
+    Alert(
+        "AllocatorLiveAccuracyBelowTarget",
+        "max by (namespace, task, model_version, arm) (allocator_live_accuracy_ratio) < 0.75 "
+        "and on (namespace, task, model_version, arm) "
+        "sum by (namespace, task, model_version, arm) (increase(allocator_live_outcomes_total[1d])) >= 100",
+        "1h",
+        "warning",
+        "Live accuracy below 75%",
+        "{{ $labels.task }} accuracy of {{ $labels.model_version }} ({{ $labels.arm }}) is "
+        "{{ $value | humanizePercentage }} against human decisions. Consider a rollback "
+        "(`allocator strategy rollback`) or retraining.",
+        signals=(
+            "max by (namespace, task, model_version, arm) (allocator_live_accuracy_ratio)",
+            "sum by (namespace, task, model_version, arm) (increase(allocator_live_outcomes_total[1d]))",
+        ),
+    ),
+    Alert(
+        "AllocatorVulnerableRecallBelowTarget",
+        "max by (namespace, model_version, arm) (allocator_live_vulnerable_recall_ratio) < 0.9",
+        "2h",
+        "critical",
+        "Vulnerable-customer recall below 90%",
+        "{{ $labels.model_version }} ({{ $labels.arm }}) misses vulnerable customers: recall "
+        "{{ $value | humanizePercentage }}. They must follow the vulnerable journey; roll back.",
+        signals=("max by (namespace, model_version, arm) (allocator_live_vulnerable_recall_ratio)",),
+    ),
+    Alert(
+        "AllocatorPromoterNotReady",
+        "max by (namespace) (allocator_promoter_ready) == 0",
+        "15m",
+        "warning",
+        "The promoter is not ready",
+        "The promoter in {{ $labels.namespace }} has had no partitions or no Redis for 15 minutes: live accuracy "
+        "goes stale and no canary is promoted or rolled back.",
+        signals=("max by (namespace) (allocator_promoter_ready)",),
+    ),
+    Alert(
+        "AllocatorExplainerErrors",
+        f'sum by (namespace) (rate(allocator_explanations_total{{status=~"5.."}}[10m])) / {EXPLANATIONS} > 0.05',
+        "10m",
+        "warning",
+        "More than 5% of explanation requests fail",
+        "The explainer in {{ $labels.namespace }} answers {{ $value | humanizePercentage }} of requests with "
+        "a 5xx: regulator requests are failing.",
+        signals=(EXPLANATIONS,),
+    ),
+)
+
+
+def rules_file() -> dict[str, object]:
+    """The Prometheus rules file (also the source of the chart's PrometheusRule)."""
+    return {"groups": [{"name": GROUP, "rules": [a.rule() for a in ALERTS]}]}
