@@ -10,7 +10,7 @@ export PATH := $(TOOLS_BIN):$(PATH)
 # tests run with the stack's addresses unless the caller points at other services
 WITH_STACK = set -a; source .stack/env; set +a;
 
-.PHONY: install system-deps tools stack-up stack-down lint typecheck check test test-unit test-integration \
+.PHONY: install system-deps tools stack-up stack-down lint typecheck chart-check check test test-unit test-integration \
         test-e2e bench demo demo-down ci clean
 
 install: ## Python packages (all extras) in the current interpreter
@@ -42,7 +42,10 @@ lint:
 typecheck:
 	mypy
 
-check: lint typecheck
+chart-check: tools ## helm lint, promtool check/test of the alert rules, dashboards drift check
+	scripts/helm.sh check
+
+check: lint typecheck chart-check
 
 test-unit:
 	$(PYTHON) -m pytest tests/unit -q

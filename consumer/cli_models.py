@@ -10,12 +10,17 @@ import argparse
 import getpass
 import socket
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from consumer.errors import StrategyError
 from consumer.strategy import Strategy, TaskPlan
 
+if TYPE_CHECKING:
+    from consumer.registry import Registry
+    from consumer.strategy_store import StrategyStore
 
-def _stores():  # type: ignore[no-untyped-def]
+
+def _stores() -> tuple[Registry, StrategyStore]:
     from consumer import store
     from consumer.registry import Registry
     from consumer.settings import ConsumerSettings, load
@@ -131,7 +136,7 @@ def _strategy(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_model_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_model_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     m = sub.add_parser("models", help="the model registry in Redis")
     msub = m.add_subparsers(dest="action", required=True)
     msub.add_parser("register", help="verify and register a package").add_argument(

@@ -24,7 +24,7 @@ def decode_complaint(value: bytes | None, max_bytes: int, max_text_chars: int) -
         raise DecodeError(f"not UTF-8 at byte {exc.start}", code="not_utf8") from exc
     try:
         doc = json.loads(text)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise DecodeError(f"not JSON: {exc.msg} at {exc.pos}", code="not_json") from exc
     if not isinstance(doc, dict):
         raise DecodeError(f"JSON {type(doc).__name__}, not an object", code="not_object")

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka import errors as kerrors
@@ -42,7 +43,7 @@ class Topics:
     dlq: str
 
 
-def dlq_headers(rec: object, code: str, message: str) -> list[tuple[str, bytes]]:
+def dlq_headers(rec: Any, code: str, message: str) -> list[tuple[str, bytes]]:
     now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return [
         (k, v.encode())
@@ -51,8 +52,8 @@ def dlq_headers(rec: object, code: str, message: str) -> list[tuple[str, bytes]]
             ("dlq.error.code", code),
             ("dlq.error.message", message[:1024]),
             ("dlq.source.topic", rec.topic),
-            ("dlq.source.partition", str(rec.partition)),  # type: ignore[attr-defined]
-            ("dlq.source.offset", str(rec.offset)),  # type: ignore[attr-defined]
+            ("dlq.source.partition", str(rec.partition)),
+            ("dlq.source.offset", str(rec.offset)),
             ("dlq.consumer.version", __version__),
             ("dlq.failed_at", now),
         )
@@ -93,7 +94,7 @@ class Loop:
             self._router = Router(plan)
         return self._router
 
-    def process(self, records: list) -> None:  # type: ignore[type-arg]
+    def process(self, records: list[Any]) -> None:
         started = time.monotonic()
         router = self.router()
         if router is None:  # no model yet: leave the records for later, do not lose them
@@ -140,7 +141,7 @@ class Loop:
             log.warning("abort failed", extra={"error": repr(exc)})
 
     @staticmethod
-    def _next_offsets(records: list) -> dict[TopicPartition, OffsetAndMetadata]:  # type: ignore[type-arg]
+    def _next_offsets(records: list[Any]) -> dict[TopicPartition, OffsetAndMetadata]:
         out: dict[TopicPartition, OffsetAndMetadata] = {}
         for r in records:
             tp = TopicPartition(r.topic, r.partition)
@@ -148,7 +149,7 @@ class Loop:
                 out[tp] = OffsetAndMetadata(r.offset + 1, "", -1)
         return out
 
-    def _rewind(self, records: list) -> None:  # type: ignore[type-arg]
+    def _rewind(self, records: list[Any]) -> None:
         first: dict[TopicPartition, int] = {}
         for r in records:
             tp = TopicPartition(r.topic, r.partition)

@@ -138,6 +138,35 @@ class PromoterMetrics:
             ["task", "action", "applied"],
             registry=r,
         )
+        self.records = Counter(
+            "allocator_promoter_records_total",
+            "Input records by kind (allocation, shadow, feedback) and outcome (stored, duplicate, malformed, ...).",
+            ["kind", "outcome"],
+            registry=r,
+        )
+        self.parked = Gauge("allocator_promoter_parked_feedback", "Feedback waiting for its allocation.", registry=r)
+        self.p_value = Gauge(
+            "allocator_promoter_p_value",
+            "Always-valid p-value of each running experiment's tests (better, worse, recall_worse).",
+            ["task", "mode", "test"],
+            registry=r,
+        )
+        self.experiment_labels = Gauge(
+            "allocator_promoter_experiment_labels",
+            "Labels counted in each arm of the running experiments.",
+            ["task", "mode", "arm"],
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "allocator_promoter_batch_duration_seconds",
+            "Wall time of one batch: state transaction, offset commit and evaluation.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.lag = Gauge(
+            "allocator_promoter_lag_messages", "Records behind the log end on the partitions owned.", registry=r
+        )
+        self.up = Gauge("allocator_promoter_ready", "1 when partitions are assigned and Redis answers.", registry=r)
 
 
 class ExplainerMetrics:

@@ -40,8 +40,8 @@ def _open(path: Path) -> io.TextIOBase:
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8", newline="")  # type: ignore[return-value]
-    return path.open(encoding="utf-8", newline="")  # type: ignore[return-value]
+        return gzip.open(path, "rt", encoding="utf-8", newline="")
+    return path.open(encoding="utf-8", newline="")
 
 
 def csv_complaints(path: Path, report: Report, split: str | None = None) -> Iterator[dict[str, Any]]:

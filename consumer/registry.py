@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -111,7 +111,7 @@ class Registry:
             raw = self._r.hget(self._key, ref)
         if raw is None:
             raise UnknownModelError(f"model {ref} is not registered")
-        doc = json.loads(raw)
+        doc = json.loads(cast(bytes, raw))
         return ModelEntry(ref, doc["digest"], doc["source"], doc["manifest"], doc["registered_at"])
 
     def find(self, ref: str) -> ModelEntry | None:
@@ -122,7 +122,7 @@ class Registry:
 
     def list(self) -> list[ModelEntry]:
         with map_redis_errors("registry list"):
-            refs = sorted(k.decode() for k in self._r.hkeys(self._key))
+            refs = sorted(k.decode() for k in cast(list[bytes], self._r.hkeys(self._key)))
         return [self.get(r) for r in refs]
 
     def tasks_of(self, ref: str) -> dict[str, Any] | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -24,6 +24,7 @@ import numpy as np
 from consumer import __version__
 from consumer.contracts.messages import (
     Allocation,
+    Arm,
     Complaint,
     ModelRef,
     Prediction,
@@ -33,9 +34,11 @@ from consumer.contracts.messages import (
     StrategyRef,
 )
 from consumer.errors import InferenceError
-from consumer.inference import Encoded
+from consumer.inference import Encoded, OnnxModel
 from consumer.package import TaskHead
 from consumer.serving import Plan
+
+Want = tuple[Arm, str, str | None]  # per task: published arm, published model ref, shadow model ref
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,7 @@ def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def predict(head: TaskHead, probs: np.ndarray, model: ModelRef, arm: str, truncated: bool) -> Prediction:
+def predict(head: TaskHead, probs: np.ndarray, model: ModelRef, arm: Arm, truncated: bool) -> Prediction:
     order = np.argsort(-probs)
     if head.kind == "binary":
         assert head.positive_label is not None
@@ -76,7 +79,7 @@ def predict(head: TaskHead, probs: np.ndarray, model: ModelRef, arm: str, trunca
     top = tuple(Scored(label=head.labels[i], score=round(float(probs[i]), 6)) for i in order[: head.top_k])
     return Prediction(
         label=head.labels[idx], score=round(float(probs[idx]), 6), top_k=top, model=model, arm=arm, truncated=truncated
-    )  # type: ignore[arg-type]
+    )
 
 
 class Router:
@@ -105,9 +108,9 @@ class Router:
                 shadows.append(shadow)
         return Routed(allocations, shadows, failures, seconds)
 
-    def _wants(self, complaint_id: str) -> dict[str, tuple[str, str, str | None]]:
+    def _wants(self, complaint_id: str) -> dict[str, Want]:
         """Per task: (arm, published model, shadow model or None)."""
-        out = {}
+        out: dict[str, Want] = {}
         for task, tp in self.plan.strategy.tasks.items():
             arm = tp.arm(complaint_id)
             published = tp.challenger if arm == "canary" and tp.challenger else tp.champion
@@ -115,7 +118,7 @@ class Router:
         return out
 
     def _score(
-        self, items: Sequence[Item], wants: list[dict[str, tuple[str, str, str | None]]]
+        self, items: Sequence[Item], wants: list[dict[str, Want]]
     ) -> tuple[dict[str, dict[int, tuple[dict[str, np.ndarray], bool]]], dict[int, InferenceError], dict[str, float]]:
         plan = self.plan
         needed: dict[str, set[int]] = defaultdict(set)
@@ -149,7 +152,9 @@ class Router:
         return outputs, failed, seconds
 
     @staticmethod
-    def _run(model, encs, rows, failed):  # type: ignore[no-untyped-def]
+    def _run(
+        model: OnnxModel, encs: list[Encoded], rows: list[int], failed: dict[int, InferenceError]
+    ) -> Iterator[list[tuple[int, dict[str, np.ndarray]]]]:
         """Run the rows together; on failure, alone, so that one bad message does not sink the batch."""
         try:
             probs = model.run(encs)
@@ -167,7 +172,7 @@ class Router:
     def _build(
         self,
         item: Item,
-        want: dict[str, tuple[str, str, str | None]],
+        want: dict[str, Want],
         outputs: dict[str, dict[int, tuple[dict[str, np.ndarray], bool]]],
         i: int,
         stamp: datetime,

@@ -109,6 +109,9 @@ class PromoterSettings(CommonSettings):
     alpha: float = Field(0.05, gt=0, lt=1, description="Error rate of the always-valid sequential test.")
     min_labels: int = Field(50, ge=1, description="No decision before this many labelled outcomes per arm.")
     join_ttl_s: int = Field(30 * 86_400, ge=60, description="How long allocations wait for their feedback.")
+    promoter_canary_weight: float = Field(
+        0.1, gt=0, le=1, description="Share a shadow challenger serves as canary when its shadow test promotes it."
+    )
 
 
 class ExplainerSettings(CommonSettings):
@@ -125,12 +128,10 @@ class ExplainerSettings(CommonSettings):
 S = TypeVar("S", bound=CommonSettings)
 
 
-def load(cls: type[S], **overrides: object) -> S:
+def load(cls: type[S]) -> S:
     """Build settings once from the environment, reading secret files when their folder is mounted."""
     secrets_dir = os.environ.get("ALLOCATOR_SECRETS_DIR", DEFAULT_SECRETS_DIR)
     try:
-        if os.path.isdir(secrets_dir):
-            return cls(_secrets_dir=secrets_dir, **overrides)  # type: ignore[call-arg]
-        return cls(**overrides)  # type: ignore[arg-type]
+        return cls(_secrets_dir=secrets_dir if os.path.isdir(secrets_dir) else None)
     except ValueError as exc:  # pydantic.ValidationError is a ValueError
         raise ConfigError(f"invalid settings: {exc}") from exc

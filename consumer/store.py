@@ -22,7 +22,7 @@ def connect(settings: CommonSettings) -> redis.Redis:
         kwargs["password"] = settings.redis_password.get_secret_value()
     if settings.redis_ssl_ca_certs and settings.redis_url.startswith("rediss://"):
         kwargs["ssl_ca_certs"] = settings.redis_ssl_ca_certs
-    return redis.Redis.from_url(settings.redis_url, **kwargs)  # type: ignore[arg-type]
+    return redis.Redis.from_url(settings.redis_url, **kwargs)
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from typing import cast
 
 import redis
 
@@ -31,7 +32,7 @@ class StrategyStore:
         """The strategy in force, validated against the registry (None when none was ever written)."""
         with map_redis_errors("strategy read"):
             raw = self._r.get(self.key)
-        return None if raw is None else parse(json.loads(raw), self._registry.tasks_of)
+        return None if raw is None else parse(json.loads(cast(bytes, raw)), self._registry.tasks_of)
 
     def subscribe(self) -> redis.client.PubSub:
         """A pub/sub subscription to change announcements (the payload is the new version)."""
@@ -43,7 +44,7 @@ class StrategyStore:
         """Previous documents, newest first (the current one is not included)."""
         with map_redis_errors("strategy history"):
             raws = self._r.lrange(self.history_key, 0, limit - 1)
-        return [parse(json.loads(r)) for r in raws]
+        return [parse(json.loads(r)) for r in cast(list[bytes], raws)]
 
     def write(self, tasks: Mapping[str, TaskPlan], expected_version: int, reason: str, who: str) -> Strategy:
         """Replace the strategy if its version is still ``expected_version`` (0: none yet); announce it.
@@ -59,7 +60,7 @@ class StrategyStore:
         payload = json.dumps(doc, sort_keys=True)
 
         def txn(pipe: redis.client.Pipeline) -> None:
-            raw = pipe.get(self.key)
+            raw = cast(bytes | None, pipe.get(self.key))
             seen = json.loads(raw)["version"] if raw else 0
             if seen != expected_version:
                 raise StrategyConflictError(f"strategy moved to version {seen} during the write")
