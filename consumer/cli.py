@@ -69,8 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     tp.set_defaults(func=_topics)
 
     from consumer.cli_models import add_model_commands
+    from consumer.promoter.cli import add_promoter_commands
 
     add_model_commands(sub)
+    add_promoter_commands(sub)
+    try:
+        from explainer.cli import add_explain_commands
+    except ImportError:  # the consumer image has no explainer (shap is in the `explain` extra)
+        pass
+    else:
+        add_explain_commands(sub)
     return p
 
 

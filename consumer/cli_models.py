@@ -110,8 +110,11 @@ def _strategy(args: argparse.Namespace) -> int:
         print_json(current.to_doc() if current else {"strategy": None})
         return 0
     if args.action == "history":
-        for s in store.history(args.limit):
-            print(f"v{s.version}\t{s.updated_at}\t{s.updated_by}\t{s.reason}")
+        current = store.current()
+        for n, s in enumerate(([current] if current else []) + store.history(args.limit)):
+            modes = ",".join(f"{t}={p.mode}" for t, p in sorted(s.tasks.items()))
+            mark = "current" if n == 0 and current else "       "
+            print(f"v{s.version}\t{mark}\t{s.updated_at}\t{s.updated_by}\t{modes}\t{s.reason}")
         return 0
     reason = args.reason or f"allocator strategy {args.action}"
     if args.action == "rollback":

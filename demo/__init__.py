@@ -1,0 +1,1 @@
+"""``make demo``: the whole lifecycle of complaints-allocation on the embedded local stack."""
