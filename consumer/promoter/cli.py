@@ -1,0 +1,92 @@
+"""``allocator promoter [status | export --out FILE.jsonl]``: run the service, print its state, export labels.
+
+Wired into the main CLI by ``add_promoter_commands(sub)``; ``python -m consumer.promoter`` runs the same
+commands on their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from consumer.errors import InputError
+
+
+def _run(args: argparse.Namespace) -> int:
+    from consumer.settings import PromoterSettings, load
+
+    settings = load(PromoterSettings)
+    if args.promoter_action == "status":
+        return _status(settings)
+    if args.promoter_action == "export":
+        return _export(settings, Path(args.out))
+    from consumer.promoter.app import promote
+
+    return promote(settings)
+
+
+def _status(settings: object) -> int:
+    from consumer import store
+    from consumer.promoter.app import build_evaluator, policy_of
+    from consumer.promoter.state import JoinStore
+    from consumer.promoter.status import status
+    from consumer.settings import PromoterSettings
+
+    assert isinstance(settings, PromoterSettings)
+    client = store.connect(settings)
+    try:
+        doc = status(
+            JoinStore(client, settings.redis_prefix, settings.join_ttl_s),
+            build_evaluator(settings, client),
+            policy_of(settings),
+        )
+    finally:
+        client.close()
+    print(json.dumps(doc, indent=2, sort_keys=True, default=str))
+    return 0
+
+
+def _export(settings: object, out: Path) -> int:
+    from consumer import store
+    from consumer.promoter.export import export
+    from consumer.settings import PromoterSettings
+
+    assert isinstance(settings, PromoterSettings)
+    if not out.parent.is_dir():
+        raise InputError(f"{out.parent}: no such folder")
+    client = store.connect(settings)
+    try:
+        report = export(settings, client, out)
+    finally:
+        client.close()
+    print(json.dumps({"out": str(out), **report.to_dict()}, sort_keys=True))
+    return 0
+
+
+def add_promoter_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("promoter", help="join feedback, report live accuracy, promote or roll back experiments")
+    psub = p.add_subparsers(dest="promoter_action")
+    psub.add_parser("run", help="run the service (the default)")
+    psub.add_parser("status", help="print a JSON summary of the promoter state")
+    ex = psub.add_parser("export", help="write joined feedback with complaint text as JSON lines for training")
+    ex.add_argument("--out", required=True, help="FILE.jsonl")
+    p.set_defaults(func=_run)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m consumer.promoter``: the same commands without the rest of the CLI."""
+    from consumer.errors import AllocationError
+
+    parser = argparse.ArgumentParser(prog="allocator")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_promoter_commands(sub)
+    args = parser.parse_args(["promoter", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return int(args.func(args))
+    except AllocationError as exc:
+        print(f"allocator promoter: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

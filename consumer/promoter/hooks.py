@@ -1,0 +1,85 @@
+"""Small hooks the promoter loop calls; they turn its events into metrics (as ``consumer.hooks`` does).
+
+Counters move only after the batch's transaction committed (so a retried batch is not counted twice in this
+process); the ratio gauges are recomputed from the counters kept in Redis, so they survive a restart and
+agree between replicas.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from consumer.metrics import PromoterMetrics
+from consumer.promoter.evaluate import Verdict
+from consumer.promoter.experiments import Experiment
+from consumer.promoter.join import Delta, live_table
+
+# the outcomes of feedback that end its story (``parked`` is a waiting state, counted in records_total)
+FEEDBACK_OUTCOMES = ("joined", "late", "duplicate", "malformed", "unknown")
+
+
+class PromoterHooks:
+    def __init__(self, metrics: PromoterMetrics, lag_every_s: float = 2.0) -> None:
+        self.m = metrics
+        self._lag_every_s, self._lag_at = lag_every_s, 0.0
+        self.last_beat = time.monotonic()
+        self.assigned = 0  # partitions owned, as the loop last saw them (the consumer is not thread-safe)
+
+    def applied(self, delta: Delta, started: float) -> None:
+        m = self.m
+        for name, n in delta.summary.items():
+            kind, _, outcome = name.partition(".")
+            m.records.labels(kind, outcome).inc(n)
+            if kind == "feedback" and outcome in FEEDBACK_OUTCOMES:
+                m.feedback.labels(outcome).inc(n)
+        for (task, version, arm, correct), n in delta.outcomes.items():
+            m.outcomes.labels(task, version, arm, correct).inc(n)
+        for d in delta.delays:
+            m.label_delay.observe(d)
+        m.batch_seconds.observe(time.monotonic() - started)
+
+    def swept(self, unknown: int) -> None:
+        if unknown:
+            self.m.feedback.labels("unknown").inc(unknown)
+
+    def live(self, counters: dict[str, int], parked: int) -> None:
+        """Set the accuracy and recall gauges from the live counters in Redis."""
+        self.m.parked.set(parked)
+        table = live_table(counters)
+        for row in table["accuracy"]:
+            self.m.accuracy.labels(row["task"], _version(row["model"]), row["arm"]).set(row["accuracy"])
+        for row in table["vulnerable_recall"]:
+            self.m.vulnerable_recall.labels(_version(row["model"]), row["arm"]).set(row["recall"])
+
+    def verdict(self, v: Verdict) -> None:
+        exp, e = v.experiment, v.decision.evidence
+        for test in ("better", "worse", "recall_worse"):
+            self.m.p_value.labels(exp.task, exp.mode, test).set(e[f"p_{test}"])
+        self.m.experiment_labels.labels(exp.task, exp.mode, "champion").set(v.counts.champion.n)
+        self.m.experiment_labels.labels(exp.task, exp.mode, "challenger").set(v.counts.challenger.n)
+
+    def decision(self, exp: Experiment, action: str, applied: bool) -> None:
+        self.m.decisions.labels(exp.task, action, str(applied).lower()).inc()
+
+    def after_poll(self, consumer: Any) -> None:
+        """Lag over the owned partitions, at most every ``lag_every_s`` (highwater marks: no I/O)."""
+        now = self.last_beat = time.monotonic()
+        if now - self._lag_at < self._lag_every_s:
+            return
+        self._lag_at = now
+        lag, assignment = 0, consumer.assignment()
+        self.assigned = len(assignment)
+        for tp in assignment:
+            high = consumer.highwater(tp)
+            if high is None:
+                continue
+            try:
+                lag += max(0, high - consumer.position(tp, timeout_ms=0))
+            except Exception:  # position unknown right after a rebalance: skip this partition this time
+                continue
+        self.m.lag.set(lag)
+
+
+def _version(model: str) -> str:
+    return model.rpartition("@")[2]
