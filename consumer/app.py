@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -11,6 +12,7 @@ from kafka.errors import ProducerFencedError
 from prometheus_client import CollectorRegistry
 
 from consumer import kafka, logs, store
+from consumer.errors import BrokerError
 from consumer.health import HealthServer
 from consumer.hooks import LoopHooks
 from consumer.inference import cpu_limit
@@ -64,8 +66,17 @@ def consume(settings: ConsumerSettings, stop: threading.Event | None = None) -> 
         return stalled < 120, f"loop last beat {stalled:.1f}s ago"
 
     health = HealthServer(settings.metrics_port, registry, live, ready).start()
+
+    def on_signal(*_: object) -> None:
+        stop.set()
+        # kafka-python's commit/abort wait without a deadline when the broker is gone: never outlive the grace
+        # period. An open transaction is aborted by the broker (or by our restart), so nothing is lost.
+        deadline = threading.Timer(settings.drain_timeout_s, _hard_exit, args=(settings.drain_timeout_s,))
+        deadline.daemon = True
+        deadline.start()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
     loop = Loop(
         consumer,
         producer,
@@ -88,6 +99,9 @@ def consume(settings: ConsumerSettings, stop: threading.Event | None = None) -> 
     )
     try:
         loop.run(stop)
+    except BrokerError as exc:
+        log.error("broker failure; exiting to be restarted", extra={"error": str(exc)})
+        return 1
     except ProducerFencedError:
         log.error("fenced: a newer instance owns this transactional id; exiting to be restarted")
         return 1
@@ -100,3 +114,9 @@ def consume(settings: ConsumerSettings, stop: threading.Event | None = None) -> 
         health.stop()
         log.info("drained", extra={"seconds": round(time.monotonic() - t0, 3)})
     return 0
+
+
+def _hard_exit(seconds: float) -> None:
+    log.error("drain did not finish in time; exiting without it", extra={"seconds": seconds})
+    logging.shutdown()
+    os._exit(1)

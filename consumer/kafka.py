@@ -68,23 +68,38 @@ def transactional_producer(settings: ConsumerSettings) -> KafkaProducer:
     return producer
 
 
+def survive_poll_timeout_during_join(consumer: KafkaConsumer) -> KafkaConsumer:
+    """Work around a kafka-python 3.0.12 bug (tests/integration/test_kafka_semantics.py documents it).
+
+    When ``poll(timeout_ms)`` expires while JoinGroup/SyncGroup is in flight, the finished join is never applied
+    once ``need_rejoin()`` turns False: the consumer stays without partitions and heartbeats for good. Counting an
+    unconsumed join task as "needs rejoin" makes the next poll finish it, at the cost of one extra JoinGroup.
+    """
+    coordinator = consumer._coordinator
+    need_rejoin = coordinator.need_rejoin
+    coordinator.need_rejoin = lambda: need_rejoin() or coordinator._join_task is not None
+    return consumer
+
+
 def batch_consumer(settings: ConsumerSettings, topic: str) -> KafkaConsumer:
     """A ``read_committed`` group consumer with bounded prefetch; offsets only move inside transactions."""
     with map_kafka_errors("consumer"):
-        return KafkaConsumer(
-            topic,
-            **client_config(settings),
-            group_id=settings.consumer_group,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            auto_offset_reset="earliest",
-            max_poll_records=settings.batch_max_messages,
-            # bounded memory: at most this much fetched ahead of the loop
-            fetch_max_bytes=8 * 1024 * 1024,
-            max_partition_fetch_bytes=max(1024 * 1024, settings.max_message_bytes + 1024),
-            # a batch is polled, scored and committed before the next poll; it must fit in this
-            max_poll_interval_ms=300_000,
-            partition_assignment_strategy=_assignors(),
+        return survive_poll_timeout_during_join(
+            KafkaConsumer(
+                topic,
+                **client_config(settings),
+                group_id=settings.consumer_group,
+                enable_auto_commit=False,
+                isolation_level="read_committed",
+                auto_offset_reset="earliest",
+                max_poll_records=settings.batch_max_messages,
+                # bounded memory: at most this much fetched ahead of the loop
+                fetch_max_bytes=8 * 1024 * 1024,
+                max_partition_fetch_bytes=max(1024 * 1024, settings.max_message_bytes + 1024),
+                # a batch is polled, scored and committed before the next poll; it must fit in this
+                max_poll_interval_ms=300_000,
+                partition_assignment_strategy=_assignors(),
+            )
         )
 
 

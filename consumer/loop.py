@@ -28,7 +28,7 @@ from kafka import errors as kerrors
 from consumer import __version__
 from consumer.contracts.messages import Source, dump
 from consumer.decode import decode_complaint
-from consumer.errors import ContractError
+from consumer.errors import BrokerError, ContractError
 from consumer.hooks import LoopHooks
 from consumer.router import Item, Router
 from consumer.serving import Plan
@@ -135,10 +135,12 @@ class Loop:
         self.hooks.committed(records, routed, dead, started)
 
     def _abort(self) -> None:
+        """Abort the open transaction. An abort that fails leaves the producer unusable (kafka-python treats
+        request timeouts as fatal): raise, so the process restarts and the same transactional id cleans up."""
         try:
             self.producer.abort_transaction()
         except kerrors.KafkaError as exc:
-            log.warning("abort failed", extra={"error": repr(exc)})
+            raise BrokerError(f"transaction abort failed; the producer is unusable: {exc!r}") from exc
 
     @staticmethod
     def _next_offsets(records: list[Any]) -> dict[TopicPartition, OffsetAndMetadata]:

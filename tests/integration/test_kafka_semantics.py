@@ -15,6 +15,8 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.errors import CommitFailedError, ProducerFencedError
 
+from consumer.kafka import survive_poll_timeout_during_join
+
 pytestmark = pytest.mark.integration
 
 
@@ -37,16 +39,6 @@ def clients(kafka_bootstrap: str) -> Iterator[dict[str, Callable[..., object]]]:
     yield {"producer": producer, "consumer": consumer}
     for client in reversed(made):
         client.close(timeout_ms=5000) if isinstance(client, KafkaConsumer) else client.close(timeout=5)
-
-
-def survive_poll_timeout_during_join(consumer: KafkaConsumer) -> None:
-    """Works around a kafka-python 3.0.12 bug (see the last test): when ``poll(timeout_ms)`` expires while
-    JoinGroup/SyncGroup is in flight, the finished join is never applied once ``need_rejoin()`` turns
-    False, and the consumer stays without partitions and heartbeats for good. Counting an unconsumed
-    join task as "needs rejoin" makes the next poll finish the join (with one extra JoinGroup)."""
-    coordinator = consumer._coordinator
-    need_rejoin = coordinator.need_rejoin
-    coordinator.need_rejoin = lambda: need_rejoin() or coordinator._join_task is not None
 
 
 def read(consumer: KafkaConsumer, until: Callable[[list], bool], timeout: float = 20.0) -> list:
