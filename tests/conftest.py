@@ -25,6 +25,13 @@ if TYPE_CHECKING:
     import redis
 
 SKIP_HINT = "set KAFKA_BOOTSTRAP_SERVERS / REDIS_URL or run `make test`, which starts the local stack"
+
+
+def _unavailable(what: str) -> None:
+    """Skip, unless the run promised services (``make test`` sets CA_REQUIRE_SERVICES=1): then fail."""
+    if os.environ.get("CA_REQUIRE_SERVICES"):
+        pytest.fail(f"no {what}, but CA_REQUIRE_SERVICES is set: the local stack did not come up", pytrace=False)
+    pytest.skip(f"no {what}: {SKIP_HINT}")
 THREAD_GRACE_SECONDS = 5.0
 
 
@@ -48,7 +55,7 @@ def kafka_bootstrap() -> Iterator[str]:
         yield servers
         return
     if not _docker_available():
-        pytest.skip(f"no Kafka broker: {SKIP_HINT}")
+        _unavailable("Kafka broker")
     from testcontainers.community.kafka import KafkaContainer
 
     image = os.environ.get("TEST_KAFKA_IMAGE", "confluentinc/cp-kafka:7.6.0")
@@ -70,7 +77,7 @@ def redis_url() -> Iterator[str]:
         yield url
         return
     if not _docker_available():
-        pytest.skip(f"no Redis server: {SKIP_HINT}")
+        _unavailable("Redis server")
     from testcontainers.community.redis import RedisContainer
 
     with RedisContainer("redis:7.0") as container:
