@@ -7,6 +7,7 @@ from typing import Any
 
 from kafka import KafkaConsumer
 
+from consumer.kafka import lag as kafka_lag
 from consumer.metrics import ConsumerMetrics
 
 
@@ -23,18 +24,9 @@ class LoopHooks:
         if now - self._lag_at < self._lag_every_s:
             return
         self._lag_at = now
-        assigned = consumer.assignment()
-        self.m.assigned.set(len(assigned))
-        lag = 0
-        for tp in assigned:
-            high = consumer.highwater(tp)
-            if high is None:
-                continue
-            try:
-                lag += max(0, high - consumer.position(tp, timeout_ms=0))
-            except Exception:  # position unknown right after a rebalance: skip this partition this time
-                continue
-        self.m.lag.set(lag)
+        assigned, behind = kafka_lag(consumer)
+        self.m.assigned.set(assigned)
+        self.m.lag.set(behind)
 
     def committed(self, records: list[Any], routed: Any, dead: list[tuple[Any, str, str]], started: float) -> None:
         m = self.m

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka import errors as kerrors
 from kafka.admin import NewTopic
 
@@ -132,3 +132,29 @@ def ensure_topics(settings: CommonSettings, topics: list[str], partitions: int |
             return missing
         finally:
             admin.close()
+
+
+def lag(consumer: KafkaConsumer) -> tuple[int, int]:
+    """(partitions owned, records behind the log end over them). Highwater marks come with fetches: no I/O."""
+    assignment, behind = consumer.assignment(), 0
+    for tp in assignment:
+        high = consumer.highwater(tp)
+        if high is None:
+            continue
+        try:
+            behind += max(0, high - consumer.position(tp, timeout_ms=0))
+        except Exception:  # position unknown right after a rebalance: skip this partition this time
+            continue
+    return len(assignment), behind
+
+
+def rewind(consumer: KafkaConsumer, records: list[Any]) -> None:
+    """Seek every still-owned partition of ``records`` back to its first record, to process them again."""
+    first: dict[TopicPartition, int] = {}
+    for r in records:
+        tp = TopicPartition(r.topic, r.partition)
+        first[tp] = min(first.get(tp, r.offset), r.offset)
+    owned = consumer.assignment()
+    for tp, offset in first.items():
+        if tp in owned:
+            consumer.seek(tp, offset)

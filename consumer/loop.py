@@ -30,6 +30,7 @@ from consumer.contracts.messages import Source, dump
 from consumer.decode import decode_complaint
 from consumer.errors import BrokerError, ContractError
 from consumer.hooks import LoopHooks
+from consumer.kafka import rewind
 from consumer.router import Item, Router
 from consumer.serving import Plan
 
@@ -152,10 +153,4 @@ class Loop:
         return out
 
     def _rewind(self, records: list[Any]) -> None:
-        first: dict[TopicPartition, int] = {}
-        for r in records:
-            tp = TopicPartition(r.topic, r.partition)
-            first[tp] = min(first.get(tp, r.offset), r.offset)
-        for tp, offset in first.items():
-            if tp in self.consumer.assignment():
-                self.consumer.seek(tp, offset)
+        rewind(self.consumer, records)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from consumer.kafka import lag as kafka_lag
 from consumer.metrics import PromoterMetrics
 from consumer.promoter.evaluate import Verdict
 from consumer.promoter.experiments import Experiment
@@ -68,17 +69,8 @@ class PromoterHooks:
         if now - self._lag_at < self._lag_every_s:
             return
         self._lag_at = now
-        lag, assignment = 0, consumer.assignment()
-        self.assigned = len(assignment)
-        for tp in assignment:
-            high = consumer.highwater(tp)
-            if high is None:
-                continue
-            try:
-                lag += max(0, high - consumer.position(tp, timeout_ms=0))
-            except Exception:  # position unknown right after a rebalance: skip this partition this time
-                continue
-        self.m.lag.set(lag)
+        self.assigned, behind = kafka_lag(consumer)
+        self.m.lag.set(behind)
 
 
 def _version(model: str) -> str:

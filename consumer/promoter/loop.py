@@ -24,6 +24,7 @@ from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka import errors as kerrors
 
 from consumer.errors import StoreUnavailableError, StrategyError
+from consumer.kafka import rewind
 from consumer.promoter.evaluate import Evaluator, Verdict
 from consumer.promoter.experiments import Experiment, running
 from consumer.promoter.hooks import PromoterHooks
@@ -152,10 +153,4 @@ class PromoterLoop:
             log.warning("offset commit failed", extra={"error": repr(exc)})
 
     def _rewind(self, records: list[Any]) -> None:
-        first: dict[TopicPartition, int] = {}
-        for r in records:
-            tp = TopicPartition(r.topic, r.partition)
-            first[tp] = min(first.get(tp, r.offset), r.offset)
-        for tp, offset in first.items():
-            if tp in self.consumer.assignment():
-                self.consumer.seek(tp, offset)
+        rewind(self.consumer, records)
