@@ -1,0 +1,28 @@
+"""``python -m explainer serve|DECISION_ID ...``: the ``allocator explain`` command on its own (same arguments)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from consumer.errors import AllocationError
+from explainer.cli import add_explain_commands
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m explainer")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_explain_commands(sub)
+    args = parser.parse_args(["explain", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return int(args.func(args))
+    except AllocationError as exc:
+        print(f"explainer: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
