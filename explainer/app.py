@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from consumer import logs, store
 from consumer.errors import ConfigError
+from consumer.health import HealthServer
 from consumer.inference import cpu_limit
 from consumer.metrics import ExplainerMetrics
 from consumer.registry import Registry
@@ -103,6 +104,8 @@ def serve(settings: ExplainerSettings, stop: threading.Event | None = None) -> i
         ready,
         settings.explainer_port,
     ).start()
+    # probes and Prometheus also get a port of their own, like every other process of the project
+    health = HealthServer(settings.metrics_port, registry, live, ready).start()
     if threading.current_thread() is threading.main_thread():  # tests run serve() in a thread
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
@@ -110,6 +113,7 @@ def serve(settings: ExplainerSettings, stop: threading.Event | None = None) -> i
         "explainer serving",
         extra={
             "port": server.port,
+            "metrics_port": health.port,
             "topic": settings.topic_allocations,
             "max_evals": settings.explainer_max_evals,
             "budget_s": settings.explainer_budget_s,
@@ -120,6 +124,7 @@ def serve(settings: ExplainerSettings, stop: threading.Event | None = None) -> i
         stop.wait()
     finally:
         server.stop()
+        health.stop()
         parts.close()
         log.info("explainer stopped")
     return 0
