@@ -8,8 +8,10 @@ import os
 import subprocess
 from pathlib import Path
 
+from trainer.paths import DEFAULT_DATA as DATA
+
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("CA_DATA", ROOT.parent / "shared" / "data" / "cfpb" / "complaints.csv.gz"))
+
 CACHE = Path(os.environ.get("CA_CACHE_DIR", Path.home() / ".cache" / "complaints-allocation"))
 
 

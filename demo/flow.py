@@ -20,9 +20,9 @@ from kafka import KafkaConsumer, KafkaProducer
 from demo.labels import feedback
 from demo.procs import Processes, free_port
 from demo.screen import Screen
+from trainer.paths import DEFAULT_DATA as DATA
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("CA_DATA", ROOT.parent / "shared" / "data" / "cfpb" / "complaints.csv.gz"))
 CACHE = Path(os.environ.get("CA_CACHE_DIR", Path.home() / ".cache" / "complaints-allocation")) / "demo"
 
 

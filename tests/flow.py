@@ -7,7 +7,6 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from kafka import KafkaProducer
@@ -15,8 +14,7 @@ from kafka import KafkaProducer
 from consumer.kafka import ensure_topics
 from consumer.produce import Report, csv_complaints
 from consumer.settings import CommonSettings
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cfpb" / "complaints.csv.gz"
+from trainer.paths import DEFAULT_DATA as DATA
 
 # (value, expected DLQ reason) pairs; keys are "bad-<n>"
 MALFORMED: list[tuple[bytes, str]] = [

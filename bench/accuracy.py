@@ -1,0 +1,162 @@
+"""``python -m bench.accuracy``: the default model (int8, as served) vs a TF-IDF + logistic regression
+baseline vs the human team, on the test split and on the holdout.
+
+The model is trained with ``trainer/config/train.default.yaml`` on train/val, or reused from the cache:
+``$CA_CACHE_DIR/models/default`` (the package; ``default.key`` next to it names the config + dataset
+digest it was built from) or a finished run under ``$CA_CACHE_DIR/runs/default-<key>``. The baseline is
+trained on the same train rows, its vulnerable threshold calibrated on val with the same policy, so the
+comparison is like for like. The holdout is only scored here, never used to fit or tune anything.
+Prints a table; the last line is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.common import CACHE
+from consumer.package import ModelPackage, load_package
+from trainer import calibrate, splits
+from trainer.labels import LabelSpace, load_label_space
+from trainer.metrics import evaluate, task_metrics
+from trainer.run_config import TrainConfig, load_config
+from trainer.scoring import OnnxScorer
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "trainer" / "config" / "train.default.yaml"
+HUMAN = {"team": {"accuracy": 0.80}, "issue": {"accuracy": 0.71}, "vulnerable": {"recall": 0.60}}
+# Settings that change how a run goes, not what it learns: not part of the cache key.
+OPERATIONAL = {"threads", "checkpoint_every", "wandb_project", "wandb_mode", "registry_collection", "version"}
+
+
+def cache_key(cfg: TrainConfig, dataset_digest: str) -> str:
+    config = {k: v for k, v in cfg.as_dict().items() if k not in OPERATIONAL}
+    blob = json.dumps({"config": config, "data": dataset_digest}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def default_package(cfg: TrainConfig, digest: str, retrain: bool = False) -> ModelPackage:
+    """The cached default package for this config and data, training it first when there is none."""
+    key = cache_key(cfg, digest)
+    models, run_dir = CACHE / "models", CACHE / "runs" / f"default-{key}"
+    target, key_file = models / "default", models / "default.key"
+    if not retrain and key_file.is_file() and key_file.read_text().strip() == key:
+        return load_package(target)
+    if retrain or not (run_dir / "package" / "manifest.json").is_file():
+        from trainer.pipeline import run
+
+        print(f"training the default model into {run_dir} (cache key {key})", file=sys.stderr)
+        run(cfg, run_dir)
+    if target.exists():
+        shutil.rmtree(target)
+    models.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(run_dir / "package", target)
+    key_file.write_text(key + "\n")
+    return load_package(target)
+
+
+def model_figures(pkg: ModelPackage, df: pd.DataFrame) -> dict[str, Any]:
+    """The served decisions (int8 graph, calibrated thresholds) of ``pkg`` on ``df``."""
+    return evaluate(pkg.heads, OnnxScorer.for_package(pkg).score(list(df["text"])), df)
+
+
+class TfidfBaseline:
+    """Word 1-2 gram TF-IDF + one multinomial logistic regression per task (trained on train rows)."""
+
+    def __init__(self, space: LabelSpace, cfg: TrainConfig) -> None:
+        self.space, self.cfg = space, cfg
+
+    def fit(self, train: pd.DataFrame, val: pd.DataFrame) -> TfidfBaseline:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+
+        self.vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_features=200_000, sublinear_tf=True)
+        x = self.vec.fit_transform(train["text"])
+        self.models = {}
+        for task in self.space.tasks:
+            weight = "balanced" if task == "vulnerable" else None
+            self.models[task] = LogisticRegression(C=8.0, max_iter=3000, class_weight=weight).fit(x, train[task])
+        p_val = self._proba("vulnerable", val)
+        cal = calibrate.binary_threshold(
+            p_val,
+            np.asarray(val["vulnerable"] == "yes"),
+            self.cfg.vulnerable_policy,
+            self.cfg.vulnerable_beta,
+            self.cfg.vulnerable_min_precision,
+        )
+        self.threshold = cal["threshold"]
+        return self
+
+    def _proba(self, task: str, df: pd.DataFrame) -> np.ndarray:
+        m = self.models[task]
+        return np.asarray(m.predict_proba(self.vec.transform(df["text"]))[:, list(m.classes_).index("yes")])
+
+    def figures(self, df: pd.DataFrame) -> dict[str, Any]:
+        out = {}
+        x = self.vec.transform(df["text"])
+        for task, labels in self.space.tasks.items():
+            y = np.array([labels.index(v) for v in df[task]])
+            if task == "vulnerable":
+                pred = (self._proba(task, df) >= self.threshold).astype(int)
+                out[task] = task_metrics(y, pred, 2, 1)
+            else:
+                pred = np.array([labels.index(v) for v in self.models[task].predict(x)])
+                out[task] = task_metrics(y, pred, len(labels))
+        return out
+
+
+def table(results: dict[str, dict[str, Any]]) -> str:
+    rows = [
+        ("team", "accuracy"),
+        ("team", "macro_f1"),
+        ("issue", "accuracy"),
+        ("issue", "macro_f1"),
+        ("vulnerable", "recall"),
+        ("vulnerable", "precision"),
+    ]
+    cols = [c for c in results if c != "human"]
+    head = f"{'task':<11}{'metric':<11}" + "".join(f"{c:>24}" for c in cols) + f"{'human':>8}"
+    lines = [head, "-" * len(head)]
+    for task, metric in rows:
+        cells = "".join(f"{results[c][task].get(metric, float('nan')):>24.3f}" for c in cols)
+        human = HUMAN.get(task, {}).get(metric)
+        lines.append(f"{task:<11}{metric:<11}{cells}{'' if human is None else f'{human:>8.2f}'}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.accuracy", description=__doc__)
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG))
+    parser.add_argument("--package", help="evaluate this package instead of the cached default model")
+    parser.add_argument("--retrain", action="store_true", help="train even when a cached package exists")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config)
+    space = load_label_space()
+    from trainer.pipeline import load_rows
+
+    rows, _ = load_rows(cfg.replace(limit_rows=0), space)
+    digest = splits.digest(rows)
+    pkg = load_package(args.package) if args.package else default_package(cfg, digest, args.retrain)
+    train, val, test = (splits.training_rows(rows, s) for s in ("train", "val", "test"))
+    holdout = rows[rows["split"] == "holdout"].reset_index(drop=True)  # scored only, never fitted on
+    baseline = TfidfBaseline(space, cfg).fit(train, val)
+    results: dict[str, dict[str, Any]] = {}
+    for name, df in (("test", test), ("holdout", holdout)):
+        results[f"model:{name}"] = model_figures(pkg, df)
+        results[f"tfidf_lr:{name}"] = baseline.figures(df)
+    results["human"] = HUMAN
+    print(f"model {pkg.ref} (sha256 {pkg.digest[:12]}); rows: test {len(test)}, holdout {len(holdout)}")
+    print(table(results))
+    print(json.dumps({"model": pkg.ref, "digest": pkg.digest, "dataset_digest": digest, "results": results}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

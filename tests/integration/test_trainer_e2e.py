@@ -1,0 +1,82 @@
+"""The whole retraining job on CPU, minutes not hours: a few hundred real CFPB rows, a few steps of the real
+MiniLM encoder, then export (optimum), parity, int8 + agreement, calibration, package, W&B (offline),
+compare. Needs no broker: marked ``train`` only (the train extra installed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from consumer.package import load_package
+from trainer.paths import DEFAULT_DATA
+
+pytestmark = [pytest.mark.train, pytest.mark.timeout(300)]
+
+DATA = DEFAULT_DATA
+
+
+@pytest.mark.skipif(not DATA.is_file(), reason="shared CFPB data not present")
+def test_train_export_package_compare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from trainer import pipeline, splits
+    from trainer.cli import main
+    from trainer.run_config import TrainConfig
+
+    asked: list[str] = []
+    real = splits.training_rows
+    monkeypatch.setattr(splits, "training_rows", lambda df, s: (asked.append(s), real(df, s))[1])
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = TrainConfig(
+        data=(str(DATA),),
+        limit_rows=80,
+        max_length=64,
+        batch_size=16,
+        max_steps=4,
+        check_rows=32,
+        min_int8_agreement=0.5,
+        checkpoint_every=0,
+        wandb_mode="offline",
+        version="e2e-1",
+        name="e2e-minilm",
+    )
+    pkg = pipeline.run(cfg, tmp_path / "run")
+
+    assert sorted(set(asked)) == ["test", "train", "val"]  # the holdout is never asked for
+    assert pkg.ref == "e2e-minilm@e2e-1" and load_package(pkg.path).digest == pkg.digest
+    m = pkg.manifest
+    assert m["onnx"]["quantization"] == "int8-dynamic" and (pkg.path / m["onnx"]["fp32_file"]).is_file()
+    assert m["onnx"]["parity"]["max_abs_diff"] <= m["onnx"]["parity"]["tolerance"]
+    assert m["onnx"]["parity"]["int8_label_agreement"] >= 0.5
+    assert 0.0 <= m["tasks"]["vulnerable"]["threshold"] <= 1.0
+    assert all(0.0 <= m["tasks"][t]["review_threshold"] <= 1.0 for t in ("team", "issue"))
+    assert m["lineage"]["dataset_digest"] and len(m["lineage"]["dataset_digest"]) == 64
+    assert m["lineage"]["wandb_run"]
+    assert {"val", "test"} <= set(m["metrics"]) and "holdout" not in m["metrics"]
+    report = json.loads((tmp_path / "run" / "train_report.json").read_text())
+    assert report["train"]["steps"] == 4
+    assert list((tmp_path / "run" / "wandb").rglob("*.wandb"))  # the offline run was recorded
+
+    sess = ort.InferenceSession(str(pkg.onnx_path), providers=["CPUExecutionProvider"])
+    ids = np.array([[101, 2026, 4003, 102]], dtype=np.int64)
+    outs = sess.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})
+    assert [o.shape[1] for o in outs] == [len(pkg.heads[t].labels) for t in ("team", "issue", "vulnerable")]
+
+    rc = main(
+        [
+            "compare",
+            "--champion",
+            str(pkg.path),
+            "--challenger",
+            str(pkg.path),
+            "--limit",
+            "20",
+            "--out",
+            str(tmp_path / "cmp"),
+        ]
+    )
+    assert rc == 0
+    result = json.loads((tmp_path / "cmp" / "report.json").read_text())
+    assert all(r["p_value"] == 1.0 for r in result["mcnemar"].values())  # a model against itself

@@ -1,0 +1,80 @@
+"""Threshold calibration on validation scores, and the evaluation statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import binomtest
+from sklearn.metrics import f1_score
+
+from trainer.calibrate import binary_threshold, review_threshold
+from trainer.metrics import binary_pr, macro_f1, mcnemar_exact
+
+
+def test_review_threshold_reaches_the_target_on_kept_rows() -> None:
+    rng = np.random.default_rng(0)
+    n, k = 2000, 5
+    y = rng.integers(0, k, n)
+    conf = rng.uniform(0.2, 1.0, n)
+    correct = rng.uniform(size=n) < conf  # confident rows are right more often
+    pred = np.where(correct, y, (y + 1) % k)
+    probs = np.full((n, k), 0.0)
+    probs[np.arange(n), pred] = conf
+    probs[np.arange(n), (pred + 1) % k] = 1 - conf
+    cal = review_threshold(probs, y, target_accuracy=0.9)
+    kept = probs.max(1) >= cal["review_threshold"]
+    assert cal["target_met"]
+    assert np.mean(pred[kept] == y[kept]) == pytest.approx(cal["val_accuracy_kept"])
+    assert cal["val_accuracy_kept"] >= 0.9
+    assert kept.mean() == pytest.approx(cal["val_coverage"])
+    # the lowest such threshold: one step lower would miss the target or is not a distinct score
+    assert 0.0 < cal["val_coverage"] < 1.0
+
+
+def test_review_threshold_is_zero_when_everything_is_already_accurate() -> None:
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]])
+    cal = review_threshold(probs, np.array([0, 0, 1]), 0.9)
+    assert cal["review_threshold"] == 0.0 and cal["val_coverage"] == 1.0
+
+
+def test_review_threshold_reports_an_unreachable_target() -> None:
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3]])
+    cal = review_threshold(probs, np.array([1, 1, 1]), 0.9)
+    assert cal["target_met"] is False
+
+
+def test_fbeta_threshold_maximises_f2() -> None:
+    p = np.array([0.95, 0.9, 0.8, 0.6, 0.4, 0.3, 0.2, 0.1])
+    y = np.array([1, 1, 0, 1, 0, 1, 0, 0], dtype=bool)
+    cal = binary_threshold(p, y, "fbeta", beta=2.0)
+    best = 0.0
+    for t in p:
+        r, prec = binary_pr(y.astype(int), (p >= t).astype(int), 1)
+        f2 = 5 * prec * r / (4 * prec + r) if prec + r else 0.0
+        best = max(best, f2)
+    assert cal["val_fbeta"] == pytest.approx(best)
+    assert cal["threshold"] == 0.3  # catches all four positives
+
+
+def test_precision_policy_and_its_fallback() -> None:
+    p = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+    y = np.array([1, 0, 1, 0, 1], dtype=bool)
+    cal = binary_threshold(p, y, "precision", min_precision=0.6)
+    assert cal["policy"] == "precision" and cal["val_precision"] >= 0.6
+    assert cal["val_recall"] == pytest.approx(1.0)  # flagging all five: precision exactly 0.6
+    assert binary_threshold(p, y, "precision", min_precision=1.01)["policy"] == "fbeta"
+
+
+def test_mcnemar_exact_matches_the_binomial_test() -> None:
+    a = np.array([1] * 30 + [0] * 10 + [1] * 50, dtype=bool)
+    b = np.array([0] * 30 + [1] * 10 + [1] * 50, dtype=bool)
+    r = mcnemar_exact(a, b)
+    assert (r["only_a_correct"], r["only_b_correct"]) == (30, 10)
+    assert r["p_value"] == pytest.approx(binomtest(10, 40, 0.5).pvalue)
+    assert mcnemar_exact(a, a)["p_value"] == 1.0
+
+
+def test_macro_f1_matches_sklearn() -> None:
+    rng = np.random.default_rng(1)
+    y, pred = rng.integers(0, 6, 300), rng.integers(0, 5, 300)
+    assert macro_f1(y, pred, 7) == pytest.approx(f1_score(y, pred, average="macro"))

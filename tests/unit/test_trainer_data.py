@@ -1,0 +1,190 @@
+"""Data sources: CFPB CSV/Parquet, a ``datasets`` folder (hub-style column names), feedback JSONL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from trainer.data import load_source
+from trainer.errors import DataError
+from trainer.labels import LabelSpace, load_label_space
+
+CFPB_ROWS = [
+    {
+        "Consumer complaint narrative": "They keep calling about a debt I paid.",
+        "Product": "Debt collection",
+        "Issue": "Cont'd attempts collect debt not owed",
+        "Tags": "Servicemember",
+        "Complaint ID": "101",
+        "product_family": "debt_collection",
+        "split": "train",
+    },
+    {
+        "Consumer complaint narrative": "Wrong account on my report.",
+        "Product": "Credit reporting, credit repair services, or other personal consumer reports",
+        "Issue": "Incorrect information on your report",
+        "Tags": "",
+        "Complaint ID": "102",
+        "product_family": "credit_reporting",
+        "split": "holdout",
+    },
+    {
+        "Consumer complaint narrative": "   ",
+        "Product": "Mortgage",
+        "Issue": "x",
+        "Tags": "",
+        "Complaint ID": "103",
+        "product_family": "mortgage",
+        "split": "val",
+    },
+    {
+        "Consumer complaint narrative": "Fees on my prepaid card.",
+        "Product": "Prepaid card",
+        "Issue": "A brand new issue",
+        "Tags": "",
+        "Complaint ID": "104",
+        "product_family": "",
+        "split": "",
+    },
+    {
+        "Consumer complaint narrative": "Something else.",
+        "Product": "Timeshares",
+        "Issue": "x",
+        "Tags": "",
+        "Complaint ID": "105",
+        "product_family": "",
+        "split": "",
+    },
+]
+
+
+@pytest.fixture
+def space() -> LabelSpace:
+    return load_label_space()
+
+
+def check_cfpb(df: pd.DataFrame) -> None:
+    rows = df.set_index("complaint_id")
+    assert list(rows.index) == ["101", "102", "104"]
+    assert rows.loc["101", "team"] == "collections"
+    assert rows.loc["101", "issue"] == "Attempts to collect debt not owed"
+    assert rows.loc["101", "vulnerable"] == "yes" and rows.loc["102", "vulnerable"] == "no"
+    assert rows.loc["102", "split"] == "holdout" and rows.loc["104", "split"] == ""
+    assert rows.loc["104", "team"] == "cards" and rows.loc["104", "issue"] == "Other"
+
+
+def test_csv_gz_and_parquet(tmp_path: Path, space: LabelSpace) -> None:
+    csv = tmp_path / "c.csv.gz"
+    pd.DataFrame(CFPB_ROWS).to_csv(csv, index=False)
+    df, report = load_source(str(csv), space)
+    check_cfpb(df)
+    assert report.dropped == {"empty_text": 1, "unknown_product": 1}
+    assert report.issues_to_other == {"A brand new issue": 1}
+    pq = tmp_path / "c.parquet"
+    pd.DataFrame(CFPB_ROWS).to_parquet(pq)
+    check_cfpb(load_source(str(pq), space)[0])
+
+
+def test_datasets_folder_with_hub_column_names(tmp_path: Path, space: LabelSpace) -> None:
+    import datasets
+
+    hub_style = [
+        {
+            "Complaint Text": r["Consumer complaint narrative"],
+            "Product": r["Product"],
+            "Sub Product": "",
+            "Issue": r["Issue"],
+            "Tags": r["Tags"],
+            "Complaint ID": int(r["Complaint ID"]),
+        }
+        for r in CFPB_ROWS
+    ]
+    dd = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_list(hub_style[:3]),
+            "validation": datasets.Dataset.from_list(hub_style[3:]),
+        }
+    )
+    folder = tmp_path / "cfpb_hf"
+    dd.save_to_disk(str(folder))
+    df, report = load_source(str(folder), space)
+    rows = df.set_index("complaint_id")
+    assert sorted(rows.index) == ["101", "102", "104"]
+    assert rows.loc["101", "split"] == "train" and rows.loc["104", "split"] == "val"
+    assert rows.loc["102", "team"] == "credit_bureau_disputes"  # from Product, no family column
+    assert report.dropped["unknown_product"] == 1
+
+
+def test_datasets_local_data_files(tmp_path: Path, space: LabelSpace) -> None:
+    folder = tmp_path / "jsonl_ds"
+    folder.mkdir()
+    with (folder / "train.jsonl").open("w") as f:
+        for r in CFPB_ROWS[:2]:
+            f.write(
+                json.dumps(
+                    {
+                        "complaint_what_happened": r["Consumer complaint narrative"],
+                        "product": r["Product"],
+                        "issue": r["Issue"],
+                        "tags": r["Tags"],
+                        "complaint_id": r["Complaint ID"],
+                    }
+                )
+                + "\n"
+            )
+    df, _ = load_source(str(folder), space)
+    assert sorted(df["complaint_id"]) == ["101", "102"]
+    assert set(df["split"]) == {"train"}
+
+
+def test_feedback_jsonl(tmp_path: Path, space: LabelSpace) -> None:
+    path = tmp_path / "feedback.jsonl"
+    records = [
+        {
+            "complaint_id": "7",
+            "text": "Charged twice",
+            "team": "cards",
+            "issue": "Fees or interest",
+            "vulnerable": False,
+        },
+        {
+            "complaint_id": "8",
+            "text": "Veteran, lost home",
+            "team": "mortgages",
+            "issue": "Struggling to pay mortgage",
+            "vulnerable": True,
+        },
+        {
+            "complaint_id": "9",
+            "text": "New thing",
+            "team": "collections",
+            "issue": "Invented in 2030",
+            "vulnerable": "no",
+        },
+        {"complaint_id": "10", "text": "Bad team", "team": "crypto", "issue": "Other", "vulnerable": False},
+        {"complaint_id": "11", "text": "", "team": "cards", "issue": "Other", "vulnerable": False},
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n\n")
+    df, report = load_source(str(path), space)
+    rows = df.set_index("complaint_id")
+    assert list(rows.index) == ["7", "8", "9"]
+    assert rows.loc["8", "vulnerable"] == "yes" and rows.loc["7", "vulnerable"] == "no"
+    assert rows.loc["9", "issue"] == "Other"
+    assert report.dropped == {"unknown_team": 1, "empty_text": 1}
+    assert set(rows["split"]) == {""}  # assigned later by hashing the id
+
+
+def test_bad_sources(tmp_path: Path, space: LabelSpace) -> None:
+    with pytest.raises(DataError):
+        load_source(str(tmp_path / "missing.csv"), space)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{not json\n")
+    with pytest.raises(DataError):
+        load_source(str(bad), space)
+    nocol = tmp_path / "nocol.csv"
+    nocol.write_text("a,b\n1,2\n")
+    with pytest.raises(DataError):
+        load_source(str(nocol), space)

@@ -1,0 +1,121 @@
+"""The training loop on a tiny random encoder: batching, class weights, checkpoints and resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trainer.errors import DataError
+from trainer.run_config import TrainConfig, load_config
+
+pytestmark = pytest.mark.train
+
+
+def data(n: int = 48) -> tuple[list[list[int]], dict[str, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    ids = [[101, *rng.integers(1000, 2000, rng.integers(3, 20)).tolist(), 102] for _ in range(n)]
+    labels = {"team": rng.integers(0, 3, n), "vulnerable": rng.integers(0, 2, n)}
+    return ids, labels
+
+
+def test_length_grouped_batches_cover_every_row_once_and_are_deterministic() -> None:
+    from trainer.train import length_grouped_batches
+
+    lengths = list(np.random.default_rng(1).integers(5, 200, 333))
+    batches = length_grouped_batches(lengths, 16, seed=7, epoch=0)
+    assert sorted(i for b in batches for i in b) == list(range(333))
+    assert batches == length_grouped_batches(lengths, 16, seed=7, epoch=0)
+    assert batches != length_grouped_batches(lengths, 16, seed=7, epoch=1)
+    spread = np.mean([max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches])
+    assert spread < 40  # similar lengths share a batch
+
+
+def test_class_weights_dampen_imbalance_and_zero_absent_labels() -> None:
+    from trainer.train import class_weights
+
+    w = class_weights(np.array([0] * 90 + [1] * 10), 3, power=0.5).numpy()
+    assert w[1] > w[0] and w[2] == 0.0
+    assert w[1] / w[0] == pytest.approx(3.0)  # sqrt(90 / 10)
+    assert class_weights(np.array([0, 1, 1]), 2, power=0.0).tolist() == [1.0, 1.0]
+
+
+def test_fit_checkpoints_and_resumes(tmp_path: Path) -> None:
+    import torch
+
+    from trainer import model
+    from trainer.train import CHECKPOINT, Encoded, fit
+
+    ids, labels = data()
+    tasks = {"team": ("a", "b", "c"), "vulnerable": ("no", "yes")}
+    cfg = TrainConfig(
+        batch_size=8,
+        max_steps=4,
+        checkpoint_every=2,
+        bf16="off",
+        threads=1,
+        task_weights={"team": 1.0, "vulnerable": 1.0},
+    )
+    net = model.build(model.tiny_encoder(0), tasks, 0)
+    summary = fit(net, Encoded(ids, labels), cfg, tmp_path, pad_id=0, data_digest="d1")
+    assert summary["steps"] == 4 and not summary["stopped_early"]
+    state = torch.load(tmp_path / CHECKPOINT, weights_only=False)
+    assert state["step"] == 4 and state["data_digest"] == "d1"
+
+    longer = cfg.replace(max_steps=7)
+    net2 = model.build(model.tiny_encoder(0), tasks, 0)
+    summary2 = fit(net2, Encoded(ids, labels), longer, tmp_path, pad_id=0, data_digest="d1", resume=True)
+    assert summary2["steps"] == 7
+    with pytest.raises(DataError):
+        fit(
+            model.build(model.tiny_encoder(0), tasks, 0),
+            Encoded(ids, labels),
+            longer,
+            tmp_path,
+            pad_id=0,
+            data_digest="other",
+            resume=True,
+        )
+
+
+def test_epoch_hook_and_time_guard(tmp_path: Path) -> None:
+    from trainer import model
+    from trainer.train import Encoded, fit
+
+    ids, labels = data(16)
+    tasks = {"team": ("a", "b", "c"), "vulnerable": ("no", "yes")}
+    seen: list[int] = []
+    cfg = TrainConfig(batch_size=8, epochs=2, checkpoint_every=0, bf16="off", threads=1)
+    fit(
+        model.build(model.tiny_encoder(0), tasks, 0),
+        Encoded(ids, labels),
+        cfg,
+        tmp_path,
+        pad_id=0,
+        data_digest="d",
+        on_eval=lambda epoch, step: seen.append(step),
+    )
+    assert seen == [2, 4]
+    stopped = fit(
+        model.build(model.tiny_encoder(0), tasks, 0),
+        Encoded(ids, labels),
+        cfg.replace(max_minutes=1e-9),
+        tmp_path / "b",
+        pad_id=0,
+        data_digest="d",
+    )
+    assert stopped["stopped_early"] and stopped["steps"] == 0
+
+
+def test_config_file_and_overrides(tmp_path: Path) -> None:
+    from consumer.errors import ConfigError
+
+    path = tmp_path / "c.yaml"
+    path.write_text("max_length: 64\ndata: /x.csv\n")
+    cfg = load_config(path, epochs=1.5, lr=None)
+    assert (cfg.max_length, cfg.epochs, cfg.data, cfg.lr) == (64, 1.5, ("/x.csv",), TrainConfig().lr)
+    with pytest.raises(ConfigError):
+        load_config(None, no_such_field=1)
+    default = load_config(Path(__file__).parents[2] / "trainer/config/train.default.yaml")
+    assert default.max_length <= 512 and default.quantize

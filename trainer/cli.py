@@ -1,0 +1,145 @@
+"""``python -m trainer <command>``: tiny, train, compare, register. Exit 2 on bad input, no traceback.
+
+``train`` takes every ``TrainConfig`` field as a flag (``--max-length 128`` or ``--max_length=128``, the
+form W&B sweep agents pass), on top of ``--config FILE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from consumer.errors import AllocationError, ConfigError, InputError
+from trainer.paths import DEFAULT_DATA
+from trainer.run_config import TrainConfig
+
+
+def _tiny(args: argparse.Namespace) -> int:
+    from trainer.tiny import build_tiny
+
+    pkg = build_tiny(Path(args.out), seed=args.seed)
+    print(json.dumps({"package": str(pkg.path), "ref": pkg.ref, "digest": pkg.digest}))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from trainer.pipeline import run
+    from trainer.run_config import load_config
+
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    cfg = load_config(args.config, **overrides)
+    if not cfg.version:
+        cfg = cfg.replace(version=f"{datetime.now(UTC):%Y%m%d%H%M%S}-s{cfg.seed}")
+    pkg = run(cfg, Path(args.out or f"artifacts/runs/{cfg.version}"), resume=args.resume)
+    if args.register:
+        from trainer.register import register
+
+        print(json.dumps({"registered": register(pkg.path)}))
+    print(
+        json.dumps(
+            {
+                "package": str(pkg.path),
+                "ref": pkg.ref,
+                "digest": pkg.digest,
+                "test": pkg.manifest["metrics"].get("test", {}),
+            }
+        )
+    )
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from trainer.compare import compare_cli
+
+    return compare_cli(args)
+
+
+def _register(args: argparse.Namespace) -> int:
+    from trainer.register import register
+
+    print(json.dumps(register(Path(args.package))))
+    return 0
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"not a boolean: {text!r}")
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {text!r}") from exc
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field; None means 'not given' so the file and defaults apply."""
+    for f in dataclasses.fields(TrainConfig):
+        names = sorted({f"--{f.name}", f"--{f.name.replace('_', '-')}"}, key=len)
+        default = TrainConfig().__getattribute__(f.name)
+        if f.name == "data":
+            parser.add_argument(*names, dest=f.name, action="append", help="data source (repeatable)")
+            continue
+        kind = _bool if isinstance(default, bool) else _json if isinstance(default, dict) else type(default)
+        parser.add_argument(*names, dest=f.name, type=kind, default=None, help=f"default {default!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    tiny = sub.add_parser("tiny", help="write a small random-weight model package (tests)")
+    tiny.add_argument("--out", required=True, help="package folder (replaced)")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.set_defaults(func=_tiny)
+
+    train = sub.add_parser("train", help="fine-tune, export, calibrate and package a model")
+    train.add_argument("--config", help="YAML or JSON file of TrainConfig fields")
+    train.add_argument(
+        "--out",
+        help="output folder (package/, checkpoints/, report); "
+        "default artifacts/runs/<version>, so each sweep run gets its own",
+    )
+    train.add_argument("--resume", action="store_true", help="continue from out/checkpoints/last.pt")
+    train.add_argument("--register", action="store_true", help="register the package in Redis when done")
+    _add_config_flags(train)
+    train.set_defaults(func=_train)
+
+    comp = sub.add_parser("compare", help="champion vs challenger on the same rows")
+    comp.add_argument("--champion", required=True)
+    comp.add_argument("--challenger", required=True)
+    comp.add_argument("--data", default=str(DEFAULT_DATA))
+    comp.add_argument("--split", default="test", choices=["val", "test"], help="never the holdout")
+    comp.add_argument("--limit", type=int, default=0, help="at most this many rows (0: all)")
+    comp.add_argument("--out", default="compare-report", help="folder for report.json and report.md")
+    comp.add_argument("--wandb-mode", default="disabled", help="log the report to W&B unless disabled")
+    comp.set_defaults(func=_compare)
+
+    reg = sub.add_parser("register", help="register a package as a challenger in the Redis registry")
+    reg.add_argument("package")
+    reg.set_defaults(func=_register)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Root at WARNING: onnxruntime's quantiser logs one INFO line per tensor on the root logger.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("trainer").setLevel(logging.INFO)
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (InputError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except AllocationError as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,244 @@
+"""``python -m trainer train``: data -> fine-tune -> export + parity -> int8 -> calibrate -> package -> W&B.
+
+Order matters for honesty: thresholds are calibrated on validation scores of the *served* (int8) graph,
+so they apply to the numbers the consumer sees; test figures come from the same graph after calibration;
+the holdout split is never loaded here (``splits.training_rows`` refuses it).
+Outputs under ``out``: ``package/`` (the model package), ``checkpoints/``, ``work/`` (the fine-tuned
+PyTorch model) and ``train_report.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from consumer.package import ModelPackage, TaskHead
+from trainer import calibrate, export, model, packaging, splits
+from trainer.data import load_source
+from trainer.labels import LabelSpace, load_label_space
+from trainer.metrics import evaluate, objective
+from trainer.run_config import TrainConfig
+from trainer.scoring import OnnxScorer, Scores
+from trainer.tokens import TextEncoder, serving_tokenizer
+from trainer.tracking import Tracker
+from trainer.train import Encoded, fit, predict
+
+log = logging.getLogger(__name__)
+
+
+def load_rows(cfg: TrainConfig, space: LabelSpace) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """All sources combined and split; ``limit_rows`` samples each split reproducibly."""
+    frames, reports = [], []
+    for src in cfg.data:
+        df, rep = load_source(src, space)
+        frames.append(df)
+        reports.append(rep.summary())
+    rows = splits.prepare(frames)
+    if cfg.limit_rows:
+        rows = pd.concat(
+            [g.sample(n=min(len(g), cfg.limit_rows), random_state=cfg.seed) for _, g in rows.groupby("split")],
+            ignore_index=True,
+        )
+    counts = rows["split"].value_counts().to_dict()
+    return rows, {"sources": reports, "split_rows": counts, "rows": len(rows)}
+
+
+def encode(df: pd.DataFrame, enc: TextEncoder, space: LabelSpace) -> Encoded:
+    labels = {task: np.array([names.index(v) for v in df[task]], dtype=np.int64) for task, names in space.tasks.items()}
+    return Encoded(ids=enc.encode(list(df["text"])), labels=labels)
+
+
+def base_tokenizer(base: str, work: Path) -> Path:
+    """The base model's ``tokenizer.json``: from its folder, else saved from its fast tokenizer (hub ids)."""
+    local = Path(base) / "tokenizer.json"
+    if local.is_file():
+        return local
+    from transformers import AutoTokenizer
+
+    work.mkdir(parents=True, exist_ok=True)
+    dest = work / "base.tokenizer.json"
+    AutoTokenizer.from_pretrained(base, use_fast=True).backend_tokenizer.save(str(dest))
+    return dest
+
+
+def run(cfg: TrainConfig, out: Path, *, resume: bool = False) -> ModelPackage:
+    started = time.perf_counter()
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    space = load_label_space()
+    rows, data_summary = load_rows(cfg, space)
+    digest = splits.digest(rows)
+    train_df, val_df, test_df = (splits.training_rows(rows, s) for s in ("train", "val", "test"))
+    base = cfg.base_model or str(model.default_base_model())
+    version = cfg.version or f"{datetime.now(UTC):%Y%m%d%H%M%S}-s{cfg.seed}"
+    tracker = Tracker.start(
+        cfg.wandb_project,
+        {**cfg.as_dict(), "base_model": base, "version": version},
+        cfg.wandb_mode,
+        directory=out / "wandb",
+    )
+    try:
+        tracker.log_dataset(digest, list(cfg.data), data_summary)
+        pkg_dir = out / "package"
+        pkg_dir.mkdir(parents=True, exist_ok=True)
+        tok_path = packaging.write_tokenizer(base_tokenizer(base, out / "work"), pkg_dir, cfg.max_length)
+        enc = TextEncoder(serving_tokenizer(tok_path, cfg.max_length), cfg.max_length, cfg.truncation)
+        net = model.build(model.load_encoder(base), space.tasks, cfg.seed, dropout=cfg.dropout)
+        if cfg.freeze_embeddings:
+            # The 30k x hidden word-embedding matrix is most of the parameters and most of AdamW's step time;
+            # 7k complaints cannot improve general word vectors much, so it stays as pretrained.
+            net.encoder.get_input_embeddings().weight.requires_grad_(False)
+        val_enc = encode(val_df, enc, space)
+
+        def on_eval(epoch: int, step: int) -> None:
+            """Validation accuracy (PyTorch, argmax) after each epoch, for the progress log and W&B only."""
+            probs = predict(net, val_enc, enc.pad_id)
+            accs = {
+                f"epoch_val/{t}/accuracy": float(np.mean(p.argmax(1) == val_enc.labels[t])) for t, p in probs.items()
+            }
+            log.info("epoch %d (step %d): %s", epoch, step, accs)
+            tracker.log(accs, step=step)
+
+        t0 = time.perf_counter()
+        summary = fit(
+            net,
+            encode(train_df, enc, space),
+            cfg,
+            out / "checkpoints",
+            pad_id=enc.pad_id,
+            data_digest=digest,
+            resume=resume,
+            on_log=tracker.log,
+            on_eval=on_eval,
+        )
+        summary["train_seconds"] = time.perf_counter() - t0
+        net.save(out / "work")
+        package = publish(net, cfg, space, enc, pkg_dir, val_df, test_df, version, base, digest, tracker, summary)
+        report = {
+            "package": str(pkg_dir),
+            "ref": package.ref,
+            "digest": package.digest,
+            "train": summary,
+            "data": data_summary,
+            "metrics": package.manifest["metrics"],
+            "wall_seconds": time.perf_counter() - started,
+        }
+        (out / "train_report.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+        tracker.summary({"wall_seconds": report["wall_seconds"], "package_digest": package.digest})
+        return package
+    finally:
+        tracker.finish()
+
+
+def publish(
+    net: model.MultiTaskModel,
+    cfg: TrainConfig,
+    space: LabelSpace,
+    enc: TextEncoder,
+    pkg_dir: Path,
+    val_df: pd.DataFrame,
+    test_df: pd.DataFrame,
+    version: str,
+    base: str,
+    digest: str,
+    tracker: Tracker,
+    train_summary: dict[str, Any],
+) -> ModelPackage:
+    """Export, check, calibrate on validation, evaluate on test, write and log the package."""
+    check_texts = list(val_df["text"][: cfg.check_rows])
+    fp32 = pkg_dir / export.FP32_FILE
+    served = pkg_dir / export.INT8_FILE
+    export.export_fp32(net, fp32)
+    max_diff = export.check_parity(net, fp32, enc, check_texts, cfg.parity_tolerance)
+    outputs = {t: model.output_name(t) for t in space.tasks}
+    recipe = export.quantize_int8(fp32, served) if cfg.quantize else None
+    if recipe is None:
+        fp32.replace(served)
+    scorer = OnnxScorer(
+        served, pkg_dir / packaging.TOKENIZER_FILE, cfg.max_length, cfg.truncation, outputs, threads=cfg.threads
+    )
+    # Thresholds are calibrated on the graph that will be served, so they mean what the consumer sees.
+    val_scores = scorer.score(list(val_df["text"]))
+    heads = calibrate_heads(space, val_df, val_scores, cfg)
+    if recipe is None:
+        agreement = dict.fromkeys(space.tasks, 1.0)
+    else:
+        thresholds = {t: (1, float(h.threshold or 0.5)) for t, h in heads.items() if h.kind == "binary"}
+        agreement = export.int8_agreement(fp32, served, enc, check_texts, list(space.tasks), thresholds)
+        if min(agreement.values()) < cfg.min_int8_agreement:
+            # The trained model is kept (work/, checkpoints/): `--resume` with other export settings
+            # publishes again without training again.
+            raise export.QuantizationError(f"int8 agrees with fp32 on {agreement} < {cfg.min_int8_agreement}")
+    report = export.ExportReport(
+        export.OPSET, max_diff, cfg.parity_tolerance, min(agreement.values()), agreement, recipe
+    )
+    task_heads = {t: TaskHead.from_manifest(t, h.manifest(t)) for t, h in heads.items()}
+    val_metrics = evaluate(task_heads, val_scores, val_df)
+    val_metrics["objective"] = objective(val_metrics, cfg.vulnerable_beta)
+    metrics = {
+        "val": val_metrics,
+        "test": evaluate(task_heads, scorer.score(list(test_df["text"])), test_df),
+        "train": {k: v for k, v in train_summary.items() if isinstance(v, int | float)},
+    }
+    tracker.log(
+        {
+            f"{split}/{task}/{k}": v
+            for split in ("val", "test")
+            for task, m in metrics[split].items()
+            if isinstance(m, dict)
+            for k, v in m.items()
+        }
+        | {"val/objective": val_metrics["objective"]}
+    )
+    package = packaging.write_package(
+        pkg_dir,
+        name=cfg.name,
+        version=version,
+        heads=heads,
+        report=report,
+        max_length=cfg.max_length,
+        truncation=cfg.truncation,
+        metrics=metrics,
+        quantized=cfg.quantize,
+        lineage={
+            "dataset_digest": digest,
+            "wandb_run": tracker.ref,
+            "base_model": model.describe(base),
+            "label_maps_version": space.version,
+            "data": list(cfg.data),
+            "seed": cfg.seed,
+        },
+        description=f"{Path(base).name} + {len(space.tasks)} linear heads, fine-tuned by trainer.pipeline",
+    )
+    tracker.log_package(pkg_dir, package.manifest, cfg.registry_collection)
+    return package
+
+
+def calibrate_heads(
+    space: LabelSpace, val_df: pd.DataFrame, scores: Scores, cfg: TrainConfig
+) -> dict[str, packaging.HeadSpec]:
+    heads = {}
+    for task, labels in space.tasks.items():
+        y = np.array([labels.index(v) for v in val_df[task]])
+        probs = scores.probs(task)
+        if task == "vulnerable":
+            cal = calibrate.binary_threshold(
+                probs[:, 1], y == 1, cfg.vulnerable_policy, cfg.vulnerable_beta, cfg.vulnerable_min_precision
+            )
+            heads[task] = packaging.HeadSpec(
+                labels, "binary", threshold=cal["threshold"], positive_label="yes", calibration=cal
+            )
+        else:
+            cal = calibrate.review_threshold(probs, y, cfg.review_target_accuracy.get(task, 0.9))
+            heads[task] = packaging.HeadSpec(
+                labels, review_threshold=cal["review_threshold"], top_k=cfg.top_k, calibration=cal
+            )
+    return heads

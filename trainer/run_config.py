@@ -1,0 +1,90 @@
+"""Training configuration: one frozen dataclass, from a YAML/JSON file, overridden by CLI flags.
+
+``trainer/config/train.default.yaml`` holds the defaults used for the published model; W&B sweeps
+override the same field names (``trainer/config/sweep.yaml``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from consumer.errors import ConfigError
+from trainer.paths import DEFAULT_DATA
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: tuple[str, ...] = (str(DEFAULT_DATA),)
+    base_model: str = ""  # empty: the bundled all-MiniLM-L6-v2 (trainer.model.default_base_model)
+    name: str = "complaints-minilm"
+    version: str = ""  # empty: <UTC timestamp>-s<seed>
+    max_length: int = 256
+    truncation: str = "head"
+    epochs: float = 3.0
+    max_steps: int = 0  # >0: stop after this many optimiser steps (tests, smoke runs)
+    batch_size: int = 16
+    lr: float = 1e-4  # encoder
+    head_lr: float = 1e-3  # freshly initialised heads learn faster
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    dropout: float = 0.1
+    freeze_embeddings: bool = True  # word embeddings stay pretrained (speed; little to gain on 7k rows)
+    bf16: str = "auto"  # "auto": bfloat16 autocast when the CPU has native bf16 (AVX512-BF16/AMX), "on", "off"
+    class_weight_power: float = 0.5  # 0: none, 1: inverse frequency ("balanced"), 0.5: its square root
+    task_weights: dict[str, float] = field(default_factory=lambda: {"team": 1.0, "issue": 1.0, "vulnerable": 1.0})
+    limit_rows: int = 0  # >0: at most this many rows per split (tests, smoke runs)
+    max_minutes: float = 0  # >0: stop training after this long (a Job deadline guard) and publish what is trained
+    checkpoint_every: int = 200  # optimiser steps between checkpoints (also one at each epoch end)
+    seed: int = 13
+    threads: int = 2
+    review_target_accuracy: dict[str, float] = field(default_factory=lambda: {"team": 0.9, "issue": 0.8})
+    vulnerable_policy: str = "fbeta"  # "fbeta" (maximise F-beta) or "precision" (max recall at precision)
+    vulnerable_beta: float = 2.0
+    vulnerable_min_precision: float = 0.5
+    top_k: int = 3
+    quantize: bool = True
+    min_int8_agreement: float = 0.95  # per task, on check_rows validation texts
+    parity_tolerance: float = 1e-4
+    check_rows: int = 512  # validation rows used for the parity and int8 checks
+    wandb_project: str = "complaints-allocation"
+    wandb_mode: str = ""  # "", "online", "offline" or "disabled"; empty: wandb's own default (WANDB_MODE)
+    registry_collection: str = "wandb-registry-model/complaints-allocation"
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = set(changes) - known
+        if unknown:
+            raise ConfigError(f"unknown training settings: {sorted(unknown)}")
+        if "data" in changes and isinstance(changes["data"], str | list):
+            data = changes["data"]
+            changes["data"] = (data,) if isinstance(data, str) else tuple(data)
+        try:
+            return dataclasses.replace(self, **changes)
+        except TypeError as exc:
+            raise ConfigError(str(exc)) from exc
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_config(path: str | Path | None, **overrides: Any) -> TrainConfig:
+    """Defaults, then the file (YAML or JSON), then non-None ``overrides``."""
+    values: dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read training config {p}: {exc}") from exc
+        if p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            values = dict(yaml.safe_load(text) or {})
+        else:
+            values = dict(json.loads(text))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig().replace(**values)

@@ -1,0 +1,67 @@
+"""``python -m trainer tiny``: a small random-weight package for consumer tests, with no data and no hub.
+
+Same label sets as a real model (from the versioned maps), same tokenizer (MiniLM's WordPiece vocabulary),
+same export, parity and int8 path as training. Deterministic per seed: the weights, the ONNX bytes and
+``created_at`` are fixed, so the same seed gives the same package digest; ``version`` is ``tiny-s<seed>``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+
+from consumer.package import ModelPackage
+from trainer import export, model, packaging
+from trainer.labels import load_label_space
+from trainer.tokens import TextEncoder, serving_tokenizer
+
+NAME = "tiny-minilm"
+MAX_LENGTH = 128
+CREATED_AT = "2024-01-01T00:00:00Z"
+# Parity and int8 checks need some text; these are invented, not customer data.
+CHECK_TEXTS = (
+    "I was charged a late fee on my credit card even though I paid on time.",
+    "The debt collector keeps calling me about a debt I do not owe.",
+    "My mortgage servicer lost my payment and reported me late to the credit bureaus.",
+    "There is an account on my credit report that is not mine and the bureau will not remove it.",
+    "My bank closed my checking account without notice and kept my money.",
+    "The payday lender took two withdrawals from my account on the same day.",
+    "I am a veteran and my student loan servicer put me in forbearance without asking.",
+    "short",
+)
+
+
+def build_tiny(out: Path, seed: int = 0) -> ModelPackage:
+    """Write a tiny package to ``out`` (replacing what is there) and return it verified."""
+    torch.set_num_threads(1)  # tiny graphs: threads cost more than they save, and keep results identical
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    space = load_label_space()
+    labels = space.tasks
+    net = model.build(model.tiny_encoder(seed), labels, seed).eval()
+    tok_path = packaging.write_tokenizer(model.default_base_model() / "tokenizer.json", out, MAX_LENGTH)
+    encoder = TextEncoder(serving_tokenizer(tok_path, MAX_LENGTH), MAX_LENGTH, "head")
+    # Random weights give near-tied logits, so int8 may flip labels: agreement is recorded, not gated.
+    report = export.export_all(net, out, encoder, CHECK_TEXTS, min_int8_agreement=0.0)
+    return packaging.write_package(
+        out,
+        name=NAME,
+        version=f"tiny-s{seed}",
+        heads=packaging.default_heads(labels),
+        report=report,
+        max_length=MAX_LENGTH,
+        truncation="head",
+        metrics={},
+        lineage={
+            "dataset_digest": None,
+            "wandb_run": None,
+            "code_commit": "tiny",
+            "base_model": f"random BertConfig(hidden=32, layers=2, heads=2) seed={seed}",
+            "label_maps_version": space.version,
+        },
+        description="Random weights for tests: predictions are meaningless.",
+        created_at=CREATED_AT,
+    )

@@ -1,0 +1,228 @@
+"""The fine-tuning loop: length-grouped dynamic padding, class-weighted multi-task loss, AdamW with linear
+warmup and decay, tqdm progress, checkpoints every N steps and at each epoch end, ``resume``.
+
+A checkpoint (``<out>/checkpoints/last.pt``) holds model, optimiser, scheduler and RNG state plus the
+position in the epoch's batch order, which is a pure function of (seed, epoch): a resumed run replays the
+same batches from where it stopped. It also records the dataset digest; resuming on other data is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from trainer.errors import DataError
+from trainer.model import MultiTaskModel, output_name
+from trainer.run_config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "last.pt"
+
+
+@dataclass
+class Encoded:
+    """Token ids and label indices of one split."""
+
+    ids: list[list[int]]
+    labels: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def class_weights(y: np.ndarray, n_labels: int, power: float) -> torch.Tensor:
+    """(n / (k * count)) ** power, labels absent from training get weight 0 (nothing to learn from)."""
+    counts = np.bincount(y, minlength=n_labels).astype(np.float64)
+    w = np.where(counts > 0, (len(y) / (n_labels * np.maximum(counts, 1))) ** power, 0.0)
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """Shuffle, sort within windows of 50 batches by length, cut into batches, shuffle the batches.
+
+    Similar lengths share a batch (little padding), while the order stays random; deterministic per epoch.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    idx = rng.permutation(len(lengths))
+    window = batch_size * 50
+    batches = []
+    for lo in range(0, len(idx), window):
+        chunk = sorted(idx[lo : lo + window].tolist(), key=lambda i: -lengths[i])
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    order = rng.permutation(len(batches))
+    return [batches[i] for i in order]
+
+
+def use_bf16(setting: str) -> bool:
+    """bfloat16 autocast roughly doubles CPU training speed where the CPU computes bf16 natively; weights stay
+    fp32, so the export and its parity check are unaffected."""
+    if setting in ("on", "off"):
+        return setting == "on"
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, : len(r)] = 1
+    return ids, mask
+
+
+def predict(model: MultiTaskModel, data: Encoded, pad_id: int, batch_size: int = 64) -> dict[str, np.ndarray]:
+    """Softmax probabilities per task, in input order (PyTorch; used for calibration on validation)."""
+    model.eval()
+    order = np.argsort([len(r) for r in data.ids], kind="stable")
+    parts: dict[str, list[np.ndarray]] = {t: [] for t in model.tasks}
+    with torch.no_grad():
+        for lo in range(0, len(order), batch_size):
+            ids, mask = pad([data.ids[i] for i in order[lo : lo + batch_size]], pad_id)
+            out = model(ids, mask)
+            for t in model.tasks:
+                parts[t].append(torch.softmax(out[output_name(t)], dim=-1).numpy())
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    return {t: np.concatenate(p)[inverse] for t, p in parts.items()}
+
+
+def _save(path: Path, state: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)  # atomic: a crash mid-write leaves the previous checkpoint intact
+
+
+def fit(
+    model: MultiTaskModel,
+    train: Encoded,
+    cfg: TrainConfig,
+    ckpt_dir: Path,
+    *,
+    pad_id: int,
+    data_digest: str,
+    resume: bool = False,
+    on_log: Callable[[dict[str, float], int], None] | None = None,
+    on_eval: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Train in place; returns a summary (steps, epochs, seconds, final loss)."""
+    if not len(train):
+        raise DataError("no training rows")
+    lengths = [len(r) for r in train.ids]
+    per_epoch = math.ceil(len(train) / cfg.batch_size)
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
+    head_params = list(model.heads.parameters())
+    head_ids = {id(p) for p in head_params}
+    enc_params = [p for p in model.parameters() if id(p) not in head_ids]
+    opt = torch.optim.AdamW(
+        [{"params": enc_params, "lr": cfg.lr}, {"params": head_params, "lr": cfg.head_lr}],
+        weight_decay=cfg.weight_decay,
+    )
+    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
+    losses = {
+        t: nn.CrossEntropyLoss(weight=class_weights(y, model.heads[t].out_features, cfg.class_weight_power))
+        for t, y in train.labels.items()
+    }
+    step, epoch, done_in_epoch = 0, 0, 0
+    ckpt = ckpt_dir / CHECKPOINT
+    if resume and ckpt.is_file():
+        state = torch.load(ckpt, weights_only=False)
+        if state["data_digest"] != data_digest:
+            raise DataError("checkpoint was trained on other data (dataset digest differs); not resuming")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        step, epoch, done_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        log.info("train: resumed at step %d (epoch %d, batch %d)", step, epoch, done_in_epoch)
+
+    def checkpoint() -> None:
+        _save(
+            ckpt,
+            {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "rng": torch.get_rng_state(),
+                "step": step,
+                "epoch": epoch,
+                "batch_in_epoch": done_in_epoch,
+                "data_digest": data_digest,
+                "config": cfg.as_dict(),
+            },
+        )
+
+    autocast = use_bf16(cfg.bf16)
+    log.info("train: %d rows, %d steps, batch %d, bf16 autocast %s", len(train), total, cfg.batch_size, autocast)
+    bar = tqdm(
+        total=total,
+        initial=step,
+        desc="train",
+        unit="step",
+        dynamic_ncols=True,
+        mininterval=1.0 if sys.stderr.isatty() else 30.0,
+    )
+    model.train()
+    running = 0.0
+    deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes else float("inf")
+    stopped_early = False
+    while step < total and not stopped_early:
+        batches = length_grouped_batches(lengths, cfg.batch_size, cfg.seed, epoch)
+        for b in batches[done_in_epoch:]:
+            if step >= total:
+                break
+            if time.monotonic() > deadline:
+                log.warning("train: max_minutes=%s reached at step %d of %d; stopping", cfg.max_minutes, step, total)
+                stopped_early = True
+                break
+            ids, mask = pad([train.ids[i] for i in b], pad_id)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                out = model(ids, mask)
+            loss = sum(
+                cfg.task_weights.get(t, 1.0) * fn(out[output_name(t)].float(), torch.from_numpy(train.labels[t][b]))
+                for t, fn in losses.items()
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[union-attr]
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            step, done_in_epoch = step + 1, done_in_epoch + 1
+            value = float(loss.detach())  # type: ignore[union-attr]
+            running = 0.98 * running + 0.02 * value if step > 1 else value
+            bar.update(1)
+            bar.set_postfix(loss=f"{running:.3f}", epoch=epoch)
+            if on_log and step % 20 == 0:
+                on_log({"train/loss": running, "train/lr": sched.get_last_lr()[0], "train/epoch": epoch}, step)
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                checkpoint()
+        else:
+            epoch, done_in_epoch = epoch + 1, 0
+            checkpoint()
+            if on_eval:
+                on_eval(epoch, step)
+                model.train()
+    bar.close()
+    checkpoint()
+    model.eval()
+    return {
+        "steps": step,
+        "planned_steps": total,
+        "epochs": step / per_epoch,
+        "final_loss": running,
+        "stopped_early": stopped_early,
+    }
