@@ -90,6 +90,7 @@ class TfidfBaseline:
             self.cfg.vulnerable_policy,
             self.cfg.vulnerable_beta,
             self.cfg.vulnerable_min_precision,
+            self.cfg.vulnerable_min_recall,
         )
         self.threshold = cal["threshold"]
         return self

@@ -24,8 +24,14 @@ from consumer.kafka import client_config, map_kafka_errors
 from consumer.settings import CommonSettings
 
 TEXT, ID = "Consumer complaint narrative", "Complaint ID"
-PASS_THROUGH = {"Product": "product", "product_family": "product_family", "Issue": "issue", "Tags": "tags",
-                "Submitted via": "channel", "split": "split"}
+PASS_THROUGH = {
+    "Product": "product",
+    "product_family": "product_family",
+    "Issue": "issue",
+    "Tags": "tags",
+    "Submitted via": "channel",
+    "split": "split",
+}
 
 
 @dataclass

@@ -231,7 +231,12 @@ def calibrate_heads(
         probs = scores.probs(task)
         if task == "vulnerable":
             cal = calibrate.binary_threshold(
-                probs[:, 1], y == 1, cfg.vulnerable_policy, cfg.vulnerable_beta, cfg.vulnerable_min_precision
+                probs[:, 1],
+                y == 1,
+                cfg.vulnerable_policy,
+                cfg.vulnerable_beta,
+                cfg.vulnerable_min_precision,
+                cfg.vulnerable_min_recall,
             )
             heads[task] = packaging.HeadSpec(
                 labels, "binary", threshold=cal["threshold"], positive_label="yes", calibration=cal

@@ -42,7 +42,8 @@ class TrainConfig:
     seed: int = 13
     threads: int = 2
     review_target_accuracy: dict[str, float] = field(default_factory=lambda: {"team": 0.9, "issue": 0.8})
-    vulnerable_policy: str = "fbeta"  # "fbeta" (maximise F-beta) or "precision" (max recall at precision)
+    vulnerable_policy: str = "recall"  # "recall" (reach a recall), "fbeta", "precision" (see calibrate.py)
+    vulnerable_min_recall: float = 0.6  # the human team's recall
     vulnerable_beta: float = 2.0
     vulnerable_min_precision: float = 0.5
     top_k: int = 3

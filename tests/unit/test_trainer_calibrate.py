@@ -78,3 +78,12 @@ def test_macro_f1_matches_sklearn() -> None:
     rng = np.random.default_rng(1)
     y, pred = rng.integers(0, 6, 300), rng.integers(0, 5, 300)
     assert macro_f1(y, pred, 7) == pytest.approx(f1_score(y, pred, average="macro"))
+
+
+def test_recall_policy_reaches_the_target_with_the_fewest_flags() -> None:
+    p = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3])
+    y = np.array([1, 0, 1, 0, 1, 0, 1], dtype=bool)
+    cal = binary_threshold(p, y, "recall", min_recall=0.5)
+    assert cal["threshold"] == 0.7 and cal["val_recall"] == 0.5  # 2 of 4 positives, 3 flags
+    assert cal["val_flagged_share"] == pytest.approx(3 / 7)
+    assert binary_threshold(p, y, "recall", min_recall=1.0)["threshold"] == 0.3
