@@ -37,7 +37,7 @@ stack-down:
 
 lint:
 	ruff check .
-	ruff format --check consumer explainer bench tests/unit/test_contracts.py
+	ruff format --check .
 
 typecheck:
 	mypy

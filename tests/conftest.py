@@ -32,6 +32,8 @@ def _unavailable(what: str) -> None:
     if os.environ.get("CA_REQUIRE_SERVICES"):
         pytest.fail(f"no {what}, but CA_REQUIRE_SERVICES is set: the local stack did not come up", pytrace=False)
     pytest.skip(f"no {what}: {SKIP_HINT}")
+
+
 THREAD_GRACE_SECONDS = 5.0
 
 
