@@ -6,7 +6,14 @@ from pathlib import Path
 import fakeredis
 import pytest
 
-from consumer.errors import IntegrityError, RegistryError, StrategyConflictError, StrategyError, StrategyValidationError
+from consumer.errors import (
+    IntegrityError,
+    PackageError,
+    RegistryError,
+    StrategyConflictError,
+    StrategyError,
+    StrategyValidationError,
+)
 from consumer.package import load_package
 from consumer.registry import Registry
 from consumer.strategy import TaskPlan
@@ -83,3 +90,19 @@ def test_changes_are_announced(stores, tiny: Path) -> None:  # type: ignore[no-u
     msg = sub.get_message(timeout=1) or sub.get_message(timeout=1)
     assert msg is not None and msg["data"] == b"1"
     sub.close()
+
+
+def test_hub_packages_are_pinned_and_resolved_through_the_hub_client(tiny: Path, tmp_path: Path) -> None:
+    """hf://owner/repo@<commit> goes through huggingface_hub.snapshot_download; here from a local cache laid out
+    as the hub client writes it (no hub is reachable), so the real resolution code runs."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = tmp_path / "cache" / "models--bank--complaints-tiny" / "snapshots" / commit
+    shutil.copytree(tiny, snapshot)
+    registry = Registry(fakeredis.FakeRedis(), "t:", cache_dir=tmp_path / "cache", hub_offline=True)
+    entry = registry.register(f"hf://bank/complaints-tiny@{commit}")
+    assert entry.source == {"kind": "hub", "repo": "bank/complaints-tiny", "commit": commit}
+    assert registry.load(entry.ref).digest == load_package(tiny).digest
+    with pytest.raises(RegistryError, match="pinned"):
+        registry.register("hf://bank/complaints-tiny@main")
+    with pytest.raises(PackageError, match="cannot fetch"):
+        registry.register("hf://bank/complaints-tiny@" + "f" * 40)
