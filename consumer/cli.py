@@ -82,15 +82,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def dispatch(args: argparse.Namespace, name: str) -> int:
+    """Run a parsed command: our errors become one line on stderr and exit 2, Ctrl-C exits 130."""
     try:
         return int(args.func(args))
     except AllocationError as exc:
-        print(f"allocator {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{name}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return dispatch(args, f"allocator {args.command}")
 
 
 def print_json(doc: object) -> None:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from consumer.errors import AllocationError
+from consumer.cli import dispatch
 from explainer.cli import add_explain_commands
 
 
@@ -15,13 +15,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     add_explain_commands(sub)
     args = parser.parse_args(["explain", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(args.func(args))
-    except AllocationError as exc:
-        print(f"explainer: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return dispatch(args, "explainer")
 
 
 if __name__ == "__main__":

@@ -77,16 +77,10 @@ def add_promoter_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m consumer.promoter``: the same commands without the rest of the CLI."""
-    from consumer.errors import AllocationError
+    from consumer.cli import dispatch
 
     parser = argparse.ArgumentParser(prog="allocator")
     sub = parser.add_subparsers(dest="command", required=True)
     add_promoter_commands(sub)
     args = parser.parse_args(["promoter", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(args.func(args))
-    except AllocationError as exc:
-        print(f"allocator promoter: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return dispatch(args, "allocator promoter")
