@@ -21,7 +21,7 @@ import json
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,7 +129,7 @@ def normalise(records: Iterable[dict[str, Any]], space: LabelSpace, report: Load
     return _frame(rows, report)
 
 
-def _frame(rows: list[tuple[str, ...]], report: LoadReport) -> pd.DataFrame:
+def _frame(rows: Sequence[tuple[str, ...]], report: LoadReport) -> pd.DataFrame:
     report.rows_out = len(rows)
     log.info("data: %s", report.summary())
     return pd.DataFrame(rows, columns=COLUMNS, dtype=object)

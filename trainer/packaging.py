@@ -58,19 +58,21 @@ def default_heads(tasks: dict[str, tuple[str, ...]]) -> dict[str, HeadSpec]:
 
 
 def code_commit() -> str:
-    """The git commit of this checkout, or ``unknown`` (e.g. in an image without .git)."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-            cwd=Path(__file__).resolve().parent,
-        )
-    except OSError:
+    """The git commit of this checkout, ``<sha>-dirty`` when ``trainer/`` differs from it (uncommitted or
+    untracked files), or ``unknown`` (e.g. an image without .git)."""
+    here = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, check=False, cwd=here)
+        except OSError:
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    sha = git("rev-parse", "HEAD")
+    if not sha:
         return "unknown"
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+    return f"{sha}-dirty" if git("status", "--porcelain", "--", str(here)) else sha
 
 
 def write_tokenizer(source: Path, folder: Path, max_length: int) -> Path:

@@ -134,7 +134,7 @@ def fit(
     )
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
     losses = {
-        t: nn.CrossEntropyLoss(weight=class_weights(y, model.heads[t].out_features, cfg.class_weight_power))
+        t: nn.CrossEntropyLoss(weight=class_weights(y, model.tasks[t], cfg.class_weight_power))
         for t, y in train.labels.items()
     }
     step, epoch, done_in_epoch = 0, 0, 0
@@ -197,12 +197,12 @@ def fit(
                 for t, fn in losses.items()
             )
             opt.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[union-attr]
+            loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
             step, done_in_epoch = step + 1, done_in_epoch + 1
-            value = float(loss.detach())  # type: ignore[union-attr]
+            value = float(loss.detach())
             running = 0.98 * running + 0.02 * value if step > 1 else value
             bar.update(1)
             bar.set_postfix(loss=f"{running:.3f}", epoch=epoch)
