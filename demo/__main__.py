@@ -8,6 +8,7 @@ a challenger goes through shadow and a 20% canary, the humans' real labels come 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import sys
@@ -56,9 +57,10 @@ def main() -> int:
         demo.stream(docs[: half // 2], screen, "champion only")
         demo.cli("strategy", "shadow", chall_ref, "--reason", "demo: challenger in shadow")
         demo.stream(docs[half // 2 : half], screen, "shadow")
-        current = demo.cli("strategy", "show", quiet=True)
-        if '"mode": "canary"' not in current:  # the promoter may already have earned it a canary
-            demo.cli("strategy", "canary", chall_ref, "--weight", "0.2", "--reason", "demo: 20% canary")
+        # the promoter may already have earned the challenger a canary on some tasks: move only the others
+        tasks = json.loads(demo.cli("strategy", "show", quiet=True))["tasks"]
+        for task in sorted(t for t, plan in tasks.items() if plan["mode"] == "shadow"):
+            demo.cli("strategy", "canary", chall_ref, "--weight", "0.2", "--task", task, "--reason", "demo: 20% canary")
         demo.stream(docs[half:], screen, "canary 20%")
         time.sleep(5)  # the last feedback reaches the promoter
         screen.show("done")
