@@ -7,8 +7,6 @@ Needs a ``helm`` binary (``scripts/install-tools.sh`` builds a pinned one); skip
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from functools import cache
 from pathlib import Path
@@ -16,6 +14,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.tools import tool
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "complaints-allocation"
@@ -27,12 +27,7 @@ CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "ScaledObject", "TriggerAuthent
 Doc = dict[str, Any]
 
 
-def _helm() -> str | None:
-    cached = Path(os.environ.get("TOOLS_BIN", Path.home() / ".cache/complaints-allocation/bin")) / "helm"
-    return shutil.which("helm") or (str(cached) if cached.exists() else None)
-
-
-HELM = _helm()
+HELM = tool("helm")
 pytestmark = pytest.mark.skipif(HELM is None, reason="no helm binary: run scripts/install-tools.sh")
 
 

@@ -6,8 +6,6 @@ Needs a ``kustomize`` binary (``scripts/install-tools.sh``); skipped without it.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from functools import cache
 from pathlib import Path
@@ -15,6 +13,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.tools import tool
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
@@ -25,12 +25,7 @@ POD_KINDS = {"Deployment", "Job", "CronJob"}
 Doc = dict[str, Any]
 
 
-def _kustomize() -> str | None:
-    cached = Path(os.environ.get("TOOLS_BIN", Path.home() / ".cache/complaints-allocation/bin")) / "kustomize"
-    return shutil.which("kustomize") or (str(cached) if cached.exists() else None)
-
-
-KUSTOMIZE = _kustomize()
+KUSTOMIZE = tool("kustomize")
 pytestmark = pytest.mark.skipif(KUSTOMIZE is None, reason="no kustomize binary: run scripts/install-tools.sh")
 
 
