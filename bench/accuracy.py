@@ -25,7 +25,7 @@ import pandas as pd
 from bench.common import CACHE
 from consumer.package import ModelPackage, load_package
 from trainer import calibrate, splits
-from trainer.labels import LabelSpace, load_label_space
+from trainer.labels import IGNORE, UNKNOWN, LabelSpace, indices, load_label_space
 from trainer.metrics import evaluate, task_metrics
 from trainer.run_config import TrainConfig, load_config
 from trainer.scoring import OnnxScorer
@@ -82,7 +82,10 @@ class TfidfBaseline:
         self.models = {}
         for task in self.space.tasks:
             weight = "balanced" if task == "vulnerable" else None
-            self.models[task] = LogisticRegression(C=8.0, max_iter=3000, class_weight=weight).fit(x, train[task])
+            known = np.asarray(train[task] != UNKNOWN)  # each task learns from the rows labelled for it
+            model = LogisticRegression(C=8.0, max_iter=3000, class_weight=weight)
+            self.models[task] = model.fit(x[known], train[task][known])
+        val = val[val["vulnerable"] != UNKNOWN]
         p_val = self._proba("vulnerable", val)
         cal = calibrate.binary_threshold(
             p_val,
@@ -103,13 +106,14 @@ class TfidfBaseline:
         out = {}
         x = self.vec.transform(df["text"])
         for task, labels in self.space.tasks.items():
-            y = np.array([labels.index(v) for v in df[task]])
+            y = indices(df[task], labels)
+            known = y != IGNORE
             if task == "vulnerable":
                 pred = (self._proba(task, df) >= self.threshold).astype(int)
-                out[task] = task_metrics(y, pred, 2, 1)
+                out[task] = task_metrics(y[known], pred[known], 2, 1)
             else:
-                pred = np.array([labels.index(v) for v in self.models[task].predict(x)])
-                out[task] = task_metrics(y, pred, len(labels))
+                pred = indices(self.models[task].predict(x), labels)
+                out[task] = task_metrics(y[known], pred[known], len(labels))
         return out
 
 

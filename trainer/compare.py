@@ -21,7 +21,7 @@ import pandas as pd
 from consumer.package import ModelPackage, load_package
 from trainer import splits
 from trainer.data import load_source
-from trainer.labels import load_label_space
+from trainer.labels import IGNORE, indices, load_label_space
 from trainer.metrics import mcnemar_exact, task_metrics
 from trainer.scoring import OnnxScorer, Scores, decisions
 from trainer.tracking import Tracker
@@ -40,22 +40,25 @@ def latency_ms(scorer: OnnxScorer, texts: list[str]) -> dict[str, float]:
 
 
 def model_metrics(pkg: ModelPackage, scores: Scores, df: pd.DataFrame) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Metrics per task and the per-row correctness (for McNemar). Gold labels a head lacks count as wrong."""
+    """Metrics per task and the per-row correctness (for McNemar) on the rows labelled for the task. Gold
+    labels a head lacks count as wrong."""
     pred = decisions(pkg.heads, scores)
     metrics: dict[str, Any] = {}
     correct: dict[str, np.ndarray] = {}
     for task, head in pkg.heads.items():
         if task not in df:
             continue
-        y = np.array([head.labels.index(v) if v in head.labels else -1 for v in df[task]])
+        y = indices(df[task], head.labels)
+        known = y != IGNORE
+        y, p = y[known], pred[task][known]
         pos = head.labels.index(head.positive_label) if head.kind == "binary" and head.positive_label else None
-        m = task_metrics(y, pred[task], len(head.labels), pos)
+        m = task_metrics(y, p, len(head.labels), pos)
         if head.kind == "multiclass":
-            kept = scores.probs(task).max(axis=1) >= head.review_threshold
-            m["accepted_share"] = float(kept.mean())
-            m["accepted_accuracy"] = float(np.mean(pred[task][kept] == y[kept])) if kept.any() else 0.0
+            kept = scores.probs(task)[known].max(axis=1) >= head.review_threshold
+            m["accepted_share"] = float(kept.mean()) if len(kept) else 0.0
+            m["accepted_accuracy"] = float(np.mean(p[kept] == y[kept])) if kept.any() else 0.0
         metrics[task] = m
-        correct[task] = pred[task] == y
+        correct[task] = p == y
     return metrics, correct
 
 

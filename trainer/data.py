@@ -12,7 +12,9 @@ Sources (``load_source`` picks by path):
 
 Rows that cannot be labelled (empty text, unknown product or team) are dropped and counted in
 ``LoadReport.dropped`` by reason, never silently. ``split`` is kept when the source has it, else empty
-(``splits.assign`` fills it).
+(``splits.assign`` fills it). A task the source does not record (no ``Issue`` or no ``Tags`` column, or an
+empty ``Issue``) gets ``labels.UNKNOWN`` for that row, counted in ``LoadReport.unlabelled``: the row still
+teaches the tasks it has labels for (e.g. the shared ``product_only.csv.gz``, team only).
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ from typing import Any
 import pandas as pd
 
 from trainer.errors import DataError
-from trainer.labels import LabelMapError, LabelSpace
+from trainer.labels import UNKNOWN, LabelMapError, LabelSpace
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["complaint_id", "text", "team", "issue", "vulnerable", "split"]
+LABEL_COLUMNS = ("team", "issue", "vulnerable")
+COLUMNS = ["complaint_id", "text", *LABEL_COLUMNS, "split"]
 SPLITS = ("train", "val", "test", "holdout")
 # Normalised source column name -> our field; first match wins.
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -56,6 +59,7 @@ class LoadReport:
     rows_out: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
     issues_to_other: Counter[str] = field(default_factory=Counter)
+    unlabelled: Counter[str] = field(default_factory=Counter)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -64,6 +68,7 @@ class LoadReport:
             "rows_out": self.rows_out,
             "dropped": dict(self.dropped),
             "issue_rows_to_other": sum(self.issues_to_other.values()),
+            "unlabelled": dict(self.unlabelled),
         }
 
 
@@ -111,22 +116,38 @@ def normalise(records: Iterable[dict[str, Any]], space: LabelSpace, report: Load
         except LabelMapError:
             report.dropped["unknown_product"] += 1
             continue
-        raw_issue = _clean_text(rec.get("issue"))
-        issue = space.issue(raw_issue)
-        if issue == space.other_issue and raw_issue:
-            report.issues_to_other[raw_issue] += 1
         split = _clean_text(rec.get("split")).lower()
         rows.append(
             (
                 _clean_id(rec.get("complaint_id")),
                 text,
                 team,
-                issue,
-                space.vulnerable(rec.get("tags")),
+                _issue(rec, space, report),
+                _vulnerable(rec, "tags", space, report),
                 split if split in SPLITS else "",
             )
         )
     return _frame(rows, report)
+
+
+def _issue(rec: dict[str, Any], space: LabelSpace, report: LoadReport) -> str:
+    """The issue label, or ``UNKNOWN`` when the record has none (no column, or empty)."""
+    raw = _clean_text(rec.get("issue"))
+    if not raw:
+        report.unlabelled["issue"] += 1
+        return UNKNOWN
+    issue = space.issue(raw)
+    if issue == space.other_issue and raw != space.other_issue:
+        report.issues_to_other[raw] += 1
+    return issue
+
+
+def _vulnerable(rec: dict[str, Any], key: str, space: LabelSpace, report: LoadReport) -> str:
+    """``yes``/``no`` from the field (an empty ``Tags`` cell means no tag), ``UNKNOWN`` when the source lacks it."""
+    if key not in rec:
+        report.unlabelled["vulnerable"] += 1
+        return UNKNOWN
+    return space.vulnerable(rec[key])
 
 
 def _frame(rows: Sequence[tuple[str, ...]], report: LoadReport) -> pd.DataFrame:
@@ -208,13 +229,8 @@ def load_feedback(path: Path, space: LabelSpace) -> tuple[pd.DataFrame, LoadRepo
         elif team not in space.teams:
             report.dropped["unknown_team"] += 1
         else:
-            raw_issue = _clean_text(rec.get("issue"))
-            issue = space.issue(raw_issue)
-            if issue == space.other_issue and raw_issue and raw_issue != space.other_issue:
-                report.issues_to_other[raw_issue] += 1
-            rows.append(
-                (_clean_id(rec.get("complaint_id")), text, team, issue, space.vulnerable(rec.get("vulnerable")), "")
-            )
+            issue, vulnerable = _issue(rec, space, report), _vulnerable(rec, "vulnerable", space, report)
+            rows.append((_clean_id(rec.get("complaint_id")), text, team, issue, vulnerable, ""))
     return _frame(rows, report), report
 
 

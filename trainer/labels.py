@@ -16,17 +16,29 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from consumer.errors import ConfigError
 
 TEAM_MAP = "team_map.v1.json"
 ISSUE_MAP = "issue_map.v1.json"
 VULNERABLE_LABELS = ("no", "yes")
+# A row's label for a task its source does not record (e.g. a Product-only file has no Issue and no Tags).
+# Such a row trains and is scored only on the tasks it has labels for; it is never read as "other" or "no".
+UNKNOWN = ""
+IGNORE = -100  # the index of an UNKNOWN label: what torch's cross-entropy ignores and metrics leave out
+
+
+def indices(values: Iterable[str], labels: Sequence[str]) -> np.ndarray:
+    """Label indices of ``values`` in ``labels``; ``UNKNOWN`` gives ``IGNORE``, any other stranger -1."""
+    pos = {name: i for i, name in enumerate(labels)}
+    return np.array([IGNORE if v == UNKNOWN else pos.get(v, -1) for v in values], dtype=np.int64)
 
 
 class LabelMapError(ConfigError):

@@ -13,6 +13,7 @@ import pandas as pd
 from scipy.stats import binom
 
 from consumer.package import TaskHead
+from trainer.labels import IGNORE, indices
 from trainer.scoring import Scores, decisions
 
 
@@ -60,13 +61,15 @@ def mcnemar_exact(a_correct: np.ndarray, b_correct: np.ndarray) -> dict[str, flo
 
 
 def evaluate(heads: dict[str, TaskHead], scores: Scores, df: pd.DataFrame) -> dict[str, Any]:
-    """Per-task metrics of the served decisions (thresholds applied) on the rows of ``df``."""
+    """Per-task metrics of the served decisions (thresholds applied) on the rows of ``df`` labelled for the
+    task (``n`` counts them); a gold label the head does not have counts as wrong."""
     pred = decisions(heads, scores)
     out: dict[str, Any] = {}
     for task, head in heads.items():
-        y = np.array([head.labels.index(v) for v in df[task]])
+        y = indices(df[task], head.labels)
+        known = y != IGNORE
         pos = head.labels.index(head.positive_label) if head.kind == "binary" and head.positive_label else None
-        out[task] = task_metrics(y, pred[task], len(head.labels), pos)
+        out[task] = task_metrics(y[known], pred[task][known], len(head.labels), pos)
     out["latency_ms_per_text"] = scores.seconds_per_text * 1000
     return out
 

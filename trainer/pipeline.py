@@ -23,7 +23,8 @@ import torch
 from consumer.package import ModelPackage, TaskHead
 from trainer import calibrate, export, model, packaging, splits
 from trainer.data import load_source
-from trainer.labels import LabelSpace, load_label_space
+from trainer.errors import DataError
+from trainer.labels import IGNORE, LabelSpace, indices, load_label_space
 from trainer.metrics import evaluate, objective
 from trainer.run_config import TrainConfig
 from trainer.scoring import OnnxScorer, Scores
@@ -52,7 +53,7 @@ def load_rows(cfg: TrainConfig, space: LabelSpace) -> tuple[pd.DataFrame, dict[s
 
 
 def encode(df: pd.DataFrame, enc: TextEncoder, space: LabelSpace) -> Encoded:
-    labels = {task: np.array([names.index(v) for v in df[task]], dtype=np.int64) for task, names in space.tasks.items()}
+    labels = {task: indices(df[task], names) for task, names in space.tasks.items()}
     return Encoded(ids=enc.encode(list(df["text"])), labels=labels)
 
 
@@ -101,9 +102,10 @@ def run(cfg: TrainConfig, out: Path, *, resume: bool = False) -> ModelPackage:
         def on_eval(epoch: int, step: int) -> None:
             """Validation accuracy (PyTorch, argmax) after each epoch, for the progress log and W&B only."""
             probs = predict(net, val_enc, enc.pad_id)
-            accs = {
-                f"epoch_val/{t}/accuracy": float(np.mean(p.argmax(1) == val_enc.labels[t])) for t, p in probs.items()
-            }
+            accs = {}
+            for t, p in probs.items():
+                y = val_enc.labels[t]
+                accs[f"epoch_val/{t}/accuracy"] = float(np.mean(p.argmax(1)[y != IGNORE] == y[y != IGNORE]))
             log.info("epoch %d (step %d): %s", epoch, step, accs)
             tracker.log(accs, step=step)
 
@@ -227,8 +229,11 @@ def calibrate_heads(
 ) -> dict[str, packaging.HeadSpec]:
     heads = {}
     for task, labels in space.tasks.items():
-        y = np.array([labels.index(v) for v in val_df[task]])
-        probs = scores.probs(task)
+        y = indices(val_df[task], labels)
+        known = y != IGNORE  # calibrate each task on the validation rows labelled for it
+        if not known.any():
+            raise DataError(f"no validation rows labelled for {task!r}: cannot calibrate its thresholds")
+        y, probs = y[known], scores.probs(task)[known]
         if task == "vulnerable":
             cal = calibrate.binary_threshold(
                 probs[:, 1],

@@ -6,7 +6,8 @@
   without an id use the sha256 of their normalised text as the key. Hashing never yields ``holdout``:
   only a source that says so puts a row there.
 - ``combine``: one row per complaint id; a later source's labels win (feedback corrects the original),
-  but the first source's split is kept, so a holdout complaint never moves into training.
+  task by task, except that an unknown label never erases a known one; the first source's split is kept,
+  so a holdout complaint never moves into training.
 - ``guard_holdout``: drops non-holdout rows whose normalised text equals a holdout text.
 - ``digest``: sha256 over the normalised rows in a canonical order.
 """
@@ -19,8 +20,9 @@ import logging
 
 import pandas as pd
 
-from trainer.data import COLUMNS
+from trainer.data import COLUMNS, LABEL_COLUMNS
 from trainer.errors import DataError
+from trainer.labels import UNKNOWN
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +50,25 @@ def assign(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def combine(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """Concatenate sources; per complaint id the last labels win and the first split is kept."""
+    """Concatenate sources; per complaint id the last known label of each task wins and the first split is kept."""
     if not frames:
         raise DataError("no data sources given")
     df = pd.concat([f[COLUMNS] for f in frames], ignore_index=True)
     with_id = df[df["complaint_id"] != ""]
-    first_split = with_id.groupby("complaint_id", sort=False)["split"].agg(lambda s: next((v for v in s if v), ""))
+    groups = with_id.groupby("complaint_id", sort=False)
     last = with_id.drop_duplicates("complaint_id", keep="last").copy()
-    last["split"] = last["complaint_id"].map(first_split)
+    last["split"] = last["complaint_id"].map(groups["split"].agg(_first_known))
+    for task in LABEL_COLUMNS:
+        last[task] = last["complaint_id"].map(groups[task].agg(_last_known))
     return pd.concat([last, df[df["complaint_id"] == ""]], ignore_index=True)
+
+
+def _first_known(values: pd.Series) -> str:
+    return next((v for v in values if v != UNKNOWN), UNKNOWN)
+
+
+def _last_known(values: pd.Series) -> str:
+    return next((v for v in reversed(list(values)) if v != UNKNOWN), UNKNOWN)
 
 
 def guard_holdout(df: pd.DataFrame) -> pd.DataFrame:

@@ -12,7 +12,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from trainer.errors import DataError
+from trainer.labels import IGNORE
 from trainer.model import MultiTaskModel, output_name
 from trainer.run_config import TrainConfig
 
@@ -44,7 +45,9 @@ class Encoded:
 
 
 def class_weights(y: np.ndarray, n_labels: int, power: float) -> torch.Tensor:
-    """(n / (k * count)) ** power, labels absent from training get weight 0 (nothing to learn from)."""
+    """(n / (k * count)) ** power over the labelled rows (``IGNORE`` rows left out); labels absent from
+    training get weight 0 (nothing to learn from)."""
+    y = y[y != IGNORE]
     counts = np.bincount(y, minlength=n_labels).astype(np.float64)
     w = np.where(counts > 0, (len(y) / (n_labels * np.maximum(counts, 1))) ** power, 0.0)
     return torch.tensor(w, dtype=torch.float32)
@@ -64,6 +67,25 @@ def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, epoch
         batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
     order = rng.permutation(len(batches))
     return [batches[i] for i in order]
+
+
+def batch_loss(
+    out: dict[str, torch.Tensor],
+    labels: dict[str, np.ndarray],
+    losses: Mapping[str, nn.Module],
+    task_weights: dict[str, float],
+) -> torch.Tensor:
+    """Weighted sum of the per-task losses over the tasks this batch has labels for.
+
+    A task with no labelled row in the batch is left out rather than averaged over nothing (which is NaN).
+    Every row has a team (the loaders drop rows without one), so no batch is left with no term at all.
+    """
+    terms = [
+        task_weights.get(t, 1.0) * fn(out[output_name(t)].float(), torch.from_numpy(y))
+        for t, fn in losses.items()
+        if np.any((y := labels[t]) != IGNORE)
+    ]
+    return torch.stack(terms).sum()
 
 
 def use_bf16(setting: str) -> bool:
@@ -133,8 +155,11 @@ def fit(
         weight_decay=cfg.weight_decay,
     )
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
+    unlabelled = [t for t, y in train.labels.items() if not np.any(y != IGNORE)]
+    if unlabelled:
+        raise DataError(f"no training rows labelled for {unlabelled}")
     losses = {
-        t: nn.CrossEntropyLoss(weight=class_weights(y, model.tasks[t], cfg.class_weight_power))
+        t: nn.CrossEntropyLoss(weight=class_weights(y, model.tasks[t], cfg.class_weight_power), ignore_index=IGNORE)
         for t, y in train.labels.items()
     }
     step, epoch, done_in_epoch = 0, 0, 0
@@ -192,10 +217,7 @@ def fit(
             ids, mask = pad([train.ids[i] for i in b], pad_id)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                 out = model(ids, mask)
-            loss = sum(
-                cfg.task_weights.get(t, 1.0) * fn(out[output_name(t)].float(), torch.from_numpy(train.labels[t][b]))
-                for t, fn in losses.items()
-            )
+            loss = batch_loss(out, {t: train.labels[t][b] for t in losses}, losses, cfg.task_weights)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -205,7 +227,7 @@ def fit(
             value = float(loss.detach())
             running = 0.98 * running + 0.02 * value if step > 1 else value
             bar.update(1)
-            bar.set_postfix(loss=f"{running:.3f}", epoch=epoch)
+            bar.set_postfix(loss=f"{running:.3f}", epoch=epoch, refresh=False)  # redraw at mininterval only
             if on_log and step % 20 == 0:
                 on_log({"train/loss": running, "train/lr": sched.get_last_lr()[0], "train/epoch": epoch}, step)
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:

@@ -10,7 +10,7 @@ import pytest
 
 from trainer.data import load_source
 from trainer.errors import DataError
-from trainer.labels import LabelSpace, load_label_space
+from trainer.labels import UNKNOWN, LabelSpace, load_label_space
 
 CFPB_ROWS = [
     {
@@ -188,3 +188,22 @@ def test_bad_sources(tmp_path: Path, space: LabelSpace) -> None:
     nocol.write_text("a,b\n1,2\n")
     with pytest.raises(DataError):
         load_source(str(nocol), space)
+
+
+def test_a_source_without_issue_or_tags_gives_unknown_labels_not_defaults(tmp_path: Path, space: LabelSpace) -> None:
+    """A Product-only file (like the shared product_only.csv.gz) labels the team and nothing else."""
+    path = tmp_path / "product_only.csv"
+    pd.DataFrame(
+        [
+            {"Product": "Mortgage", "Consumer complaint narrative": "Escrow shortage again.", "product_family": ""},
+            {"Product": "Payday loan", "Consumer complaint narrative": "Rolled over twice.", "product_family": ""},
+        ]
+    ).to_csv(path, index=False)
+    df, report = load_source(str(path), space)
+    assert list(df["team"]) == ["mortgages", "consumer_lending"]
+    assert set(df["issue"]) == {UNKNOWN} and set(df["vulnerable"]) == {UNKNOWN}  # not "Other", not "no"
+    assert report.summary()["unlabelled"] == {"issue": 2, "vulnerable": 2}
+    feedback = tmp_path / "team_only.jsonl"
+    feedback.write_text(json.dumps({"complaint_id": "5", "text": "Routed by hand", "team": "cards"}) + "\n")
+    fb, _ = load_source(str(feedback), space)
+    assert (fb.loc[0, "issue"], fb.loc[0, "vulnerable"]) == (UNKNOWN, UNKNOWN)

@@ -41,6 +41,46 @@ def test_class_weights_dampen_imbalance_and_zero_absent_labels() -> None:
     assert class_weights(np.array([0, 1, 1]), 2, power=0.0).tolist() == [1.0, 1.0]
 
 
+def test_class_weights_ignore_unlabelled_rows() -> None:
+    from trainer.labels import IGNORE
+    from trainer.train import class_weights
+
+    y = np.array([0] * 90 + [1] * 10 + [IGNORE] * 500)
+    assert class_weights(y, 2, power=1.0).tolist() == pytest.approx([100 / 180, 100 / 20])
+
+
+def test_batch_loss_leaves_out_a_task_without_labels_in_the_batch() -> None:
+    import torch
+    from torch import nn
+
+    from trainer.labels import IGNORE
+    from trainer.train import batch_loss
+
+    out = {"team_logits": torch.tensor([[2.0, 0.0], [0.0, 2.0]]), "issue_logits": torch.tensor([[1.0, 0.0]] * 2)}
+    losses = {"team": nn.CrossEntropyLoss(ignore_index=IGNORE), "issue": nn.CrossEntropyLoss(ignore_index=IGNORE)}
+    team_only = batch_loss(out, {"team": np.array([0, IGNORE]), "issue": np.array([IGNORE, IGNORE])}, losses, {})
+    expected = nn.functional.cross_entropy(out["team_logits"][:1], torch.tensor([0]))
+    assert torch.isfinite(team_only) and float(team_only) == pytest.approx(float(expected))
+    both = batch_loss(out, {"team": np.array([0, 1]), "issue": np.array([1, 1])}, losses, {"issue": 2.0})
+    issue = nn.functional.cross_entropy(out["issue_logits"], torch.tensor([1, 1]))
+    team = nn.functional.cross_entropy(out["team_logits"], torch.tensor([0, 1]))
+    assert float(both) == pytest.approx(float(team + 2.0 * issue))
+
+
+def test_fit_refuses_a_task_with_no_labelled_row(tmp_path: Path) -> None:
+    from trainer import model
+    from trainer.labels import IGNORE
+    from trainer.train import Encoded, fit
+
+    ids, labels = data(16)
+    labels["vulnerable"] = np.full(16, IGNORE)
+    tasks = {"team": ("a", "b", "c"), "vulnerable": ("no", "yes")}
+    cfg = TrainConfig(batch_size=8, max_steps=1, bf16="off", threads=1)
+    net = model.build(model.tiny_encoder(0), tasks, 0)
+    with pytest.raises(DataError, match="vulnerable"):
+        fit(net, Encoded(ids, labels), cfg, tmp_path, pad_id=0, data_digest="d")
+
+
 def test_fit_checkpoints_and_resumes(tmp_path: Path) -> None:
     import torch
 

@@ -8,6 +8,7 @@ import pytest
 from trainer import splits
 from trainer.data import COLUMNS
 from trainer.errors import DataError
+from trainer.labels import UNKNOWN
 
 
 def frame(rows: list[tuple[str, ...]]) -> pd.DataFrame:
@@ -41,6 +42,14 @@ def test_feedback_corrects_labels_but_never_moves_a_holdout_row() -> None:
     out = splits.prepare([base, feedback]).set_index("complaint_id")
     assert out.loc["1", "split"] == "holdout" and out.loc["1", "team"] == "mortgages"
     assert out.loc["2", "split"] == "train" and out.loc["2", "team"] == "collections"
+
+
+def test_an_unknown_label_never_erases_a_known_one() -> None:
+    base = frame([("1", "text one", "cards", "Fees or interest", "yes", "train")])
+    team_only = frame([("1", "text one", "mortgages", UNKNOWN, UNKNOWN, "")])
+    out = splits.prepare([base, team_only]).set_index("complaint_id")
+    assert out.loc["1", "team"] == "mortgages"  # the later source's known label wins
+    assert (out.loc["1", "issue"], out.loc["1", "vulnerable"]) == ("Fees or interest", "yes")
 
 
 def test_copies_of_holdout_texts_are_dropped_from_training() -> None:
