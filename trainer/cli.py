@@ -1,4 +1,4 @@
-"""``python -m trainer <command>``: tiny, train, compare, register. Exit 2 on bad input, no traceback.
+"""``python -m trainer <command>``: tiny, train, compare, push, register. Exit 2 on bad input, no traceback.
 
 ``train`` takes every ``TrainConfig`` field as a flag (``--max-length 128`` or ``--max_length=128``, the
 form W&B sweep agents pass), on top of ``--config FILE``.
@@ -36,11 +36,21 @@ def _train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, **overrides)
     if not cfg.version:
         cfg = cfg.replace(version=f"{datetime.now(UTC):%Y%m%d%H%M%S}-s{cfg.seed}")
+    if args.push_to_hub:
+        from trainer.publish import ensure_repo
+
+        ensure_repo(args.push_to_hub)  # a missing token or a wrong repo fails now, not after hours of training
     pkg = run(cfg, Path(args.out or f"artifacts/runs/{cfg.version}"), resume=args.resume)
+    location = str(pkg.path)
+    if args.push_to_hub:
+        from trainer.publish import push_to_hub
+
+        location = push_to_hub(pkg.path, args.push_to_hub)
+        print(json.dumps({"pushed": location}))
     if args.register:
         from trainer.register import register
 
-        print(json.dumps({"registered": register(pkg.path)}))
+        print(json.dumps({"registered": register(location)}))
     print(
         json.dumps(
             {
@@ -60,10 +70,23 @@ def _compare(args: argparse.Namespace) -> int:
     return compare_cli(args)
 
 
+def _push(args: argparse.Namespace) -> int:
+    from trainer.publish import push_to_hub
+
+    ref = push_to_hub(Path(args.package), args.repo)
+    out: dict[str, Any] = {"pushed": ref}
+    if args.register:
+        from trainer.register import register
+
+        out["registered"] = register(ref)
+    print(json.dumps(out))
+    return 0
+
+
 def _register(args: argparse.Namespace) -> int:
     from trainer.register import register
 
-    print(json.dumps(register(Path(args.package))))
+    print(json.dumps(register(args.package)))
     return 0
 
 
@@ -110,7 +133,17 @@ def build_parser() -> argparse.ArgumentParser:
         "default artifacts/runs/<version>, so each sweep run gets its own",
     )
     train.add_argument("--resume", action="store_true", help="continue from out/checkpoints/last.pt")
-    train.add_argument("--register", action="store_true", help="register the package in Redis when done")
+    train.add_argument(
+        "--push-to-hub",
+        metavar="OWNER/REPO",
+        help="push the package to this hub model repo (token HF_TOKEN, hub HF_ENDPOINT); "
+        "--register then registers the pushed hf:// ref, which consumer pods can fetch",
+    )
+    train.add_argument(
+        "--register",
+        action="store_true",
+        help="register the package in Redis when done (the pushed hf:// ref with --push-to-hub)",
+    )
     _add_config_flags(train)
     train.set_defaults(func=_train)
 
@@ -124,8 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--wandb-mode", default="disabled", help="log the report to W&B unless disabled")
     comp.set_defaults(func=_compare)
 
+    push = sub.add_parser("push", help="push a package to a hub model repo; prints its pinned hf:// ref")
+    push.add_argument("package", help="package folder (verified before anything is uploaded)")
+    push.add_argument("--repo", required=True, metavar="OWNER/REPO", help="hub model repo (created private)")
+    push.add_argument("--register", action="store_true", help="register the pushed hf:// ref in Redis")
+    push.set_defaults(func=_push)
+
     reg = sub.add_parser("register", help="register a package as a challenger in the Redis registry")
-    reg.add_argument("package")
+    reg.add_argument("package", help="package folder or pinned hf://owner/repo@<commit> ref")
     reg.set_defaults(func=_register)
     return parser
 

@@ -4,13 +4,15 @@ ModelError
 ├── ExportError          the ONNX export failed or produced a graph with the wrong inputs/outputs
 │   ├── ParityError      fp32 ONNX logits differ from PyTorch by more than the tolerance
 │   └── QuantizationError the int8 graph agrees with the fp32 graph on too few labels
+RegistryError
+└── PublishError         the model hub refused a package push or could not be reached (names the repo)
 InputError
 └── DataError            a training data source is missing, malformed or has no usable rows
 """
 
 from __future__ import annotations
 
-from consumer.errors import InputError, ModelError
+from consumer.errors import InputError, ModelError, RegistryError
 
 
 class ExportError(ModelError):
@@ -22,6 +24,10 @@ class ParityError(ExportError):
 
 
 class QuantizationError(ExportError):
+    pass
+
+
+class PublishError(RegistryError):
     pass
 
 

@@ -237,6 +237,22 @@ def test_trainer_is_a_suspended_cronjob_template() -> None:
     assert shm["emptyDir"]["medium"] == "Memory"
 
 
+def test_trainer_pushes_and_registers_only_with_a_hub_repo() -> None:
+    """The package stays in the Job's pod: consumers can fetch only a pushed, pinned hub ref."""
+
+    def trainer_args(*values: str, sets: tuple[str, ...] = ()) -> list[str] | None:
+        (c,) = pod_spec(find(render(*values, sets=sets), "CronJob", "-trainer"))["containers"]
+        return c.get("args")
+
+    assert trainer_args("default-values.yaml") is None
+    assert trainer_args("default-values.yaml", sets=("trainer.args={--resume}",)) == ["--resume"]
+    pushed = trainer_args("default-values.yaml", sets=("trainer.pushToHub.repo=bank/complaints-minilm",))
+    assert pushed == ["--push-to-hub", "bank/complaints-minilm", "--register"]
+    full = trainer_args("full-values.yaml")
+    assert full == ["--data", "/data/complaints.csv.gz", "--push-to-hub", "bank/complaints-minilm", "--register"]
+    assert "pushToHub" in render_error("trainer.pushToHub.repo=no-owner")
+
+
 def test_images() -> None:
     docs = render("full-values.yaml")
     images = {d["metadata"]["name"]: pod_spec(d)["containers"][0]["image"] for d in docs if d["kind"] in POD_KINDS}
