@@ -11,7 +11,7 @@ export PATH := $(TOOLS_BIN):$(PATH)
 WITH_STACK = set -a; source .stack/env; set +a;
 
 .PHONY: install system-deps tools stack-up stack-down lint typecheck chart-check check test test-unit test-integration \
-        test-e2e bench demo demo-down ci clean
+        test-e2e bench bench-accuracy train demo demo-down ci clean
 
 install: ## Python packages (all extras) in the current interpreter
 	$(PYTHON) -m pip install -q --upgrade pip
@@ -59,9 +59,16 @@ test-e2e: stack-up
 test: stack-up ## every tier against the real stack; integration tests never skip here
 	$(WITH_STACK) CA_REQUIRE_SERVICES=1 $(PYTHON) -m pytest tests -q --durations=15
 
-bench: stack-up
+bench: stack-up bench-accuracy ## every benchmark (throughput, SHAP latency, accuracy); ratios side by side
 	$(WITH_STACK) $(PYTHON) -m bench.throughput
-	$(PYTHON) -m bench.accuracy
+	$(PYTHON) -m bench.explain
+
+bench-accuracy: ## the default model vs TF-IDF vs the human team on test and holdout (trains it if not cached)
+	WANDB_MODE=$${WANDB_MODE:-offline} $(PYTHON) -m bench.accuracy
+
+train: ## a full fine-tune of the default model into artifacts/runs/<version> (OUT=dir to choose)
+	WANDB_MODE=$${WANDB_MODE:-offline} $(PYTHON) -m trainer train --config trainer/config/train.default.yaml \
+	  $(if $(OUT),--out $(OUT))
 
 demo: ## the whole lifecycle on the local stack (see README)
 	$(PYTHON) -m pip show complaints-allocation >/dev/null 2>&1 || $(MAKE) install
