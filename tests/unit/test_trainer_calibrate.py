@@ -87,3 +87,28 @@ def test_recall_policy_reaches_the_target_with_the_fewest_flags() -> None:
     assert cal["threshold"] == 0.7 and cal["val_recall"] == 0.5  # 2 of 4 positives, 3 flags
     assert cal["val_flagged_share"] == pytest.approx(3 / 7)
     assert binary_threshold(p, y, "recall", min_recall=1.0)["threshold"] == 0.3
+
+
+def test_evaluate_scores_each_task_on_the_rows_labelled_for_it() -> None:
+    import pandas as pd
+
+    from consumer.package import TaskHead
+    from trainer.labels import UNKNOWN
+    from trainer.metrics import evaluate
+    from trainer.scoring import Scores
+
+    heads = {
+        "team": TaskHead("team", "team_logits", ("cards", "mortgages"), "multiclass"),
+        "vulnerable": TaskHead("vulnerable", "vulnerable_logits", ("no", "yes"), "binary", "yes", threshold=0.5),
+    }
+    # row 0: right on team, flagged; row 1: wrong on team, not flagged; row 2: right on team, flagged
+    logits = {
+        "team": np.array([[2.0, 0.0], [2.0, 0.0], [0.0, 2.0]]),
+        "vulnerable": np.array([[0.0, 2.0], [2.0, 0.0], [0.0, 2.0]]),
+    }
+    df = pd.DataFrame({"team": ["cards", "mortgages", "mortgages"], "vulnerable": ["yes", UNKNOWN, "no"]})
+    m = evaluate(heads, Scores(logits, 0.001), df)
+    assert m["team"]["n"] == 3 and m["team"]["accuracy"] == pytest.approx(2 / 3)
+    # the unlabelled row is neither a missed vulnerable customer nor a false flag
+    assert m["vulnerable"]["n"] == 2
+    assert (m["vulnerable"]["recall"], m["vulnerable"]["precision"]) == (1.0, 0.5)
