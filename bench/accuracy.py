@@ -33,7 +33,15 @@ from trainer.scoring import OnnxScorer
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "trainer" / "config" / "train.default.yaml"
 HUMAN = {"team": {"accuracy": 0.80}, "issue": {"accuracy": 0.71}, "vulnerable": {"recall": 0.60}}
 # Settings that change how a run goes, not what it learns: not part of the cache key.
-OPERATIONAL = {"threads", "checkpoint_every", "wandb_project", "wandb_mode", "registry_collection", "version"}
+OPERATIONAL = {
+    "threads",
+    "micro_batch_tokens",
+    "checkpoint_every",
+    "wandb_project",
+    "wandb_mode",
+    "registry_collection",
+    "version",
+}
 
 
 def cache_key(cfg: TrainConfig, dataset_digest: str) -> str:

@@ -27,6 +27,9 @@ class TrainConfig:
     epochs: float = 3.0
     max_steps: int = 0  # >0: stop after this many optimiser steps (tests, smoke runs)
     batch_size: int = 16
+    # Each optimiser batch is computed in pieces of at most this many padded tokens, gradients accumulated:
+    # the same update, without the CPU's cost cliff above ~4k tokens a pass (trainer.train). 0: no split.
+    micro_batch_tokens: int = 4096
     lr: float = 1e-4  # encoder
     head_lr: float = 1e-3  # freshly initialised heads learn faster
     weight_decay: float = 0.01

@@ -1,6 +1,12 @@
 """The fine-tuning loop: length-grouped dynamic padding, class-weighted multi-task loss, AdamW with linear
 warmup and decay, tqdm progress, checkpoints every N steps and at each epoch end, ``resume``.
 
+Each optimiser batch is computed in token-bounded micro-batches whose gradients add up to the whole batch's
+(``micro_batch_tokens``). On a 2-core CPU the cost per token roughly doubles once a forward/backward pass
+holds more than ~4k tokens (32 x 256 tokens: 0.81 ms/token; 8 x 256: 0.45; docs/trainer.md), so this is
+what makes 256-token training affordable. The update is the same as one pass over the batch: the loss of
+each piece is divided by the whole batch's class-weight sum (see ``batch_loss``).
+
 A checkpoint (``<out>/checkpoints/last.pt``) holds model, optimiser, scheduler and RNG state plus the
 position in the epoch's batch order, which is a pure function of (seed, epoch): a resumed run replays the
 same batches from where it stopped. It also records the dataset digest; resuming on other data is refused.
@@ -12,7 +18,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,23 +75,60 @@ def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, epoch
     return [batches[i] for i in order]
 
 
+def micro_batches(rows: Sequence[int], lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Split ``rows`` into pieces whose padded size (rows x longest row) is at most ``max_tokens``.
+
+    Rows are taken longest first, so each piece holds similar lengths; a row longer than the budget gets a
+    piece of its own. ``max_tokens`` <= 0: one piece. Every row is in exactly one piece.
+    """
+    if max_tokens <= 0:
+        return [list(rows)]
+    pieces: list[list[int]] = []
+    for i in sorted(rows, key=lambda r: -lengths[r]):
+        # longest first: the first row of a piece is its widest, so the padded size is len(piece) * width
+        if pieces and (len(pieces[-1]) + 1) * lengths[pieces[-1][0]] <= max_tokens:
+            pieces[-1].append(i)
+        else:
+            pieces.append([i])
+    return pieces
+
+
+def loss_denominators(labels: Mapping[str, np.ndarray], weights: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """Per task, the sum of class weights over the labelled rows of a batch: the divisor of PyTorch's
+    class-weighted ``mean`` cross-entropy. Dividing each micro-batch's summed loss by the whole batch's
+    divisor makes the pieces' gradients add up exactly to the whole batch's."""
+    out = {}
+    for task, w in weights.items():
+        y = labels[task]
+        out[task] = float(w[torch.from_numpy(y[y != IGNORE])].sum())
+    return out
+
+
 def batch_loss(
     out: dict[str, torch.Tensor],
-    labels: dict[str, np.ndarray],
-    losses: Mapping[str, nn.Module],
-    task_weights: dict[str, float],
-) -> torch.Tensor:
-    """Weighted sum of the per-task losses over the tasks this batch has labels for.
+    labels: Mapping[str, np.ndarray],
+    weights: Mapping[str, torch.Tensor],
+    task_weights: Mapping[str, float],
+    denominators: Mapping[str, float] | None = None,
+) -> torch.Tensor | None:
+    """Task-weighted sum of class-weighted cross-entropies, each divided by ``denominators[task]``
+    (default: this batch's own, which is the ``mean`` reduction); ``None`` when no task has a term.
 
-    A task with no labelled row in the batch is left out rather than averaged over nothing (which is NaN).
-    Every row has a team (the loaders drop rows without one), so no batch is left with no term at all.
+    A task with nothing to divide by (no labelled row in the whole batch) is left out rather than averaged
+    over nothing (which is NaN); so is a task with no labelled row in this piece. Every row has a team (the
+    loaders drop rows without one), so a whole batch always has a term.
     """
-    terms = [
-        task_weights.get(t, 1.0) * fn(out[output_name(t)].float(), torch.from_numpy(y))
-        for t, fn in losses.items()
-        if np.any((y := labels[t]) != IGNORE)
-    ]
-    return torch.stack(terms).sum()
+    denominators = denominators if denominators is not None else loss_denominators(labels, weights)
+    terms = []
+    for task, w in weights.items():
+        y = labels[task]
+        if denominators[task] <= 0 or not np.any(y != IGNORE):
+            continue
+        summed = nn.functional.cross_entropy(
+            out[output_name(task)].float(), torch.from_numpy(y), weight=w, ignore_index=IGNORE, reduction="sum"
+        )
+        terms.append(task_weights.get(task, 1.0) * summed / denominators[task])
+    return torch.stack(terms).sum() if terms else None
 
 
 def use_bf16(setting: str) -> bool:
@@ -106,17 +149,20 @@ def pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]
     return ids, mask
 
 
-def predict(model: MultiTaskModel, data: Encoded, pad_id: int, batch_size: int = 64) -> dict[str, np.ndarray]:
-    """Softmax probabilities per task, in input order (PyTorch; used for calibration on validation)."""
+def predict(model: MultiTaskModel, data: Encoded, pad_id: int, max_tokens: int = 4096) -> dict[str, np.ndarray]:
+    """Softmax probabilities per task, in input order (PyTorch; the per-epoch validation check), computed in
+    pieces of at most ``max_tokens`` padded tokens."""
     model.eval()
-    order = np.argsort([len(r) for r in data.ids], kind="stable")
+    lengths = [len(r) for r in data.ids]
+    pieces = micro_batches(range(len(lengths)), lengths, max_tokens)
     parts: dict[str, list[np.ndarray]] = {t: [] for t in model.tasks}
     with torch.no_grad():
-        for lo in range(0, len(order), batch_size):
-            ids, mask = pad([data.ids[i] for i in order[lo : lo + batch_size]], pad_id)
+        for piece in pieces:
+            ids, mask = pad([data.ids[i] for i in piece], pad_id)
             out = model(ids, mask)
             for t in model.tasks:
                 parts[t].append(torch.softmax(out[output_name(t)], dim=-1).numpy())
+    order = np.array([i for piece in pieces for i in piece])
     inverse = np.empty_like(order)
     inverse[order] = np.arange(len(order))
     return {t: np.concatenate(p)[inverse] for t, p in parts.items()}
@@ -127,6 +173,32 @@ def _save(path: Path, state: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     tmp.replace(path)  # atomic: a crash mid-write leaves the previous checkpoint intact
+
+
+def accumulate(
+    model: MultiTaskModel,
+    train: Encoded,
+    batch: list[int],
+    weights: Mapping[str, torch.Tensor],
+    cfg: TrainConfig,
+    pad_id: int,
+    autocast: bool,
+    lengths: Sequence[int],
+) -> float:
+    """Forward and backward one optimiser batch in micro-batches; gradients accumulate in ``.grad``.
+    Returns the batch's loss (the sum of the pieces' losses, which is the whole batch's)."""
+    labels = {t: train.labels[t][batch] for t in weights}
+    denominators = loss_denominators(labels, weights)
+    total = 0.0
+    for piece in micro_batches(batch, lengths, cfg.micro_batch_tokens):
+        ids, mask = pad([train.ids[i] for i in piece], pad_id)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = model(ids, mask)
+        loss = batch_loss(out, {t: train.labels[t][piece] for t in weights}, weights, cfg.task_weights, denominators)
+        if loss is not None:
+            loss.backward()
+            total += float(loss.detach())
+    return total
 
 
 def fit(
@@ -158,10 +230,7 @@ def fit(
     unlabelled = [t for t, y in train.labels.items() if not np.any(y != IGNORE)]
     if unlabelled:
         raise DataError(f"no training rows labelled for {unlabelled}")
-    losses = {
-        t: nn.CrossEntropyLoss(weight=class_weights(y, model.tasks[t], cfg.class_weight_power), ignore_index=IGNORE)
-        for t, y in train.labels.items()
-    }
+    weights = {t: class_weights(y, model.tasks[t], cfg.class_weight_power) for t, y in train.labels.items()}
     step, epoch, done_in_epoch = 0, 0, 0
     ckpt = ckpt_dir / CHECKPOINT
     if resume and ckpt.is_file():
@@ -214,17 +283,12 @@ def fit(
                 log.warning("train: max_minutes=%s reached at step %d of %d; stopping", cfg.max_minutes, step, total)
                 stopped_early = True
                 break
-            ids, mask = pad([train.ids[i] for i in b], pad_id)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-                out = model(ids, mask)
-            loss = batch_loss(out, {t: train.labels[t][b] for t in losses}, losses, cfg.task_weights)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            value = accumulate(model, train, b, weights, cfg, pad_id, autocast, lengths)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
             step, done_in_epoch = step + 1, done_in_epoch + 1
-            value = float(loss.detach())
             running = 0.98 * running + 0.02 * value if step > 1 else value
             bar.update(1)
             bar.set_postfix(loss=f"{running:.3f}", epoch=epoch, refresh=False)  # redraw at mininterval only

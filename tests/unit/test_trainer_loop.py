@@ -57,14 +57,79 @@ def test_batch_loss_leaves_out_a_task_without_labels_in_the_batch() -> None:
     from trainer.train import batch_loss
 
     out = {"team_logits": torch.tensor([[2.0, 0.0], [0.0, 2.0]]), "issue_logits": torch.tensor([[1.0, 0.0]] * 2)}
-    losses = {"team": nn.CrossEntropyLoss(ignore_index=IGNORE), "issue": nn.CrossEntropyLoss(ignore_index=IGNORE)}
-    team_only = batch_loss(out, {"team": np.array([0, IGNORE]), "issue": np.array([IGNORE, IGNORE])}, losses, {})
+    weights = {"team": torch.ones(2), "issue": torch.ones(2)}
+    team_only = batch_loss(out, {"team": np.array([0, IGNORE]), "issue": np.array([IGNORE, IGNORE])}, weights, {})
     expected = nn.functional.cross_entropy(out["team_logits"][:1], torch.tensor([0]))
-    assert torch.isfinite(team_only) and float(team_only) == pytest.approx(float(expected))
-    both = batch_loss(out, {"team": np.array([0, 1]), "issue": np.array([1, 1])}, losses, {"issue": 2.0})
+    assert team_only is not None and torch.isfinite(team_only)
+    assert float(team_only) == pytest.approx(float(expected))
+    both = batch_loss(out, {"team": np.array([0, 1]), "issue": np.array([1, 1])}, weights, {"issue": 2.0})
     issue = nn.functional.cross_entropy(out["issue_logits"], torch.tensor([1, 1]))
     team = nn.functional.cross_entropy(out["team_logits"], torch.tensor([0, 1]))
-    assert float(both) == pytest.approx(float(team + 2.0 * issue))
+    assert both is not None and float(both) == pytest.approx(float(team + 2.0 * issue))
+    none = batch_loss(out, {"team": np.array([IGNORE] * 2), "issue": np.array([IGNORE] * 2)}, weights, {})
+    assert none is None
+
+
+def test_batch_loss_is_pytorchs_class_weighted_mean() -> None:
+    import torch
+    from torch import nn
+
+    from trainer.labels import IGNORE
+    from trainer.train import batch_loss
+
+    logits = torch.tensor([[2.0, 0.0, 1.0], [0.0, 2.0, 0.5], [1.0, 1.0, 1.0], [0.3, 0.1, 3.0]])
+    y = np.array([0, 2, IGNORE, 1])
+    w = torch.tensor([0.5, 2.0, 3.0])
+    expected = nn.CrossEntropyLoss(weight=w, ignore_index=IGNORE)(logits, torch.from_numpy(y))
+    got = batch_loss({"team_logits": logits}, {"team": y}, {"team": w}, {})
+    assert got is not None and float(got) == pytest.approx(float(expected))
+
+
+def test_micro_batches_respect_the_token_budget_and_cover_every_row() -> None:
+    from trainer.train import micro_batches
+
+    lengths = list(np.random.default_rng(3).integers(5, 300, 64))
+    rows = list(range(10, 42))
+    pieces = micro_batches(rows, lengths, 1024)
+    assert sorted(i for p in pieces for i in p) == rows
+    for p in pieces:
+        assert len(p) == 1 or len(p) * max(lengths[i] for i in p) <= 1024
+    assert len(pieces) > 1
+    assert micro_batches(rows, lengths, 0) == [rows]
+    assert micro_batches([0], [5000], 1024) == [[0]]  # longer than the budget: a piece of its own
+
+
+def test_accumulated_micro_batches_give_the_whole_batch_gradient() -> None:
+    """The pieces' gradients add up to one pass over the whole batch (class weights, an unlabelled task
+    row, very different lengths): micro-batching changes the cost, not the update."""
+    import torch
+
+    from trainer import model
+    from trainer.labels import IGNORE
+    from trainer.train import Encoded, accumulate, class_weights
+
+    rng = np.random.default_rng(5)
+    n = 12
+    ids = [[101, *rng.integers(1000, 2000, int(k)).tolist(), 102] for k in rng.integers(3, 60, n)]
+    labels = {"team": rng.integers(0, 3, n), "vulnerable": rng.integers(0, 2, n)}
+    labels["vulnerable"][[1, 4, 7]] = IGNORE
+    data = Encoded(ids, labels)
+    lengths = [len(r) for r in ids]
+    weights = {"team": class_weights(labels["team"], 3, 0.5), "vulnerable": class_weights(labels["vulnerable"], 2, 1)}
+
+    def grads(budget: int) -> tuple[float, dict[str, torch.Tensor]]:
+        heads = {"team": ("a", "b", "c"), "vulnerable": ("no", "yes")}
+        net = model.build(model.tiny_encoder(0, vocab_size=2048), heads, seed=0).eval()
+        cfg = TrainConfig(micro_batch_tokens=budget, task_weights={"team": 1.0, "vulnerable": 0.5})
+        loss = accumulate(net, data, list(range(n)), weights, cfg, 0, False, lengths)
+        return loss, {k: p.grad.clone() for k, p in net.named_parameters() if p.grad is not None}
+
+    whole_loss, whole = grads(0)
+    split_loss, split = grads(128)
+    assert split_loss == pytest.approx(whole_loss, rel=1e-5)
+    assert whole.keys() == split.keys() and len(whole) > 10
+    for k in whole:
+        torch.testing.assert_close(split[k], whole[k], rtol=1e-4, atol=1e-6, msg=k)
 
 
 def test_fit_refuses_a_task_with_no_labelled_row(tmp_path: Path) -> None:
