@@ -3,8 +3,8 @@ warmup and decay, tqdm progress, checkpoints every N steps and at each epoch end
 
 Each optimiser batch is computed in token-bounded micro-batches whose gradients add up to the whole batch's
 (``micro_batch_tokens``). On a 2-core CPU the cost per token roughly doubles once a forward/backward pass
-holds more than ~4k tokens (32 x 256 tokens: 0.81 ms/token; 8 x 256: 0.45; docs/trainer.md), so this is
-what makes 256-token training affordable. The update is the same as one pass over the batch: the loss of
+holds more than ~4k tokens (32 x 256 tokens: 0.81 ms/token; 8 x 256: 0.45), so splitting saves 1.14-1.24x
+on 256-token batches (docs/trainer.md). The update is the same as one pass over the batch: the loss of
 each piece is divided by the whole batch's class-weight sum (see ``batch_loss``).
 
 A checkpoint (``<out>/checkpoints/last.pt``) holds model, optimiser, scheduler and RNG state plus the
@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,11 @@ class Encoded:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @cached_property
+    def lengths(self) -> list[int]:
+        """Token count of each row (batching and micro-batching read it every step)."""
+        return [len(r) for r in self.ids]
 
 
 def class_weights(y: np.ndarray, n_labels: int, power: float) -> torch.Tensor:
@@ -153,8 +159,7 @@ def predict(model: MultiTaskModel, data: Encoded, pad_id: int, max_tokens: int =
     """Softmax probabilities per task, in input order (PyTorch; the per-epoch validation check), computed in
     pieces of at most ``max_tokens`` padded tokens."""
     model.eval()
-    lengths = [len(r) for r in data.ids]
-    pieces = micro_batches(range(len(lengths)), lengths, max_tokens)
+    pieces = micro_batches(range(len(data)), data.lengths, max_tokens)
     parts: dict[str, list[np.ndarray]] = {t: [] for t in model.tasks}
     with torch.no_grad():
         for piece in pieces:
@@ -183,14 +188,13 @@ def accumulate(
     cfg: TrainConfig,
     pad_id: int,
     autocast: bool,
-    lengths: Sequence[int],
 ) -> float:
     """Forward and backward one optimiser batch in micro-batches; gradients accumulate in ``.grad``.
     Returns the batch's loss (the sum of the pieces' losses, which is the whole batch's)."""
     labels = {t: train.labels[t][batch] for t in weights}
     denominators = loss_denominators(labels, weights)
     total = 0.0
-    for piece in micro_batches(batch, lengths, cfg.micro_batch_tokens):
+    for piece in micro_batches(batch, train.lengths, cfg.micro_batch_tokens):
         ids, mask = pad([train.ids[i] for i in piece], pad_id)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             out = model(ids, mask)
@@ -216,7 +220,6 @@ def fit(
     """Train in place; returns a summary (steps, epochs, seconds, final loss)."""
     if not len(train):
         raise DataError("no training rows")
-    lengths = [len(r) for r in train.ids]
     per_epoch = math.ceil(len(train) / cfg.batch_size)
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
     head_params = list(model.heads.parameters())
@@ -275,7 +278,7 @@ def fit(
     deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes else float("inf")
     stopped_early = False
     while step < total and not stopped_early:
-        batches = length_grouped_batches(lengths, cfg.batch_size, cfg.seed, epoch)
+        batches = length_grouped_batches(train.lengths, cfg.batch_size, cfg.seed, epoch)
         for b in batches[done_in_epoch:]:
             if step >= total:
                 break
@@ -284,7 +287,7 @@ def fit(
                 stopped_early = True
                 break
             opt.zero_grad(set_to_none=True)
-            value = accumulate(model, train, b, weights, cfg, pad_id, autocast, lengths)
+            value = accumulate(model, train, b, weights, cfg, pad_id, autocast)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()

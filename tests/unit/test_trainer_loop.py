@@ -114,14 +114,13 @@ def test_accumulated_micro_batches_give_the_whole_batch_gradient() -> None:
     labels = {"team": rng.integers(0, 3, n), "vulnerable": rng.integers(0, 2, n)}
     labels["vulnerable"][[1, 4, 7]] = IGNORE
     data = Encoded(ids, labels)
-    lengths = [len(r) for r in ids]
     weights = {"team": class_weights(labels["team"], 3, 0.5), "vulnerable": class_weights(labels["vulnerable"], 2, 1)}
 
     def grads(budget: int) -> tuple[float, dict[str, torch.Tensor]]:
         heads = {"team": ("a", "b", "c"), "vulnerable": ("no", "yes")}
         net = model.build(model.tiny_encoder(0, vocab_size=2048), heads, seed=0).eval()
         cfg = TrainConfig(micro_batch_tokens=budget, task_weights={"team": 1.0, "vulnerable": 0.5})
-        loss = accumulate(net, data, list(range(n)), weights, cfg, 0, False, lengths)
+        loss = accumulate(net, data, list(range(n)), weights, cfg, 0, False)
         return loss, {k: p.grad.clone() for k, p in net.named_parameters() if p.grad is not None}
 
     whole_loss, whole = grads(0)
