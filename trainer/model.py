@@ -49,11 +49,14 @@ class MultiTaskModel(nn.Module):
         hidden = int(encoder.config.hidden_size)
         self.heads = nn.ModuleDict({t: nn.Linear(hidden, n) for t, n in tasks.items()})
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The mean-pooled encoder output over real tokens, ``[batch, hidden]``: what the heads read."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-        pooled = self.dropout(pooled)
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        pooled = self.dropout(self.pool(input_ids, attention_mask))
         return {output_name(t): head(pooled) for t, head in self.heads.items()}
 
     def save(self, folder: Path) -> None:

@@ -39,6 +39,8 @@ class TrainConfig:
     bf16: str = "auto"  # "auto": bfloat16 autocast when the CPU has native bf16 (AVX512-BF16/AMX), "on", "off"
     class_weight_power: float = 0.5  # 0: none, 1: inverse frequency ("balanced"), 0.5: its square root
     task_weights: dict[str, float] = field(default_factory=lambda: {"team": 1.0, "issue": 1.0, "vulnerable": 1.0})
+    label_smoothing: float = 0.0  # PyTorch's, per task loss
+    probe_epochs: int = 0  # >0: LP-FT, fit the heads on frozen features this many epochs before fine-tuning
     limit_rows: int = 0  # >0: at most this many rows per split (tests, smoke runs)
     max_minutes: float = 0  # >0: stop training after this long (a Job deadline guard) and publish what is trained
     checkpoint_every: int = 200  # optimiser steps between checkpoints (also one at each epoch end)

@@ -116,9 +116,11 @@ def batch_loss(
     weights: Mapping[str, torch.Tensor],
     task_weights: Mapping[str, float],
     denominators: Mapping[str, float] | None = None,
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor | None:
     """Task-weighted sum of class-weighted cross-entropies, each divided by ``denominators[task]``
     (default: this batch's own, which is the ``mean`` reduction); ``None`` when no task has a term.
+    ``label_smoothing`` is PyTorch's (the target mixes in ``label_smoothing / k`` of every class).
 
     A task with nothing to divide by (no labelled row in the whole batch) is left out rather than averaged
     over nothing (which is NaN); so is a task with no labelled row in this piece. Every row has a team (the
@@ -131,7 +133,12 @@ def batch_loss(
         if denominators[task] <= 0 or not np.any(y != IGNORE):
             continue
         summed = nn.functional.cross_entropy(
-            out[output_name(task)].float(), torch.from_numpy(y), weight=w, ignore_index=IGNORE, reduction="sum"
+            out[output_name(task)].float(),
+            torch.from_numpy(y),
+            weight=w,
+            ignore_index=IGNORE,
+            reduction="sum",
+            label_smoothing=label_smoothing,
         )
         terms.append(task_weights.get(task, 1.0) * summed / denominators[task])
     return torch.stack(terms).sum() if terms else None
@@ -198,11 +205,54 @@ def accumulate(
         ids, mask = pad([train.ids[i] for i in piece], pad_id)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             out = model(ids, mask)
-        loss = batch_loss(out, {t: train.labels[t][piece] for t in weights}, weights, cfg.task_weights, denominators)
+        piece_labels = {t: train.labels[t][piece] for t in weights}
+        loss = batch_loss(out, piece_labels, weights, cfg.task_weights, denominators, cfg.label_smoothing)
         if loss is not None:
             loss.backward()
             total += float(loss.detach())
     return total
+
+
+def probe_heads(
+    model: MultiTaskModel,
+    train: Encoded,
+    weights: Mapping[str, torch.Tensor],
+    cfg: TrainConfig,
+    pad_id: int,
+    autocast: bool,
+) -> float:
+    """LP-FT's first stage (Kumar et al., ICLR 2022): fit the heads alone, for ``cfg.probe_epochs`` epochs,
+    on the frozen encoder's pooled features (no dropout), so that the fine-tune starts from heads that
+    already fit instead of random ones whose early gradients distort the pretrained features.
+
+    The encoder is only read (one forward pass over the training rows); only ``model.heads`` change.
+    Returns the probe's mean loss over its last epoch."""
+    model.eval()
+    features = torch.empty(len(train), int(model.config.hidden_size))
+    with torch.no_grad():
+        for piece in micro_batches(range(len(train)), train.lengths, cfg.micro_batch_tokens or 4096):
+            ids, mask = pad([train.ids[i] for i in piece], pad_id)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                features[piece] = model.pool(ids, mask).float()
+    opt = torch.optim.AdamW(model.heads.parameters(), lr=cfg.head_lr, weight_decay=cfg.weight_decay)
+    rng = np.random.default_rng([cfg.seed, 1 << 20])  # its own stream: the fine-tune's batch order is unchanged
+    last = 0.0
+    for _ in range(cfg.probe_epochs):
+        losses = []
+        order = rng.permutation(len(train))
+        for lo in range(0, len(order), cfg.batch_size):
+            b = order[lo : lo + cfg.batch_size]
+            out = {output_name(t): head(features[b]) for t, head in model.heads.items()}
+            loss = batch_loss(out, {t: train.labels[t][b] for t in weights}, weights, cfg.task_weights)
+            if loss is None:
+                continue
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        last = float(np.mean(losses)) if losses else 0.0
+    log.info("train: probed the heads for %d epochs on frozen features (loss %.4f)", cfg.probe_epochs, last)
+    return last
 
 
 def fit(
@@ -264,6 +314,9 @@ def fit(
         )
 
     autocast = use_bf16(cfg.bf16)
+    probe_loss = None
+    if cfg.probe_epochs and step == 0:  # a resumed run already has its probed (and since trained) heads
+        probe_loss = probe_heads(model, train, weights, cfg, pad_id, autocast)
     log.info("train: %d rows, %d steps, batch %d, bf16 autocast %s", len(train), total, cfg.batch_size, autocast)
     bar = tqdm(
         total=total,
@@ -314,4 +367,5 @@ def fit(
         "epochs": step / per_epoch,
         "final_loss": running,
         "stopped_early": stopped_early,
+        "probe_loss": probe_loss,
     }

@@ -85,6 +85,89 @@ def test_batch_loss_is_pytorchs_class_weighted_mean() -> None:
     assert got is not None and float(got) == pytest.approx(float(expected))
 
 
+def test_label_smoothing_is_pytorchs_and_off_by_default() -> None:
+    import torch
+    from torch import nn
+
+    from trainer.labels import IGNORE
+    from trainer.train import batch_loss
+
+    logits = torch.tensor([[2.0, 0.0, 1.0], [0.0, 2.0, 0.5], [1.0, 1.0, 1.0], [0.3, 0.1, 3.0]])
+    y = np.array([0, 2, IGNORE, 1])
+    w = torch.tensor([0.5, 2.0, 3.0])
+    target = torch.from_numpy(y)
+    smoothed = batch_loss({"team_logits": logits}, {"team": y}, {"team": w}, {}, label_smoothing=0.2)
+    expected = nn.CrossEntropyLoss(weight=w, ignore_index=IGNORE, label_smoothing=0.2)(logits, target)
+    plain = nn.CrossEntropyLoss(weight=w, ignore_index=IGNORE)(logits, target)
+    assert smoothed is not None and float(smoothed) == pytest.approx(float(expected))
+    assert float(expected) != pytest.approx(float(plain))
+    assert TrainConfig().label_smoothing == 0.0
+
+
+def test_probe_fits_the_heads_and_leaves_the_encoder_untouched() -> None:
+    """LP-FT's first stage: the heads' loss falls on the frozen features; no encoder weight moves."""
+    import torch
+
+    from trainer import model
+    from trainer.train import Encoded, batch_loss, class_weights, pad, probe_heads
+
+    rng = np.random.default_rng(2)
+    n = 64
+    labels = {"team": rng.integers(0, 3, n), "vulnerable": rng.integers(0, 2, n)}
+    # the label is written in the text (token 1000 + label), so the frozen features can separate it
+    ids = [[101, 1000 + int(labels["team"][i]), *rng.integers(1100, 2000, 5).tolist(), 102] for i in range(n)]
+    data = Encoded(ids, labels)
+    weights = {t: class_weights(y, k, 0.5) for (t, y), k in zip(labels.items(), (3, 2), strict=True)}
+    net = model.build(model.tiny_encoder(0, vocab_size=2048), {"team": ("a", "b", "c"), "vulnerable": ("n", "y")}, 0)
+    encoder_before = {k: v.clone() for k, v in net.encoder.state_dict().items()}
+
+    def loss() -> float:
+        with torch.no_grad():
+            value = batch_loss(net(*pad(ids, 0)), labels, weights, {})
+        assert value is not None
+        return float(value)
+
+    net.eval()
+    before = loss()
+    cfg = TrainConfig(probe_epochs=30, batch_size=16, head_lr=0.05, weight_decay=0.0, bf16="off")
+    probe_heads(net, data, weights, cfg, 0, False)
+    assert loss() < 0.8 * before
+    for k, v in net.encoder.state_dict().items():
+        torch.testing.assert_close(v, encoder_before[k], rtol=0, atol=0, msg=k)
+
+
+def test_fit_probes_only_a_fresh_run(tmp_path: Path) -> None:
+    from trainer import model
+    from trainer.train import Encoded, fit
+
+    ids, labels = data()
+    tasks = {"team": ("a", "b", "c"), "vulnerable": ("no", "yes")}
+    cfg = TrainConfig(batch_size=8, max_steps=2, probe_epochs=2, bf16="off", threads=1)
+    first = fit(
+        model.build(model.tiny_encoder(0), tasks, 0), Encoded(ids, labels), cfg, tmp_path, pad_id=0, data_digest="d"
+    )
+    assert first["probe_loss"] is not None and first["probe_loss"] > 0
+    resumed = fit(
+        model.build(model.tiny_encoder(0), tasks, 0),
+        Encoded(ids, labels),
+        cfg.replace(max_steps=3),
+        tmp_path,
+        pad_id=0,
+        data_digest="d",
+        resume=True,
+    )
+    assert resumed["probe_loss"] is None and resumed["steps"] == 3
+    plain = fit(
+        model.build(model.tiny_encoder(0), tasks, 0),
+        Encoded(ids, labels),
+        TrainConfig(batch_size=8, max_steps=1, bf16="off", threads=1),
+        tmp_path / "p",
+        pad_id=0,
+        data_digest="d",
+    )
+    assert plain["probe_loss"] is None
+
+
 def test_micro_batches_respect_the_token_budget_and_cover_every_row() -> None:
     from trainer.train import micro_batches
 
