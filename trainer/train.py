@@ -243,7 +243,8 @@ def probe_heads(
         for lo in range(0, len(order), cfg.batch_size):
             b = order[lo : lo + cfg.batch_size]
             out = {output_name(t): head(features[b]) for t, head in model.heads.items()}
-            loss = batch_loss(out, {t: train.labels[t][b] for t in weights}, weights, cfg.task_weights)
+            labels = {t: train.labels[t][b] for t in weights}
+            loss = batch_loss(out, labels, weights, cfg.task_weights, label_smoothing=cfg.label_smoothing)
             if loss is None:
                 continue
             opt.zero_grad(set_to_none=True)
