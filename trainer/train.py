@@ -18,7 +18,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -38,6 +38,8 @@ from trainer.run_config import TrainConfig
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "last.pt"
+# Padded tokens per pass for forward-only passes over a whole split (validation, the LP-FT probe's features).
+FORWARD_TOKENS = 4096
 
 
 @dataclass
@@ -162,19 +164,30 @@ def pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]
     return ids, mask
 
 
-def predict(model: MultiTaskModel, data: Encoded, pad_id: int, max_tokens: int = 4096) -> dict[str, np.ndarray]:
+def padded_pieces(
+    data: Encoded, rows: Sequence[int], pad_id: int, max_tokens: int
+) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+    """``(piece, input_ids, attention_mask)`` for each micro-batch of ``rows`` (see ``micro_batches``)."""
+    for piece in micro_batches(rows, data.lengths, max_tokens):
+        ids, mask = pad([data.ids[i] for i in piece], pad_id)
+        yield piece, ids, mask
+
+
+def predict(
+    model: MultiTaskModel, data: Encoded, pad_id: int, max_tokens: int = FORWARD_TOKENS
+) -> dict[str, np.ndarray]:
     """Softmax probabilities per task, in input order (PyTorch; the per-epoch validation check), computed in
     pieces of at most ``max_tokens`` padded tokens."""
     model.eval()
-    pieces = micro_batches(range(len(data)), data.lengths, max_tokens)
     parts: dict[str, list[np.ndarray]] = {t: [] for t in model.tasks}
+    done: list[int] = []
     with torch.no_grad():
-        for piece in pieces:
-            ids, mask = pad([data.ids[i] for i in piece], pad_id)
+        for piece, ids, mask in padded_pieces(data, range(len(data)), pad_id, max_tokens):
             out = model(ids, mask)
             for t in model.tasks:
                 parts[t].append(torch.softmax(out[output_name(t)], dim=-1).numpy())
-    order = np.array([i for piece in pieces for i in piece])
+            done += piece
+    order = np.array(done)
     inverse = np.empty_like(order)
     inverse[order] = np.arange(len(order))
     return {t: np.concatenate(p)[inverse] for t, p in parts.items()}
@@ -201,8 +214,7 @@ def accumulate(
     labels = {t: train.labels[t][batch] for t in weights}
     denominators = loss_denominators(labels, weights)
     total = 0.0
-    for piece in micro_batches(batch, train.lengths, cfg.micro_batch_tokens):
-        ids, mask = pad([train.ids[i] for i in piece], pad_id)
+    for piece, ids, mask in padded_pieces(train, batch, pad_id, cfg.micro_batch_tokens):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             out = model(ids, mask)
         piece_labels = {t: train.labels[t][piece] for t in weights}
@@ -230,8 +242,7 @@ def probe_heads(
     model.eval()
     features = torch.empty(len(train), int(model.config.hidden_size))
     with torch.no_grad():
-        for piece in micro_batches(range(len(train)), train.lengths, cfg.micro_batch_tokens or 4096):
-            ids, mask = pad([train.ids[i] for i in piece], pad_id)
+        for piece, ids, mask in padded_pieces(train, range(len(train)), pad_id, FORWARD_TOKENS):
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                 features[piece] = model.pool(ids, mask).float()
     opt = torch.optim.AdamW(model.heads.parameters(), lr=cfg.head_lr, weight_decay=cfg.weight_decay)
