@@ -70,22 +70,9 @@ def test_batch_loss_leaves_out_a_task_without_labels_in_the_batch() -> None:
     assert none is None
 
 
-def test_batch_loss_is_pytorchs_class_weighted_mean() -> None:
-    import torch
-    from torch import nn
-
-    from trainer.labels import IGNORE
-    from trainer.train import batch_loss
-
-    logits = torch.tensor([[2.0, 0.0, 1.0], [0.0, 2.0, 0.5], [1.0, 1.0, 1.0], [0.3, 0.1, 3.0]])
-    y = np.array([0, 2, IGNORE, 1])
-    w = torch.tensor([0.5, 2.0, 3.0])
-    expected = nn.CrossEntropyLoss(weight=w, ignore_index=IGNORE)(logits, torch.from_numpy(y))
-    got = batch_loss({"team_logits": logits}, {"team": y}, {"team": w}, {})
-    assert got is not None and float(got) == pytest.approx(float(expected))
-
-
-def test_label_smoothing_is_pytorchs_and_off_by_default() -> None:
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+def test_batch_loss_is_pytorchs_class_weighted_mean(smoothing: float) -> None:
+    """Also with PyTorch's label smoothing, which is off by default."""
     import torch
     from torch import nn
 
@@ -96,11 +83,11 @@ def test_label_smoothing_is_pytorchs_and_off_by_default() -> None:
     y = np.array([0, 2, IGNORE, 1])
     w = torch.tensor([0.5, 2.0, 3.0])
     target = torch.from_numpy(y)
-    smoothed = batch_loss({"team_logits": logits}, {"team": y}, {"team": w}, {}, label_smoothing=0.2)
-    expected = nn.CrossEntropyLoss(weight=w, ignore_index=IGNORE, label_smoothing=0.2)(logits, target)
+    expected = nn.CrossEntropyLoss(weight=w, ignore_index=IGNORE, label_smoothing=smoothing)(logits, target)
+    got = batch_loss({"team_logits": logits}, {"team": y}, {"team": w}, {}, label_smoothing=smoothing)
+    assert got is not None and float(got) == pytest.approx(float(expected))
     plain = nn.CrossEntropyLoss(weight=w, ignore_index=IGNORE)(logits, target)
-    assert smoothed is not None and float(smoothed) == pytest.approx(float(expected))
-    assert float(expected) != pytest.approx(float(plain))
+    assert (float(expected) == pytest.approx(float(plain))) == (smoothing == 0.0)
     assert TrainConfig().label_smoothing == 0.0
 
 
