@@ -113,7 +113,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         if f.name == "data":
             parser.add_argument(*names, dest=f.name, action="append", help="data source (repeatable)")
             continue
-        kind = _bool if isinstance(default, bool) else _json if isinstance(default, dict) else type(default)
+        kind = _bool if isinstance(default, bool) else _json if isinstance(default, dict | tuple) else type(default)
         parser.add_argument(*names, dest=f.name, type=kind, default=None, help=f"default {default!r}")
 
 

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, BertConfig, BertModel, PreTrainedModel
 
+from consumer.errors import ModelError
+
 HEADS_FILE = "heads.pt"
 META_FILE = "multitask.json"
 
@@ -101,3 +103,21 @@ def build(
     """Heads initialised deterministically from ``seed`` (the encoder keeps its own weights)."""
     torch.manual_seed(seed)
     return MultiTaskModel(encoder, {t: len(ls) for t, ls in labels.items()}, dropout=dropout)
+
+
+def average_into(target: MultiTaskModel, others: list[MultiTaskModel]) -> None:
+    """Set every floating-point weight of ``target`` to the mean over ``target`` and ``others`` (a uniform
+    model soup, Wortsman et al., ICML 2022). The models must share an architecture and, for the mean to be a
+    good model, an initialisation. Integer buffers (position ids) are left as they are."""
+    if not others:
+        return
+    states = [m.state_dict() for m in others]
+    with torch.no_grad():
+        for name, tensor in target.state_dict().items():
+            if not tensor.is_floating_point():
+                continue
+            for state in states:
+                if name not in state or state[name].shape != tensor.shape:
+                    other = tuple(state[name].shape) if name in state else "missing"
+                    raise ModelError(f"cannot average {name}: shape {tuple(tensor.shape)} vs {other}")
+            tensor.copy_(torch.stack([tensor, *(state[name] for state in states)]).mean(dim=0))

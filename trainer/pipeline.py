@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -24,13 +23,14 @@ from consumer.package import ModelPackage, TaskHead
 from trainer import calibrate, export, model, packaging, splits
 from trainer.data import load_source
 from trainer.errors import DataError
+from trainer.finetune import FineTune
 from trainer.labels import IGNORE, LabelSpace, indices, load_label_space
 from trainer.metrics import evaluate, objective
 from trainer.run_config import TrainConfig
 from trainer.scoring import OnnxScorer, Scores
 from trainer.tokens import TextEncoder, serving_tokenizer
 from trainer.tracking import Tracker
-from trainer.train import Encoded, fit, predict
+from trainer.train import Encoded
 
 log = logging.getLogger(__name__)
 
@@ -92,35 +92,12 @@ def run(cfg: TrainConfig, out: Path, *, resume: bool = False) -> ModelPackage:
         pkg_dir.mkdir(parents=True, exist_ok=True)
         tok_path = packaging.write_tokenizer(base_tokenizer(base, out / "work"), pkg_dir, cfg.max_length)
         enc = TextEncoder(serving_tokenizer(tok_path, cfg.max_length), cfg.max_length, cfg.truncation)
-        net = model.build(model.load_encoder(base), space.tasks, cfg.seed, dropout=cfg.dropout)
-        if cfg.freeze_embeddings:
-            # The 30k x hidden word-embedding matrix is most of the parameters and most of AdamW's step time;
-            # 7k complaints cannot improve general word vectors much, so it stays as pretrained.
-            net.encoder.get_input_embeddings().weight.requires_grad_(False)
-        val_enc = encode(val_df, enc, space)
-
-        def on_eval(epoch: int, step: int) -> None:
-            """Validation accuracy (PyTorch, argmax) after each epoch, for the progress log and W&B only."""
-            probs = predict(net, val_enc, enc.pad_id)
-            accs = {}
-            for t, p in probs.items():
-                y = val_enc.labels[t]
-                accs[f"epoch_val/{t}/accuracy"] = float(np.mean(p.argmax(1)[y != IGNORE] == y[y != IGNORE]))
-            log.info("epoch %d (step %d): %s", epoch, step, accs)
-            tracker.log(accs, step=step)
-
+        train_enc, val_enc = encode(train_df, enc, space), encode(val_df, enc, space)
         t0 = time.perf_counter()
-        summary = fit(
-            net,
-            encode(train_df, enc, space),
-            cfg,
-            out / "checkpoints",
-            pad_id=enc.pad_id,
-            data_digest=digest,
-            resume=resume,
-            on_log=tracker.log,
-            on_eval=on_eval,
-        )
+        tune = FineTune(base, space, train_enc, val_enc, enc.pad_id, digest, tracker, resume)
+        net, summary = tune.run(cfg, out / "checkpoints")
+        if cfg.soup_seeds:
+            net, summary = tune.soup(cfg, net, summary, out)
         summary["train_seconds"] = time.perf_counter() - t0
         net.save(out / "work")
         package = publish(net, cfg, space, enc, pkg_dir, val_df, test_df, version, base, digest, tracker, summary)

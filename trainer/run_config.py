@@ -41,6 +41,9 @@ class TrainConfig:
     task_weights: dict[str, float] = field(default_factory=lambda: {"team": 1.0, "issue": 1.0, "vulnerable": 1.0})
     label_smoothing: float = 0.0  # PyTorch's, per task loss
     probe_epochs: int = 0  # >0: LP-FT, fit the heads on frozen features this many epochs before fine-tuning
+    # More fine-tunes from the same initialisation, one per batch-order seed, averaged with the main run
+    # (a uniform model soup): n+1 times the training time, the same serving cost. Empty: one run.
+    soup_seeds: tuple[int, ...] = ()
     limit_rows: int = 0  # >0: at most this many rows per split (tests, smoke runs)
     max_minutes: float = 0  # >0: stop training after this long (a Job deadline guard) and publish what is trained
     checkpoint_every: int = 200  # optimiser steps between checkpoints (also one at each epoch end)
@@ -59,6 +62,15 @@ class TrainConfig:
     wandb_project: str = "complaints-allocation"
     wandb_mode: str = ""  # "", "online", "offline" or "disabled"; empty: wandb's own default (WANDB_MODE)
     registry_collection: str = "wandb-registry-model/complaints-allocation"
+
+    def __post_init__(self) -> None:
+        seeds = self.soup_seeds
+        if isinstance(seeds, str | int) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+            raise ConfigError(f"soup_seeds must be a list of integer seeds, got {seeds!r}")
+        if len(set(seeds)) != len(seeds) or self.seed in seeds:
+            # the same seed trains the same model again: an ingredient that adds nothing but time
+            raise ConfigError(f"soup_seeds {list(seeds)} must be distinct and differ from seed {self.seed}")
+        object.__setattr__(self, "soup_seeds", tuple(seeds))  # YAML and JSON give lists
 
     def replace(self, **changes: Any) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(self)}

@@ -80,3 +80,46 @@ def test_train_export_package_compare(tmp_path: Path, monkeypatch: pytest.Monkey
     assert rc == 0
     result = json.loads((tmp_path / "cmp" / "report.json").read_text())
     assert all(r["p_value"] == 1.0 for r in result["mcnemar"].values())  # a model against itself
+
+
+@pytest.mark.skipif(not DATA.is_file(), reason="shared CFPB data not present")
+def test_a_soup_publishes_the_mean_of_its_ingredients(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``soup_seeds``: each ingredient trains from the main run's initialisation in its own checkpoint folder,
+    and the published weights are the mean of the ingredients' final weights."""
+    import torch
+
+    from trainer import pipeline
+    from trainer.model import MultiTaskModel
+    from trainer.run_config import TrainConfig
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = TrainConfig(
+        data=(str(DATA),),
+        limit_rows=48,
+        max_length=32,
+        batch_size=16,
+        max_steps=2,
+        check_rows=16,
+        min_int8_agreement=0.0,
+        checkpoint_every=0,
+        wandb_mode="disabled",
+        soup_seeds=(14,),
+    )
+    run = tmp_path / "run"
+    pipeline.run(cfg, run)
+
+    soup = json.loads((run / "train_report.json").read_text())["train"]["soup"]
+    assert list(soup["ingredients"]) == ["13", "14"] and all(i["steps"] == 2 for i in soup["ingredients"].values())
+    folders = ("checkpoints", "checkpoints-soup-14")
+    finals = [torch.load(run / d / "last.pt", weights_only=False)["model"] for d in folders]
+    published = MultiTaskModel.load(run / "work").state_dict()
+    moved = 0
+    for name, tensor in published.items():
+        a, b = finals[0][name], finals[1][name]
+        if tensor.is_floating_point():
+            torch.testing.assert_close(tensor, (a + b) / 2, msg=name)
+            moved += not torch.equal(a, b)
+    assert moved > 0  # the ingredients differ (batch order, dropout), so the soup is not one of them
+    # same initialisation: the frozen word embeddings are the pretrained ones in both
+    emb = "encoder.embeddings.word_embeddings.weight"
+    assert torch.equal(finals[0][emb], finals[1][emb])

@@ -293,3 +293,42 @@ def test_config_file_and_overrides(tmp_path: Path) -> None:
         load_config(None, no_such_field=1)
     default = load_config(Path(__file__).parents[2] / "trainer/config/train.default.yaml")
     assert default.max_length <= 512 and default.quantize
+
+
+def test_soup_seeds_come_from_yaml_as_a_tuple_and_bad_ones_are_refused(tmp_path: Path) -> None:
+    from consumer.errors import ConfigError
+
+    path = tmp_path / "c.yaml"
+    path.write_text("seed: 13\nsoup_seeds: [14, 15]\n")
+    assert load_config(path).soup_seeds == (14, 15)
+    assert TrainConfig().soup_seeds == ()
+    # the main seed again, a repeat, a bare number, a float: each would train nothing new or is not a seed list
+    for bad in ([13], [14, 14], 14, "14", [1.5], [True]):
+        with pytest.raises(ConfigError, match="soup_seeds"):
+            TrainConfig(seed=13, soup_seeds=bad)  # type: ignore[arg-type]
+
+
+def test_average_into_is_the_mean_of_the_float_weights_only() -> None:
+    import torch
+
+    from consumer.errors import ModelError
+    from trainer import model
+
+    labels = {"team": ("a", "b", "c"), "vulnerable": ("n", "y")}
+    nets = [model.build(model.tiny_encoder(s, vocab_size=64), labels, s) for s in (0, 1, 2)]
+    before = [{k: v.clone() for k, v in n.state_dict().items()} for n in nets]
+    model.average_into(nets[0], nets[1:])
+    after = nets[0].state_dict()
+    for name, tensor in after.items():
+        if tensor.is_floating_point():
+            expected = (before[0][name] + before[1][name] + before[2][name]) / 3
+            torch.testing.assert_close(tensor, expected, msg=name)
+        else:  # position ids are indices, not weights
+            assert torch.equal(tensor, before[0][name]), name
+    assert not torch.equal(after["heads.team.weight"], before[0]["heads.team.weight"])
+    for other, state in zip(nets[1:], before[1:], strict=True):  # the ingredients are read, not changed
+        assert all(torch.equal(v, state[k]) for k, v in other.state_dict().items())
+
+    wider = model.build(model.tiny_encoder(0, vocab_size=64), {**labels, "team": ("a", "b", "c", "d")}, 0)
+    with pytest.raises(ModelError, match=r"heads\.team"):
+        model.average_into(nets[0], [wider])
