@@ -13,34 +13,30 @@ import pytest
 
 from consumer.package import load_package
 from trainer.paths import DEFAULT_DATA
+from trainer.run_config import TrainConfig
 
 pytestmark = [pytest.mark.train, pytest.mark.timeout(300)]
 
 DATA = DEFAULT_DATA
 
 
+def short_run(**changes: object) -> TrainConfig:
+    """A few steps of the real MiniLM on a few real rows per split: minutes, not hours."""
+    cfg = TrainConfig(data=(str(DATA),), batch_size=16, checkpoint_every=0, max_length=64, limit_rows=80)
+    return cfg.replace(**changes)
+
+
 @pytest.mark.skipif(not DATA.is_file(), reason="shared CFPB data not present")
 def test_train_export_package_compare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from trainer import pipeline, splits
     from trainer.cli import main
-    from trainer.run_config import TrainConfig
 
     asked: list[str] = []
     real = splits.training_rows
     monkeypatch.setattr(splits, "training_rows", lambda df, s: (asked.append(s), real(df, s))[1])
     monkeypatch.setenv("WANDB_SILENT", "true")
-    cfg = TrainConfig(
-        data=(str(DATA),),
-        limit_rows=80,
-        max_length=64,
-        batch_size=16,
-        max_steps=4,
-        check_rows=32,
-        min_int8_agreement=0.5,
-        checkpoint_every=0,
-        wandb_mode="offline",
-        version="e2e-1",
-        name="e2e-minilm",
+    cfg = short_run(
+        max_steps=4, check_rows=32, min_int8_agreement=0.5, wandb_mode="offline", version="e2e-1", name="e2e-minilm"
     )
     pkg = pipeline.run(cfg, tmp_path / "run")
 
@@ -90,18 +86,14 @@ def test_a_soup_publishes_the_mean_of_its_ingredients(tmp_path: Path, monkeypatc
 
     from trainer import pipeline
     from trainer.model import MultiTaskModel
-    from trainer.run_config import TrainConfig
 
     monkeypatch.setenv("WANDB_SILENT", "true")
-    cfg = TrainConfig(
-        data=(str(DATA),),
+    cfg = short_run(
         limit_rows=48,
         max_length=32,
-        batch_size=16,
         max_steps=2,
         check_rows=16,
         min_int8_agreement=0.0,
-        checkpoint_every=0,
         wandb_mode="disabled",
         soup_seeds=(14,),
     )
