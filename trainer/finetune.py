@@ -90,8 +90,7 @@ class FineTune:
             ingredients[str(seed)] = {**part, "val_accuracy": self.val_accuracy(other)}
             others.append(other)
         model.average_into(net, others)
-        net.eval()
-        accuracy = self.val_accuracy(net)
+        accuracy = self.val_accuracy(net)  # predict() leaves the soup in eval mode for export
         log.info("soup of seeds %s: validation accuracy %s", list(ingredients), accuracy)
         self.tracker.log({f"soup/epoch_val/{t}/accuracy": a for t, a in accuracy.items()})
         return net, {**summary, "soup": {"ingredients": ingredients, "val_accuracy": accuracy}}
