@@ -216,12 +216,21 @@ redis_answers() { [[ "$(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null)" == PON
 
 # ---- commands -----------------------------------------------------------------------------------
 
+# started NAME: the process whose pid `up` wrote for NAME has not exited (a zombie has). Not `running`:
+# the pid is written between fork and exec, and until the exec its command line is this script's, which
+# `ours` rightly refuses; asking `running` then took a starting server for a dead one and lost its pidfile.
+started() {
+  local pid
+  pid="$(cat "$STACK_DIR/$1.pid" 2>/dev/null)" && [[ -n "$pid" ]] || return 1
+  grep -q '^State:[[:space:]]*[^Z[:space:]]' "/proc/$pid/status" 2>/dev/null
+}
+
 # wait_ready NAME CHECK PORT: polls CHECK until it passes, the process dies, or the timeout.
 wait_ready() {
   local name="$1" check="$2" port="$3" deadline=$((SECONDS + START_TIMEOUT)) why
   until "$check" "$port"; do
     why=""
-    running "$name" >/dev/null 2>&1 || why="exited"
+    started "$name" || why="exited"
     (( SECONDS < deadline )) || why="did not answer in ${START_TIMEOUT}s"
     if [[ -n "$why" ]]; then
       echo "stack: $name $why; last lines of $STACK_DIR/$name.log:" >&2

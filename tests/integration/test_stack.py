@@ -6,6 +6,7 @@ Runs a second stack in a temporary STACK_DIR on free ports, so a stack in use is
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -18,8 +19,11 @@ pytestmark = pytest.mark.integration
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "stack.sh"
 
 
-def stack(state: Path, command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def stack(state: Path, command: str, check: bool = True, path: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``stack.sh command`` on free ports; ``path``: a folder put first on PATH (shims)."""
     env = {**os.environ, "STACK_DIR": str(state), "STACK_KAFKA_PORT": "0", "STACK_REDIS_PORT": "0"}
+    if path is not None:
+        env["PATH"] = f"{path}{os.pathsep}{env['PATH']}"
     # 300 s: a cold run resolves the Kafka jars with Maven first.
     done = subprocess.run(["bash", str(SCRIPT), command], env=env, capture_output=True, text=True, timeout=300)
     if check:
@@ -88,3 +92,38 @@ def test_down_ignores_a_pidfile_that_names_someone_else(tmp_path: Path):
     assert "stale kafka pidfile" in done.stderr
     assert "stale redis pidfile" in done.stderr
     assert not list(state.glob("*.pid"))
+
+
+# Stands in for setsid: it renames itself and waits before it execs the real one, which is what every fork
+# looks like for an instant, stretched to seconds.
+SLOW_SETSID = """#!/usr/bin/perl
+$0 = "not-yet-exec";
+sleep 2;
+exec { "REAL" } "REAL", @ARGV or die "exec REAL: $!";
+"""
+
+
+@pytest.mark.skipif(not shutil.which("perl"), reason="the shim is a perl script")
+def test_up_waits_for_a_server_that_has_not_exec_ed_yet(tmp_path: Path):
+    """Between fork and exec a server's command line is still the script's. `up` must wait for it, not call it
+    exited: in CI that race made `up` fail with an empty redis log and leave the redis it started running."""
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    real = shutil.which("setsid")
+    assert real is not None
+    (shim / "setsid").write_text(SLOW_SETSID.replace("REAL", real), encoding="utf-8")
+    (shim / "setsid").chmod(0o755)
+    state = tmp_path / "stack"
+    try:
+        stack(state, "up", path=shim)
+        env = dict(line.split("=", 1) for line in (state / "env").read_text().split())
+        client = redis.Redis.from_url(env["REDIS_URL"])
+        try:
+            assert client.ping()
+        finally:
+            client.close()
+        pids = [int((state / f"{name}.pid").read_text()) for name in ("kafka", "redis")]
+        stack(state, "down")
+        assert not [pid for pid in pids if alive(pid)]
+    finally:
+        stack(state, "down", check=False)
