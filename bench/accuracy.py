@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     space = load_label_space()
     from trainer.pipeline import load_rows
 
-    rows, _ = load_rows(cfg.replace(limit_rows=0), space)
+    rows, _, _ = load_rows(cfg.replace(limit_rows=0), space)
     digest = splits.digest(rows)
     pkg = load_package(args.package) if args.package else default_package(cfg, digest, args.retrain)
     train, val, test = (splits.training_rows(rows, s) for s in ("train", "val", "test"))

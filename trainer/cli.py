@@ -110,8 +110,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(TrainConfig):
         names = sorted({f"--{f.name}", f"--{f.name.replace('_', '-')}"}, key=len)
         default = TrainConfig().__getattribute__(f.name)
-        if f.name == "data":
-            parser.add_argument(*names, dest=f.name, action="append", help="data source (repeatable)")
+        if f.name in ("data", "mlm_data"):
+            parser.add_argument(*names, dest=f.name, action="append", help=f"{f.name} source (repeatable)")
             continue
         kind = _bool if isinstance(default, bool) else _json if isinstance(default, dict | tuple) else type(default)
         parser.add_argument(*names, dest=f.name, type=kind, default=None, help=f"default {default!r}")

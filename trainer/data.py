@@ -164,13 +164,30 @@ def _renamed(frame_records: Iterable[dict[str, Any]], columns: Iterable[str]) ->
         yield {key: rec.get(col) for key, col in mapping.items()}
 
 
-def load_table(path: Path, space: LabelSpace) -> tuple[pd.DataFrame, LoadReport]:
-    """CSV (optionally gzipped) or Parquet with CFPB columns."""
+def _read_table(path: Path) -> pd.DataFrame:
     try:
         parquet = path.suffix == ".parquet"
-        df = pd.read_parquet(path) if parquet else pd.read_csv(path, dtype=str, keep_default_na=False)
+        return pd.read_parquet(path) if parquet else pd.read_csv(path, dtype=str, keep_default_na=False)
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot read {path}: {exc}") from exc
+
+
+def _read_dataset(source: str, split: str | None = None) -> Any:
+    """A ``datasets`` Dataset or DatasetDict: a ``save_to_disk`` folder, else ``load_dataset`` (``hf:`` stripped)."""
+    import datasets
+
+    name = source.removeprefix("hf:")
+    try:
+        if Path(name, "dataset_dict.json").is_file() or Path(name, "dataset_info.json").is_file():
+            return datasets.load_from_disk(name)
+        return datasets.load_dataset(name, split=split)
+    except (OSError, ValueError, FileNotFoundError) as exc:
+        raise DataError(f"cannot load dataset {source}: {exc}") from exc
+
+
+def load_table(path: Path, space: LabelSpace) -> tuple[pd.DataFrame, LoadReport]:
+    """CSV (optionally gzipped) or Parquet with CFPB columns."""
+    df = _read_table(path)
     report = LoadReport(str(path))
     return normalise(_renamed(df.to_dict("records"), df.columns), space, report), report
 
@@ -183,14 +200,7 @@ def load_hf(source: str, space: LabelSpace, split: str | None = None) -> tuple[p
     """
     import datasets
 
-    name = source.removeprefix("hf:")
-    try:
-        if Path(name, "dataset_dict.json").is_file() or Path(name, "dataset_info.json").is_file():
-            ds = datasets.load_from_disk(name)
-        else:
-            ds = datasets.load_dataset(name, split=split)
-    except (OSError, ValueError, FileNotFoundError) as exc:
-        raise DataError(f"cannot load dataset {source}: {exc}") from exc
+    ds = _read_dataset(source, split)
     parts = ds.items() if isinstance(ds, datasets.DatasetDict) else [(split or "", ds)]
     report = LoadReport(source)
     frames = []
@@ -232,6 +242,34 @@ def load_feedback(path: Path, space: LabelSpace) -> tuple[pd.DataFrame, LoadRepo
             issue, vulnerable = _issue(rec, space, report), _vulnerable(rec, "vulnerable", space, report)
             rows.append((_clean_id(rec.get("complaint_id")), text, team, issue, vulnerable, ""))
     return _frame(rows, report), report
+
+
+def load_texts(source: str) -> list[str]:
+    """The non-empty narratives of any source ``load_source`` reads, labels ignored (masked-LM adaptation
+    reads unlabelled archives such as the shared ``unlabelled.csv.gz``)."""
+    path = Path(source)
+    if source.startswith("hf:") or path.is_dir():
+        import datasets
+
+        ds = _read_dataset(source)
+        parts = ds.values() if isinstance(ds, datasets.DatasetDict) else [ds]
+        records = [rec for part in parts for rec in _renamed(part, part.column_names)]
+    elif not path.is_file():
+        raise DataError(f"no such data source: {source}")
+    elif path.name.endswith(".jsonl"):
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+            records = [json.loads(line) for line in lines if line.strip()]
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot read {path}: {exc}") from exc
+        if not all(isinstance(r, dict) for r in records):
+            raise DataError(f"{path}: every line must be a JSON object with a text field")
+    else:
+        df = _read_table(path)
+        records = list(_renamed(df.to_dict("records"), df.columns))
+    texts = [t for t in (_clean_text(r.get("text")) for r in records) if t]
+    log.info("data: %s: %d texts of %d records", source, len(texts), len(records))
+    return texts
 
 
 def load_source(source: str, space: LabelSpace) -> tuple[pd.DataFrame, LoadReport]:

@@ -2,7 +2,8 @@
 
 Order matters for honesty: thresholds are calibrated on validation scores of the *served* (int8) graph,
 so they apply to the numbers the consumer sees; test figures come from the same graph after calibration;
-the holdout split is never loaded here (``splits.training_rows`` refuses it).
+the holdout is never trained, tuned or scored here (``splits.training_rows`` refuses it); its texts are
+read only to keep copies of them out of training (``splits.guard_holdout``, the masked-LM corpus).
 Outputs under ``out``: ``package/`` (the model package), ``checkpoints/``, ``work/`` (the fine-tuned
 PyTorch model) and ``train_report.json``.
 """
@@ -20,36 +21,38 @@ import pandas as pd
 import torch
 
 from consumer.package import ModelPackage, TaskHead
-from trainer import calibrate, export, model, packaging, splits
-from trainer.data import load_source
+from trainer import calibrate, export, model, packaging, pretrain, splits
+from trainer.data import load_source, load_texts
 from trainer.errors import DataError
 from trainer.finetune import FineTune
 from trainer.labels import IGNORE, LabelSpace, indices, load_label_space
 from trainer.metrics import evaluate, objective
 from trainer.run_config import TrainConfig
 from trainer.scoring import OnnxScorer, Scores
-from trainer.tokens import TextEncoder, serving_tokenizer
+from trainer.tokens import TextEncoder, serving_tokenizer, special_ids
 from trainer.tracking import Tracker
 from trainer.train import Encoded
 
 log = logging.getLogger(__name__)
 
 
-def load_rows(cfg: TrainConfig, space: LabelSpace) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """All sources combined and split; ``limit_rows`` samples each split reproducibly."""
+def load_rows(cfg: TrainConfig, space: LabelSpace) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """All sources combined and split: ``(rows, every_row, summary)``. ``rows`` are the ones the run uses:
+    with ``limit_rows``, a reproducible sample of each split; ``every_row`` is all of them (the masked-LM
+    stage keeps clear of every evaluation text, sampled or not)."""
     frames, reports = [], []
     for src in cfg.data:
         df, rep = load_source(src, space)
         frames.append(df)
         reports.append(rep.summary())
-    rows = splits.prepare(frames)
+    every_row = rows = splits.prepare(frames)
     if cfg.limit_rows:
         rows = pd.concat(
             [g.sample(n=min(len(g), cfg.limit_rows), random_state=cfg.seed) for _, g in rows.groupby("split")],
             ignore_index=True,
         )
     counts = rows["split"].value_counts().to_dict()
-    return rows, {"sources": reports, "split_rows": counts, "rows": len(rows)}
+    return rows, every_row, {"sources": reports, "split_rows": counts, "rows": len(rows)}
 
 
 def encode(df: pd.DataFrame, enc: TextEncoder, space: LabelSpace) -> Encoded:
@@ -70,12 +73,46 @@ def base_tokenizer(base: str, work: Path) -> Path:
     return dest
 
 
+def adapt_encoder(
+    cfg: TrainConfig,
+    base: str,
+    rows: pd.DataFrame,
+    train_df: pd.DataFrame,
+    enc: TextEncoder,
+    out: Path,
+    resume: bool,
+    tracker: Tracker,
+) -> tuple[str, dict[str, Any]]:
+    """Masked-LM adaptation of ``base`` on the training texts plus ``cfg.mlm_data``, never on a text of
+    val, test or holdout (``rows`` holds them all). Returns the adapted encoder's folder and the summary."""
+    extra = [t for src in cfg.mlm_data for t in load_texts(src)]
+    texts = pretrain.corpus(train_df["text"], extra, rows.loc[rows["split"] != "train", "text"])
+    mask_id = enc.tok.token_to_id("[MASK]")
+    if mask_id is None:
+        raise DataError(f"{base}: the tokenizer has no [MASK] token, so it cannot be adapted with masked LM")
+    data = Encoded(ids=enc.encode(texts.texts), labels={})
+    folder, summary = pretrain.adapt(
+        base,
+        data,
+        cfg,
+        out / "checkpoints-mlm",
+        digest=texts.digest,
+        pad_id=enc.pad_id,
+        mask_id=mask_id,
+        special_ids=special_ids(enc.tok),
+        resume=resume,
+    )
+    summary = {**summary, "sources": list(cfg.mlm_data), "excluded_evaluation_texts": texts.excluded}
+    tracker.log({"mlm/final_loss": summary["final_loss"], "mlm/texts": summary["texts"]})
+    return str(folder), summary
+
+
 def run(cfg: TrainConfig, out: Path, *, resume: bool = False) -> ModelPackage:
     started = time.perf_counter()
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     space = load_label_space()
-    rows, data_summary = load_rows(cfg, space)
+    rows, every_row, data_summary = load_rows(cfg, space)
     digest = splits.digest(rows)
     train_df, val_df, test_df = (splits.training_rows(rows, s) for s in ("train", "val", "test"))
     base = cfg.base_model or str(model.default_base_model())
@@ -94,8 +131,12 @@ def run(cfg: TrainConfig, out: Path, *, resume: bool = False) -> ModelPackage:
         enc = TextEncoder(serving_tokenizer(tok_path, cfg.max_length), cfg.max_length, cfg.truncation)
         train_enc, val_enc = encode(train_df, enc, space), encode(val_df, enc, space)
         t0 = time.perf_counter()
-        tune = FineTune(base, space, train_enc, val_enc, enc.pad_id, digest, tracker, resume)
+        tune_base, adaptation = base, None
+        if cfg.mlm_epochs:
+            tune_base, adaptation = adapt_encoder(cfg, base, every_row, train_df, enc, out, resume, tracker)
+        tune = FineTune(tune_base, space, train_enc, val_enc, enc.pad_id, digest, tracker, resume)
         net, summary = tune.run(cfg, out / "checkpoints")
+        summary["mlm"] = adaptation
         if cfg.soup_seeds:
             net, summary = tune.soup(cfg, net, summary, out)
         summary["train_seconds"] = time.perf_counter() - t0
@@ -194,11 +235,19 @@ def publish(
             "label_maps_version": space.version,
             "data": list(cfg.data),
             "seed": cfg.seed,
+            **({"adaptation": _lineage(train_summary["mlm"])} if train_summary.get("mlm") else {}),
         },
-        description=f"{Path(base).name} + {len(space.tasks)} linear heads, fine-tuned by trainer.pipeline",
+        description=f"{Path(base).name}{' + masked-LM adaptation' if train_summary.get('mlm') else ''}"
+        f" + {len(space.tasks)} linear heads, fine-tuned by trainer.pipeline",
     )
     tracker.log_package(pkg_dir, package.manifest, cfg.registry_collection)
     return package
+
+
+def _lineage(adaptation: dict[str, Any]) -> dict[str, Any]:
+    """What the manifest records of a masked-LM adaptation: enough to redo it."""
+    keep = ("corpus_digest", "sources", "texts", "epochs", "probability", "steps", "final_loss")
+    return {"method": "masked-lm", **{k: adaptation[k] for k in keep}}
 
 
 def calibrate_heads(

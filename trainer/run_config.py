@@ -44,6 +44,11 @@ class TrainConfig:
     # More fine-tunes from the same initialisation, one per batch-order seed, averaged with the main run
     # (a uniform model soup): n+1 times the training time, the same serving cost. Empty: one run.
     soup_seeds: tuple[int, ...] = ()
+    # >0: continue pretraining the encoder with masked-LM on complaint texts (the training rows' own plus
+    # mlm_data: unlabelled sources, e.g. the bank's archive) for this many epochs before the fine-tune.
+    mlm_epochs: float = 0.0
+    mlm_data: tuple[str, ...] = ()
+    mlm_probability: float = 0.15
     limit_rows: int = 0  # >0: at most this many rows per split (tests, smoke runs)
     max_minutes: float = 0  # >0: stop training after this long (a Job deadline guard) and publish what is trained
     checkpoint_every: int = 200  # optimiser steps between checkpoints (also one at each epoch end)
@@ -71,15 +76,20 @@ class TrainConfig:
             # the same seed trains the same model again: an ingredient that adds nothing but time
             raise ConfigError(f"soup_seeds {list(seeds)} must be distinct and differ from seed {self.seed}")
         object.__setattr__(self, "soup_seeds", tuple(seeds))  # YAML and JSON give lists
+        if not 0 < self.mlm_probability < 1:
+            raise ConfigError(f"mlm_probability must be in (0, 1), got {self.mlm_probability}")
+        if self.mlm_epochs < 0:
+            raise ConfigError(f"mlm_epochs must be >= 0, got {self.mlm_epochs}")
 
     def replace(self, **changes: Any) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(self)}
         unknown = set(changes) - known
         if unknown:
             raise ConfigError(f"unknown training settings: {sorted(unknown)}")
-        if "data" in changes and isinstance(changes["data"], str | list):
-            data = changes["data"]
-            changes["data"] = (data,) if isinstance(data, str) else tuple(data)
+        for name in ("data", "mlm_data"):  # one source or a list of them
+            if isinstance(changes.get(name), str | list):
+                sources = changes[name]
+                changes[name] = (sources,) if isinstance(sources, str) else tuple(sources)
         try:
             return dataclasses.replace(self, **changes)
         except TypeError as exc:

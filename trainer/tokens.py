@@ -29,6 +29,11 @@ def serving_tokenizer(source: Path, max_length: int) -> Tokenizer:
     return tok
 
 
+def special_ids(tokenizer: Tokenizer) -> set[int]:
+    """Ids of the tokenizer's special tokens ([CLS], [SEP], [PAD], [MASK], [UNK] for BERT)."""
+    return {i for i, token in tokenizer.get_added_tokens_decoder().items() if token.special}
+
+
 class TextEncoder:
     """Turns texts into id lists under a truncation policy, and id lists into padded int64 batches."""
 

@@ -5,6 +5,7 @@ compare. Needs no broker: marked ``train`` only (the train extra installed)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -115,3 +116,69 @@ def test_a_soup_publishes_the_mean_of_its_ingredients(tmp_path: Path, monkeypatc
     # same initialisation: the frozen word embeddings are the pretrained ones in both
     emb = "encoder.embeddings.word_embeddings.weight"
     assert torch.equal(finals[0][emb], finals[1][emb])
+
+
+@pytest.mark.skipif(not DATA.is_file(), reason="shared CFPB data not present")
+def test_masked_lm_adaptation_trains_the_encoder_the_fine_tune_starts_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``mlm_epochs``: the encoder is adapted on the training texts plus an unlabelled source, never on an
+    evaluation text; the fine-tune starts from the adapted weights; the manifest records the adaptation; a
+    resumed run reuses the adapted encoder instead of adapting again."""
+    import pandas as pd
+    import torch
+
+    from trainer import pipeline, pretrain
+    from trainer.model import MultiTaskModel, default_base_model, load_encoder
+
+    shared = pd.read_csv(DATA)
+    val_text = shared.loc[shared["split"] == "val", "Consumer complaint narrative"].iloc[0]
+    archive = tmp_path / "archive.csv"
+    # an archive that also holds a validation text: it must not reach the encoder
+    pd.DataFrame({"Consumer complaint narrative": ["My XXXX card was charged twice.", val_text, ""]}).to_csv(
+        archive, index=False
+    )
+    seen: list[str] = []
+    real_corpus = pretrain.corpus
+
+    def spy(*args: Iterable[str]) -> pretrain.Corpus:
+        texts = real_corpus(*args)
+        seen.extend(texts.texts)
+        return texts
+
+    monkeypatch.setattr(pretrain, "corpus", spy)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = short_run(
+        limit_rows=48,
+        max_length=32,
+        max_steps=2,
+        check_rows=16,
+        min_int8_agreement=0.0,
+        wandb_mode="disabled",
+        mlm_epochs=0.5,
+        mlm_data=str(archive),
+    )
+    run = tmp_path / "run"
+    pkg = pipeline.run(cfg, run)
+
+    assert "My XXXX card was charged twice." in seen and val_text not in seen
+    summary = json.loads((run / "checkpoints-mlm" / pretrain.DONE_FILE).read_text())
+    assert summary["steps"] == 2 and summary["texts"] == len(seen)  # 0.5 epoch of ceil(49 / 16) = 4 batches
+    assert summary["final_loss"] > 0
+    adaptation = pkg.manifest["lineage"]["adaptation"]
+    assert adaptation["method"] == "masked-lm" and adaptation["corpus_digest"] == summary["corpus_digest"]
+    assert adaptation["sources"] == [str(archive)]
+    assert "masked-LM adaptation" in pkg.manifest["description"]
+
+    base = load_encoder(default_base_model()).state_dict()
+    adapted = load_encoder(run / "checkpoints-mlm" / "encoder").state_dict()
+    layer = "encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(base[layer], adapted[layer])  # the stage trained the encoder
+    assert torch.equal(base["embeddings.word_embeddings.weight"], adapted["embeddings.word_embeddings.weight"])
+    tuned = MultiTaskModel.load(run / "work").state_dict()
+    # the fine-tune moved on from the adapted weights, not from the base ones: 2 small steps stay closer
+    assert (tuned["encoder." + layer] - adapted[layer]).norm() < (tuned["encoder." + layer] - base[layer]).norm()
+
+    stamp = (run / "checkpoints-mlm" / pretrain.DONE_FILE).stat().st_mtime_ns
+    pipeline.run(cfg, run, resume=True)
+    assert (run / "checkpoints-mlm" / pretrain.DONE_FILE).stat().st_mtime_ns == stamp  # reused, not redone

@@ -207,3 +207,37 @@ def test_a_source_without_issue_or_tags_gives_unknown_labels_not_defaults(tmp_pa
     feedback.write_text(json.dumps({"complaint_id": "5", "text": "Routed by hand", "team": "cards"}) + "\n")
     fb, _ = load_source(str(feedback), space)
     assert (fb.loc[0, "issue"], fb.loc[0, "vulnerable"]) == (UNKNOWN, UNKNOWN)
+
+
+def test_load_texts_reads_narratives_from_every_kind_of_source(tmp_path: Path) -> None:
+    """Masked-LM adaptation reads texts only: labels, ids and unknown products do not matter; empty texts
+    are left out; a source without a text column or with bad lines is an error, not an empty corpus."""
+    import datasets
+
+    from trainer.data import load_texts
+
+    table = tmp_path / "archive.csv.gz"
+    pd.DataFrame({"Consumer complaint narrative": ["first", "  ", "second"], "Product": ["?", "", ""]}).to_csv(
+        table, index=False
+    )
+    assert load_texts(str(table)) == ["first", "second"]
+    jsonl = tmp_path / "export.jsonl"
+    jsonl.write_text('{"text": "from feedback", "team": "nobody"}\n\n{"text": ""}\n', encoding="utf-8")
+    assert load_texts(str(jsonl)) == ["from feedback"]
+    folder = tmp_path / "hf"
+    datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_list([{"Complaint Text": "a"}]),
+            "test": datasets.Dataset.from_list([{"Complaint Text": "b"}]),
+        }
+    ).save_to_disk(str(folder))
+    assert sorted(load_texts(str(folder))) == ["a", "b"]
+
+    no_text = tmp_path / "no_text.csv"
+    pd.DataFrame({"Product": ["Mortgage"]}).to_csv(no_text, index=False)
+    bad_line = tmp_path / "bad.jsonl"
+    bad_line.write_text('["not", "an", "object"]\n', encoding="utf-8")
+    bad = ((no_text, "no complaint text column"), (bad_line, "JSON object"), (tmp_path / "x", "no such"))
+    for source, message in bad:
+        with pytest.raises(DataError, match=message):
+            load_texts(str(source))

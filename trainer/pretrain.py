@@ -1,0 +1,240 @@
+"""Domain-adaptive masked-LM pretraining of the encoder before the fine-tune (``mlm_epochs``; Gururangan et
+al., ACL 2020, "Don't Stop Pretraining").
+
+The default base model was trained contrastively on web and QA pairs, never on complaint language, and a bank
+holds far more unlabelled complaints than labelled ones. This stage continues pretraining on complaint texts
+(the training rows' own plus ``mlm_data``) with BERT's objective: 15% of the non-special tokens are chosen,
+80% of those become ``[MASK]``, 10% a random token, 10% stay. The prediction head (dense, GELU, LayerNorm, then
+a decoder tied to the word embeddings) is built here and thrown away afterwards: the fine-tune starts from
+the adapted encoder alone, so export and serving are unchanged.
+
+Contract:
+
+- ``corpus``: the texts, deduplicated by normalised text, minus any text that equals a val, test or holdout
+  text (evaluation texts never train the encoder, even without labels). Its digest goes into lineage.
+- ``adapt``: trains a copy of the base encoder and saves it to ``<folder>/encoder`` with ``adaptation.json``
+  (digest, settings, loss) written last, so a folder with ``adaptation.json`` is complete. A resumed run that
+  finds a complete folder for the same base, digest and settings uses it instead of training again; an
+  interrupted stage starts over (one epoch on 2 cores is ~10 minutes).
+- Logits are computed at the chosen positions only: a full 30k-way output for every token of a batch would
+  cost more than the encoder itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import shutil
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, get_linear_schedule_with_warmup
+
+from trainer import model, splits
+from trainer.errors import DataError
+from trainer.run_config import TrainConfig
+from trainer.train import Encoded, length_grouped_batches, micro_batches, pad, use_bf16
+
+log = logging.getLogger(__name__)
+
+DONE_FILE = "adaptation.json"
+# CrossEntropyLoss's default ignore_index: positions that were not chosen
+NOT_CHOSEN = -100
+
+
+@dataclass(frozen=True)
+class Corpus:
+    texts: list[str]
+    digest: str
+    excluded: int  # texts dropped because they equal an evaluation text
+
+
+def corpus(train_texts: Iterable[str], extra_texts: Iterable[str], evaluation_texts: Iterable[str]) -> Corpus:
+    """The adaptation texts: training rows first, then ``extra_texts``, each normalised text once, none equal
+    to an evaluation (val, test or holdout) text."""
+    banned = {splits.text_key(t) for t in evaluation_texts}
+    seen: set[str] = set()
+    texts, excluded = [], 0
+    for text in (*train_texts, *extra_texts):
+        key = splits.text_key(text)
+        if key in banned:
+            excluded += 1
+        elif key not in seen and text.strip():
+            seen.add(key)
+            texts.append(text)
+    digest = hashlib.sha256("\n".join(sorted(splits.text_key(t) for t in texts)).encode()).hexdigest()
+    return Corpus(texts, digest, excluded)
+
+
+class MaskedLmHead(nn.Module):
+    """BERT's prediction head over an encoder: transform, then logits tied to the input word embeddings."""
+
+    def __init__(self, encoder: PreTrainedModel) -> None:
+        super().__init__()
+        hidden = int(encoder.config.hidden_size)
+        self.transform = nn.Sequential(
+            nn.Linear(hidden, hidden), nn.GELU(), nn.LayerNorm(hidden, eps=encoder.config.layer_norm_eps)
+        )
+        self.words = encoder.get_input_embeddings()
+        self.bias = nn.Parameter(torch.zeros(int(encoder.config.vocab_size)))
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.transform(hidden) @ self.words.weight.T + self.bias
+
+
+def choose(
+    ids: torch.Tensor, candidates: torch.Tensor, gen: torch.Generator, probability: float, mask_id: int, vocab: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT masking of ``ids`` where ``candidates`` is true: returns ``(inputs, targets)``, targets
+    ``NOT_CHOSEN`` except at the chosen positions. At least one position is chosen when any is a candidate."""
+    draw = torch.rand(ids.shape, generator=gen)
+    chosen = candidates & (draw < probability)
+    if not chosen.any() and candidates.any():
+        chosen.view(-1)[int(torch.nonzero(candidates.view(-1))[0])] = True
+    targets = torch.where(chosen, ids, torch.full_like(ids, NOT_CHOSEN))
+    kind = torch.rand(ids.shape, generator=gen)
+    inputs = ids.clone()
+    inputs[chosen & (kind < 0.8)] = mask_id
+    randomised = chosen & (kind >= 0.8) & (kind < 0.9)
+    inputs[randomised] = torch.randint(vocab, (int(randomised.sum()),), generator=gen)
+    return inputs, targets
+
+
+def _settings(cfg: TrainConfig) -> dict[str, Any]:
+    return {
+        "epochs": cfg.mlm_epochs,
+        "probability": cfg.mlm_probability,
+        "lr": cfg.lr,
+        "head_lr": cfg.head_lr,
+        "batch_size": cfg.batch_size,
+        "max_length": cfg.max_length,
+        "seed": cfg.seed,
+    }
+
+
+def adapt(
+    base: str,
+    data: Encoded,
+    cfg: TrainConfig,
+    folder: Path,
+    *,
+    digest: str,
+    pad_id: int,
+    mask_id: int,
+    special_ids: set[int],
+    resume: bool = False,
+) -> tuple[Path, dict[str, Any]]:
+    """Continue pretraining the ``base`` encoder on ``data.ids`` (labels unused); returns the folder of the
+    adapted encoder (``AutoModel`` loads it like any base) and the stage's summary (``adaptation.json``)."""
+    if not len(data):
+        raise DataError("no texts for masked-LM adaptation")
+    done, adapted = folder / DONE_FILE, folder / "encoder"
+    wanted = {"corpus_digest": digest, "base_model": base, **_settings(cfg)}
+    if resume and done.is_file():
+        summary: dict[str, Any] = json.loads(done.read_text(encoding="utf-8"))
+        if {k: summary.get(k) for k in wanted} == wanted:
+            log.info("mlm: resuming from the adapted encoder in %s", adapted)
+            return adapted, summary
+        log.warning("mlm: %s was adapted on other texts or settings; adapting again", folder)
+    started = time.perf_counter()
+    encoder = model.load_encoder(base)
+    if cfg.freeze_embeddings:  # as in the fine-tune; the tied decoder reads them all the same
+        encoder.get_input_embeddings().weight.requires_grad_(False)
+    torch.manual_seed(cfg.seed)
+    head = MaskedLmHead(encoder)
+    for module in head.transform:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=float(getattr(encoder.config, "initializer_range", 0.02)))
+            nn.init.zeros_(module.bias)
+    own = [head.bias, *head.transform.parameters()]
+    body = [p for p in encoder.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(
+        [{"params": body, "lr": cfg.lr}, {"params": own, "lr": cfg.head_lr}], weight_decay=cfg.weight_decay
+    )
+    per_epoch = math.ceil(len(data) / cfg.batch_size)
+    total = max(1, math.ceil(cfg.mlm_epochs * per_epoch))
+    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
+    autocast = use_bf16(cfg.bf16)
+    vocab = int(encoder.config.vocab_size)
+    special = torch.tensor(sorted(special_ids | {pad_id}), dtype=torch.long)
+    gen = torch.Generator().manual_seed(cfg.seed + (1 << 21))  # its own stream, apart from the fine-tune's
+    log.info("mlm: %d texts, %d steps, masking %.0f%%", len(data), total, 100 * cfg.mlm_probability)
+    bar = tqdm(total=total, desc="mlm", unit="step", mininterval=1.0 if sys.stderr.isatty() else 30.0)
+    encoder.train()
+    step, epoch, running = 0, 0, 0.0
+    while step < total:
+        # epochs offset by 1000: a batch order unlike the fine-tune's first epochs over the same rows
+        for batch in length_grouped_batches(data.lengths, cfg.batch_size, cfg.seed, 1000 + epoch):
+            if step >= total:
+                break
+            opt.zero_grad(set_to_none=True)
+            value = _accumulate(encoder, head, data, batch, cfg, gen, pad_id, mask_id, special, vocab, autocast)
+            torch.nn.utils.clip_grad_norm_([*body, *own], 1.0)
+            opt.step()
+            sched.step()
+            step += 1
+            running = 0.98 * running + 0.02 * value if step > 1 else value
+            bar.update(1)
+            bar.set_postfix(loss=f"{running:.3f}", refresh=False)
+        epoch += 1
+    bar.close()
+    summary = {**wanted, "texts": len(data), "steps": step, "final_loss": running}
+    summary["seconds"] = time.perf_counter() - started
+    _save(encoder, folder, summary)
+    log.info("mlm: adapted in %.0f s, final loss %.3f", summary["seconds"], running)
+    return adapted, summary
+
+
+def _accumulate(
+    encoder: PreTrainedModel,
+    head: MaskedLmHead,
+    data: Encoded,
+    batch: list[int],
+    cfg: TrainConfig,
+    gen: torch.Generator,
+    pad_id: int,
+    mask_id: int,
+    special: torch.Tensor,
+    vocab: int,
+    autocast: bool,
+) -> float:
+    """One optimiser batch in token-bounded pieces; the loss is the mean over the batch's chosen tokens."""
+    pieces = []
+    for piece in micro_batches(batch, data.lengths, cfg.micro_batch_tokens):
+        ids, attention = pad([data.ids[i] for i in piece], pad_id)
+        candidates = ~torch.isin(ids, special) & attention.bool()
+        pieces.append((ids, attention, *choose(ids, candidates, gen, cfg.mlm_probability, mask_id, vocab)))
+    chosen = sum(int((targets != NOT_CHOSEN).sum()) for *_, targets in pieces)
+    total = 0.0
+    for _ids, attention, inputs, targets in pieces:
+        at = targets != NOT_CHOSEN
+        if not at.any():
+            continue
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            hidden = encoder(input_ids=inputs, attention_mask=attention).last_hidden_state
+            logits = head(hidden[at])
+        loss = nn.functional.cross_entropy(logits.float(), targets[at], reduction="sum") / chosen
+        loss.backward()
+        total += float(loss.detach())
+    return total
+
+
+def _save(encoder: PreTrainedModel, folder: Path, summary: dict[str, Any]) -> None:
+    """Write the encoder, then ``adaptation.json`` last: its presence means the folder is complete."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / DONE_FILE).unlink(missing_ok=True)
+    tmp = folder / "encoder.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    encoder.save_pretrained(tmp)
+    shutil.rmtree(folder / "encoder", ignore_errors=True)
+    tmp.replace(folder / "encoder")
+    (folder / DONE_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")
