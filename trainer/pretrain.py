@@ -110,13 +110,19 @@ def choose(
 
 
 def _settings(cfg: TrainConfig) -> dict[str, Any]:
+    """The settings an adapted encoder depends on: a resumed run reuses it only if they are all the same."""
     return {
         "epochs": cfg.mlm_epochs,
         "probability": cfg.mlm_probability,
+        "max_length": cfg.max_length,
+        "truncation": cfg.truncation,
+        "batch_size": cfg.batch_size,
         "lr": cfg.lr,
         "head_lr": cfg.head_lr,
-        "batch_size": cfg.batch_size,
-        "max_length": cfg.max_length,
+        "weight_decay": cfg.weight_decay,
+        "warmup_ratio": cfg.warmup_ratio,
+        "freeze_embeddings": cfg.freeze_embeddings,
+        "bf16": cfg.bf16,
         "seed": cfg.seed,
     }
 
