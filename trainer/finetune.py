@@ -33,6 +33,7 @@ class FineTune:
     digest: str
     tracker: Tracker
     resume: bool
+    steps_before: int = 0  # W&B steps already used before these fine-tunes (the masked-LM stage)
 
     def run(
         self, cfg: TrainConfig, ckpt_dir: Path, *, init_seed: int | None = None, prefix: str = "", step_offset: int = 0
@@ -51,13 +52,13 @@ class FineTune:
             net.encoder.get_input_embeddings().weight.requires_grad_(False)
 
         def on_log(metrics: dict[str, float], step: int) -> None:
-            self.tracker.log({prefix + k: v for k, v in metrics.items()}, step=step + step_offset)
+            self.tracker.log({prefix + k: v for k, v in metrics.items()}, step=self.steps_before + step_offset + step)
 
         def on_eval(epoch: int, step: int) -> None:
             """Validation accuracy (PyTorch, argmax) after each epoch, for the progress log and W&B only."""
             accs = {f"{prefix}epoch_val/{t}/accuracy": a for t, a in self.val_accuracy(net).items()}
             log.info("epoch %d (step %d): %s", epoch, step, accs)
-            self.tracker.log(accs, step=step + step_offset)
+            self.tracker.log(accs, step=self.steps_before + step_offset + step)
 
         summary = fit(
             net,

@@ -101,6 +101,7 @@ def adapt_encoder(
         mask_id=mask_id,
         special_ids=special_ids(enc.tok),
         resume=resume,
+        on_log=lambda metrics, step: tracker.log(metrics, step=step),
     )
     summary = {**summary, "sources": list(cfg.mlm_data), "excluded_evaluation_texts": texts.excluded}
     tracker.log({"mlm/final_loss": summary["final_loss"], "mlm/texts": summary["texts"]})
@@ -134,7 +135,9 @@ def run(cfg: TrainConfig, out: Path, *, resume: bool = False) -> ModelPackage:
         tune_base, adaptation = base, None
         if cfg.mlm_epochs:
             tune_base, adaptation = adapt_encoder(cfg, base, every_row, train_df, enc, out, resume, tracker)
-        tune = FineTune(tune_base, space, train_enc, val_enc, enc.pad_id, digest, tracker, resume)
+        # W&B steps only grow: the fine-tune's are counted on from the masked-LM stage's
+        offset = adaptation["steps"] if adaptation else 0
+        tune = FineTune(tune_base, space, train_enc, val_enc, enc.pad_id, digest, tracker, resume, offset)
         net, summary = tune.run(cfg, out / "checkpoints")
         summary["mlm"] = adaptation
         if cfg.soup_seeds:

@@ -29,7 +29,7 @@ import math
 import shutil
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,9 +138,11 @@ def adapt(
     mask_id: int,
     special_ids: set[int],
     resume: bool = False,
+    on_log: Callable[[dict[str, float], int], None] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Continue pretraining the ``base`` encoder on ``data.ids`` (labels unused); returns the folder of the
-    adapted encoder (``AutoModel`` loads it like any base) and the stage's summary (``adaptation.json``)."""
+    adapted encoder (``AutoModel`` loads it like any base) and the stage's summary (``adaptation.json``).
+    ``on_log(metrics, step)`` gets the loss and learning rate every 20 steps (W&B)."""
     if not len(data):
         raise DataError("no texts for masked-LM adaptation")
     done, adapted = folder / DONE_FILE, folder / "encoder"
@@ -191,6 +193,8 @@ def adapt(
             running = 0.98 * running + 0.02 * value if step > 1 else value
             bar.update(1)
             bar.set_postfix(loss=f"{running:.3f}", refresh=False)
+            if on_log and step % 20 == 0:
+                on_log({"mlm/loss": running, "mlm/lr": sched.get_last_lr()[0]}, step)
         epoch += 1
     bar.close()
     summary = {**wanted, "texts": len(data), "steps": step, "final_loss": running}

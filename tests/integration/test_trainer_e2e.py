@@ -130,6 +130,7 @@ def test_masked_lm_adaptation_trains_the_encoder_the_fine_tune_starts_from(
 
     from trainer import pipeline, pretrain
     from trainer.model import MultiTaskModel, default_base_model, load_encoder
+    from trainer.tracking import Tracker
 
     shared = pd.read_csv(DATA)
     val_text = shared.loc[shared["split"] == "val", "Consumer complaint narrative"].iloc[0]
@@ -147,15 +148,17 @@ def test_masked_lm_adaptation_trains_the_encoder_the_fine_tune_starts_from(
         return texts
 
     monkeypatch.setattr(pretrain, "corpus", spy)
+    steps: list[tuple[str, int | None]] = []
+    monkeypatch.setattr(Tracker, "log", lambda self, m, step=None: steps.extend((k, step) for k in m))
     monkeypatch.setenv("WANDB_SILENT", "true")
     cfg = short_run(
         limit_rows=48,
         max_length=32,
-        max_steps=2,
+        max_steps=20,
         check_rows=16,
         min_int8_agreement=0.0,
         wandb_mode="disabled",
-        mlm_epochs=0.5,
+        mlm_epochs=5,
         mlm_data=str(archive),
     )
     run = tmp_path / "run"
@@ -163,7 +166,9 @@ def test_masked_lm_adaptation_trains_the_encoder_the_fine_tune_starts_from(
 
     assert "My XXXX card was charged twice." in seen and val_text not in seen
     summary = json.loads((run / "checkpoints-mlm" / pretrain.DONE_FILE).read_text())
-    assert summary["steps"] == 2 and summary["texts"] == len(seen)  # 0.5 epoch of ceil(49 / 16) = 4 batches
+    assert summary["steps"] == 20 and summary["texts"] == len(seen)  # 5 epochs of ceil(49 / 16) = 4 batches
+    # W&B steps only grow: the fine-tune's first loss point comes after the stage's last
+    assert ("mlm/loss", 20) in steps and ("train/loss", 40) in steps
     assert summary["final_loss"] > 0
     adaptation = pkg.manifest["lineage"]["adaptation"]
     assert adaptation["method"] == "masked-lm" and adaptation["corpus_digest"] == summary["corpus_digest"]
@@ -176,7 +181,7 @@ def test_masked_lm_adaptation_trains_the_encoder_the_fine_tune_starts_from(
     assert not torch.equal(base[layer], adapted[layer])  # the stage trained the encoder
     assert torch.equal(base["embeddings.word_embeddings.weight"], adapted["embeddings.word_embeddings.weight"])
     tuned = MultiTaskModel.load(run / "work").state_dict()
-    # the fine-tune moved on from the adapted weights, not from the base ones: 2 small steps stay closer
+    # the fine-tune moved on from the adapted weights, not from the base ones: it stays closer to them
     assert (tuned["encoder." + layer] - adapted[layer]).norm() < (tuned["encoder." + layer] - base[layer]).norm()
 
     stamp = (run / "checkpoints-mlm" / pretrain.DONE_FILE).stat().st_mtime_ns

@@ -99,9 +99,14 @@ def test_adapt_learns_the_masked_tokens() -> None:
         base = tiny_base(Path(tmp) / "base")
         data = Encoded(ids=[[1, *range(10, 40), 2]] * 64, labels={})
         cfg = TrainConfig(batch_size=16, mlm_epochs=40, bf16="off", lr=1e-2, head_lr=1e-1, warmup_ratio=0.0)
+        logged: list[tuple[dict[str, float], int]] = []
         kwargs = {"digest": "d", "pad_id": 0, "mask_id": 3, "special_ids": {1, 2, 3}}
-        _, summary = pretrain.adapt(base, data, cfg, Path(tmp) / "mlm", **kwargs)
+        _, summary = pretrain.adapt(
+            base, data, cfg, Path(tmp) / "mlm", on_log=lambda m, s: logged.append((m, s)), **kwargs
+        )
     assert summary["final_loss"] < 0.3 * math.log(200)
+    assert [s for _, s in logged] == list(range(20, 161, 20))  # the loss curve, for W&B
+    assert logged[-1][0]["mlm/loss"] == summary["final_loss"] and logged[0][0]["mlm/loss"] > summary["final_loss"]
 
 
 def test_mlm_settings_are_checked_and_sources_become_a_tuple(tmp_path: Path) -> None:
