@@ -27,6 +27,14 @@ def short_run(**changes: object) -> TrainConfig:
     return cfg.replace(**changes)
 
 
+def smallest_run(**changes: object) -> TrainConfig:
+    """The fewest rows, tokens and steps that still pass every stage, without W&B: for tests of one stage."""
+    cfg = short_run(
+        limit_rows=48, max_length=32, max_steps=2, check_rows=16, min_int8_agreement=0.0, wandb_mode="disabled"
+    )
+    return cfg.replace(**changes)
+
+
 @pytest.mark.skipif(not DATA.is_file(), reason="shared CFPB data not present")
 def test_train_export_package_compare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from trainer import pipeline, splits
@@ -89,15 +97,7 @@ def test_a_soup_publishes_the_mean_of_its_ingredients(tmp_path: Path, monkeypatc
     from trainer.model import MultiTaskModel
 
     monkeypatch.setenv("WANDB_SILENT", "true")
-    cfg = short_run(
-        limit_rows=48,
-        max_length=32,
-        max_steps=2,
-        check_rows=16,
-        min_int8_agreement=0.0,
-        wandb_mode="disabled",
-        soup_seeds=(14,),
-    )
+    cfg = smallest_run(soup_seeds=(14,))
     run = tmp_path / "run"
     pipeline.run(cfg, run)
 
@@ -151,16 +151,7 @@ def test_masked_lm_adaptation_trains_the_encoder_the_fine_tune_starts_from(
     steps: list[tuple[str, int | None]] = []
     monkeypatch.setattr(Tracker, "log", lambda self, m, step=None: steps.extend((k, step) for k in m))
     monkeypatch.setenv("WANDB_SILENT", "true")
-    cfg = short_run(
-        limit_rows=48,
-        max_length=32,
-        max_steps=20,
-        check_rows=16,
-        min_int8_agreement=0.0,
-        wandb_mode="disabled",
-        mlm_epochs=5,
-        mlm_data=str(archive),
-    )
+    cfg = smallest_run(max_steps=20, mlm_epochs=5, mlm_data=str(archive))
     run = tmp_path / "run"
     pkg = pipeline.run(cfg, run)
 
