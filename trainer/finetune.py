@@ -47,8 +47,8 @@ class FineTune:
             # run keeps the random stream build() left, so a run without a soup is the same as before.
             torch.manual_seed(cfg.seed)
         if cfg.freeze_embeddings:
-            # The 30k x hidden word-embedding matrix is most of the parameters and most of AdamW's step time;
-            # 7k complaints cannot improve general word vectors much, so it stays as pretrained.
+            # The 30k x hidden word-embedding matrix is half the parameters; training it changed 16 of 1,591
+            # validation team decisions, 8 each way (docs/trainer.md), so it stays as pretrained.
             net.encoder.get_input_embeddings().weight.requires_grad_(False)
 
         def on_log(metrics: dict[str, float], step: int) -> None:

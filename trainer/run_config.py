@@ -35,7 +35,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
     dropout: float = 0.1
-    freeze_embeddings: bool = True  # word embeddings stay pretrained (speed; little to gain on 7k rows)
+    freeze_embeddings: bool = True  # word embeddings stay pretrained (training them: no gain on val)
     bf16: str = "auto"  # "auto": bfloat16 autocast when the CPU has native bf16 (AVX512-BF16/AMX), "on", "off"
     class_weight_power: float = 0.5  # 0: none, 1: inverse frequency ("balanced"), 0.5: its square root
     task_weights: dict[str, float] = field(default_factory=lambda: {"team": 1.0, "issue": 1.0, "vulnerable": 1.0})
