@@ -193,7 +193,7 @@ def predict(
     return {t: np.concatenate(p)[inverse] for t, p in parts.items()}
 
 
-def _save(path: Path, state: dict[str, Any]) -> None:
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -310,7 +310,7 @@ def fit(
         log.info("train: resumed at step %d (epoch %d, batch %d)", step, epoch, done_in_epoch)
 
     def checkpoint() -> None:
-        _save(
+        save_checkpoint(
             ckpt,
             {
                 "model": model.state_dict(),

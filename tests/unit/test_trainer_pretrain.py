@@ -85,6 +85,45 @@ def test_adapt_trains_the_encoder_saves_it_and_a_resumed_run_reuses_it(tmp_path:
     assert redone["corpus_digest"] == "d2"
 
 
+def test_an_interrupted_stage_resumes_to_the_weights_of_one_that_never_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from trainer import pretrain
+    from trainer.model import load_encoder
+    from trainer.run_config import TrainConfig
+    from trainer.train import Encoded
+
+    base = tiny_base(tmp_path / "base")
+    data = Encoded(ids=[[1, *range(10 + i, 30 + i), 2] for i in range(40)], labels={})
+    cfg = TrainConfig(batch_size=8, mlm_epochs=2, bf16="off", lr=1e-3, head_lr=1e-2, checkpoint_every=3)
+    kwargs = {"digest": "d", "pad_id": 0, "mask_id": 3, "special_ids": {1, 2, 3}}
+    whole_dir, whole = pretrain.adapt(base, data, cfg, tmp_path / "whole", **kwargs)
+    assert not (tmp_path / "whole" / pretrain.CHECKPOINT).exists()  # the saved encoder supersedes it
+
+    real, calls = pretrain._accumulate, []
+
+    def killed_at_step_8(*args: object) -> float:
+        calls.append(1)
+        if len(calls) == 8:  # in epoch 2 (5 batches an epoch), two steps after the checkpoint at step 6
+            raise RuntimeError("node lost")
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pretrain, "_accumulate", killed_at_step_8)
+    with pytest.raises(RuntimeError, match="node lost"):
+        pretrain.adapt(base, data, cfg, tmp_path / "cut", **kwargs)
+    assert (tmp_path / "cut" / pretrain.CHECKPOINT).is_file() and not (tmp_path / "cut" / pretrain.DONE_FILE).exists()
+    monkeypatch.setattr(pretrain, "_accumulate", real)
+    cut_dir, cut = pretrain.adapt(base, data, cfg, tmp_path / "cut", resume=True, **kwargs)
+
+    assert cut["steps"] == whole["steps"] == 10 and cut["final_loss"] == whole["final_loss"]
+    a, b = load_encoder(whole_dir).state_dict(), load_encoder(cut_dir).state_dict()
+    # masks, dropout, optimiser and batch order all picked up (AutoModel gives the tiny encoder, saved without
+    # a pooler, a fresh random one at each load: it is not trained, so it is left out)
+    assert all(torch.equal(a[k], b[k]) for k in a if not k.startswith("pooler."))
+
+
 def test_adapt_learns_the_masked_tokens() -> None:
     """On a corpus of one repeated sentence the masked tokens become predictable: the loss falls far below
     the uniform guess (ln 200)."""
