@@ -23,7 +23,7 @@ import json
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -221,18 +221,8 @@ def load_feedback(path: Path, space: LabelSpace) -> tuple[pd.DataFrame, LoadRepo
     """The promoter's JSONL export of feedback joined with complaint text; labels decided by people."""
     report = LoadReport(str(path))
     rows = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc}") from exc
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    for rec in _json_lines(path):
         report.rows_in += 1
-        try:
-            rec = json.loads(line)
-        except ValueError as exc:
-            raise DataError(f"{path}:{n}: not JSON ({exc})") from exc
         text, team = _clean_text(rec.get("text")), _clean_text(rec.get("team"))
         if not text:
             report.dropped["empty_text"] += 1
@@ -247,25 +237,18 @@ def load_feedback(path: Path, space: LabelSpace) -> tuple[pd.DataFrame, LoadRepo
 def load_texts(source: str) -> list[str]:
     """The non-empty narratives of any source ``load_source`` reads, labels ignored (masked-LM adaptation
     reads unlabelled archives such as the shared ``unlabelled.csv.gz``)."""
-    path = Path(source)
-    if source.startswith("hf:") or path.is_dir():
+    kind = _kind(source)
+    records: list[dict[str, Any]]
+    if kind == "dataset":
         import datasets
 
         ds = _read_dataset(source)
         parts = ds.values() if isinstance(ds, datasets.DatasetDict) else [ds]
         records = [rec for part in parts for rec in _renamed(part, part.column_names)]
-    elif not path.is_file():
-        raise DataError(f"no such data source: {source}")
-    elif path.name.endswith(".jsonl"):
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-            records = [json.loads(line) for line in lines if line.strip()]
-        except (OSError, ValueError) as exc:
-            raise DataError(f"cannot read {path}: {exc}") from exc
-        if not all(isinstance(r, dict) for r in records):
-            raise DataError(f"{path}: every line must be a JSON object with a text field")
+    elif kind == "jsonl":
+        records = _json_lines(Path(source))
     else:
-        df = _read_table(path)
+        df = _read_table(Path(source))
         records = list(_renamed(df.to_dict("records"), df.columns))
     texts = [t for t in (_clean_text(r.get("text")) for r in records) if t]
     log.info("data: %s: %d texts of %d records", source, len(texts), len(records))
@@ -274,14 +257,40 @@ def load_texts(source: str) -> list[str]:
 
 def load_source(source: str, space: LabelSpace) -> tuple[pd.DataFrame, LoadReport]:
     """Dispatch on the path: ``hf:`` or a dataset folder, ``.jsonl``, else a table file."""
+    kind = _kind(source)
+    if kind == "dataset":
+        return load_hf(source, space)
+    if kind == "jsonl":
+        return load_feedback(Path(source), space)
+    return load_table(Path(source), space)
+
+
+def _kind(source: str) -> str:
+    """``dataset`` (``hf:`` or a folder), ``jsonl`` or ``table``; a path that is neither is an error."""
     path = Path(source)
-    loader: Callable[[], tuple[pd.DataFrame, LoadReport]]
     if source.startswith("hf:") or path.is_dir():
-        loader = lambda: load_hf(source, space)  # noqa: E731
-    elif not path.is_file():
+        return "dataset"
+    if not path.is_file():
         raise DataError(f"no such data source: {source}")
-    elif path.name.endswith(".jsonl"):
-        loader = lambda: load_feedback(path, space)  # noqa: E731
-    else:
-        loader = lambda: load_table(path, space)  # noqa: E731
-    return loader()
+    return "jsonl" if path.name.endswith(".jsonl") else "table"
+
+
+def _json_lines(path: Path) -> list[dict[str, Any]]:
+    """The objects of a JSON Lines file, blank lines skipped; a line that is not a JSON object is an error
+    naming its line number."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc}") from exc
+    records = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError as exc:
+            raise DataError(f"{path}:{n}: not JSON ({exc})") from exc
+        if not isinstance(rec, dict):
+            raise DataError(f"{path}:{n}: not a JSON object")
+        records.append(rec)
+    return records
