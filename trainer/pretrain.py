@@ -65,21 +65,21 @@ def corpus(train_texts: Iterable[str], extra_texts: Iterable[str], evaluation_te
     """The adaptation texts: training rows first, then ``extra_texts``, each normalised text once, none equal
     to an evaluation (val, test or holdout) text."""
     banned = {splits.text_key(t) for t in evaluation_texts}
-    seen: set[str] = set()
-    texts, excluded = [], 0
+    kept: dict[str, str] = {}  # normalised-text key -> the first text with it, in order
+    excluded = 0
     for text in (*train_texts, *extra_texts):
         key = splits.text_key(text)
         if key in banned:
             excluded += 1
-        elif key not in seen and text.strip():
-            seen.add(key)
-            texts.append(text)
-    digest = hashlib.sha256("\n".join(sorted(splits.text_key(t) for t in texts)).encode()).hexdigest()
-    return Corpus(texts, digest, excluded)
+        elif key not in kept and text.strip():
+            kept[key] = text
+    digest = hashlib.sha256("\n".join(sorted(kept)).encode()).hexdigest()
+    return Corpus(list(kept.values()), digest, excluded)
 
 
 class MaskedLmHead(nn.Module):
-    """BERT's prediction head over an encoder: transform, then logits tied to the input word embeddings."""
+    """BERT's prediction head: transform, then logits against the word embeddings passed in (tied, not
+    owned: the head's state, and so each checkpoint, leaves out the 30k x hidden matrix the encoder holds)."""
 
     def __init__(self, encoder: PreTrainedModel) -> None:
         super().__init__()
@@ -87,11 +87,10 @@ class MaskedLmHead(nn.Module):
         self.transform = nn.Sequential(
             nn.Linear(hidden, hidden), nn.GELU(), nn.LayerNorm(hidden, eps=encoder.config.layer_norm_eps)
         )
-        self.words = encoder.get_input_embeddings()
         self.bias = nn.Parameter(torch.zeros(int(encoder.config.vocab_size)))
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.transform(hidden) @ self.words.weight.T + self.bias
+    def forward(self, hidden: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
+        return self.transform(hidden) @ words.T + self.bias
 
 
 def choose(
@@ -265,7 +264,7 @@ def _accumulate(
             continue
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             hidden = encoder(input_ids=inputs, attention_mask=attention).last_hidden_state
-            logits = head(hidden[at])
+            logits = head(hidden[at], encoder.get_input_embeddings().weight)
         loss = nn.functional.cross_entropy(logits.float(), targets[at], reduction="sum") / chosen
         loss.backward()
         total += float(loss.detach())
