@@ -17,7 +17,7 @@ from typing import Any
 
 from consumer.errors import AllocationError, ConfigError, InputError
 from trainer.paths import DEFAULT_DATA
-from trainer.run_config import TrainConfig
+from trainer.run_config import SOURCE_FIELDS, TrainConfig
 
 
 def _tiny(args: argparse.Namespace) -> int:
@@ -110,7 +110,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(TrainConfig):
         names = sorted({f"--{f.name}", f"--{f.name.replace('_', '-')}"}, key=len)
         default = TrainConfig().__getattribute__(f.name)
-        if f.name in ("data", "mlm_data"):
+        if f.name in SOURCE_FIELDS:
             parser.add_argument(*names, dest=f.name, action="append", help=f"{f.name} source (repeatable)")
             continue
         kind = _bool if isinstance(default, bool) else _json if isinstance(default, dict | tuple) else type(default)

@@ -15,6 +15,9 @@ from typing import Any
 from consumer.errors import ConfigError
 from trainer.paths import DEFAULT_DATA
 
+# Fields that hold data sources: one path or a list of them becomes a tuple, and each is a repeatable flag.
+SOURCE_FIELDS = ("data", "mlm_data")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -86,7 +89,7 @@ class TrainConfig:
         unknown = set(changes) - known
         if unknown:
             raise ConfigError(f"unknown training settings: {sorted(unknown)}")
-        for name in ("data", "mlm_data"):  # one source or a list of them
+        for name in SOURCE_FIELDS:
             if isinstance(changes.get(name), str | list):
                 sources = changes[name]
                 changes[name] = (sources,) if isinstance(sources, str) else tuple(sources)
