@@ -39,7 +39,8 @@ class FineTune:
         self, cfg: TrainConfig, ckpt_dir: Path, *, init_seed: int | None = None, prefix: str = "", step_offset: int = 0
     ) -> tuple[model.MultiTaskModel, dict[str, Any]]:
         """One fine-tune: heads initialised from ``init_seed`` (default ``cfg.seed``); batch order from
-        ``cfg.seed``. Metrics are logged under ``prefix`` at ``step + step_offset`` (W&B steps only grow)."""
+        ``cfg.seed``. Metrics are logged under ``prefix`` at ``step + step_offset`` (W&B steps only grow). The
+        summary has ``val_accuracy`` when the last epoch's evaluation was of the final weights."""
         init = cfg.seed if init_seed is None else init_seed
         net = model.build(model.load_encoder(self.base), self.space.tasks, init, dropout=cfg.dropout)
         if init != cfg.seed:
@@ -54,9 +55,12 @@ class FineTune:
         def on_log(metrics: dict[str, float], step: int) -> None:
             self.tracker.log({prefix + k: v for k, v in metrics.items()}, step=self.steps_before + step_offset + step)
 
+        last: dict[str, Any] = {}
+
         def on_eval(epoch: int, step: int) -> None:
-            """Validation accuracy (PyTorch, argmax) after each epoch, for the progress log and W&B only."""
-            accs = {f"{prefix}epoch_val/{t}/accuracy": a for t, a in self.val_accuracy(net).items()}
+            """Validation accuracy (PyTorch, argmax) after each epoch, for the progress log and W&B."""
+            last.update(step=step, accuracy=self.val_accuracy(net))
+            accs = {f"{prefix}epoch_val/{t}/accuracy": a for t, a in last["accuracy"].items()}
             log.info("epoch %d (step %d): %s", epoch, step, accs)
             self.tracker.log(accs, step=self.steps_before + step_offset + step)
 
@@ -71,6 +75,8 @@ class FineTune:
             on_log=on_log,
             on_eval=on_eval,
         )
+        if last.get("step") == summary["steps"]:  # no update after the last evaluation: spare the soup a rerun
+            summary["val_accuracy"] = last["accuracy"]
         return net, summary
 
     def soup(
@@ -78,7 +84,7 @@ class FineTune:
     ) -> tuple[model.MultiTaskModel, dict[str, Any]]:
         """Fine-tune one ingredient per ``cfg.soup_seeds`` from ``net``'s initialisation and average them all
         into ``net`` (uniform soup). The summary keeps each ingredient's and the soup's validation accuracy."""
-        ingredients = {str(cfg.seed): {**summary, "val_accuracy": self.val_accuracy(net)}}
+        ingredients = {str(cfg.seed): self._with_val_accuracy(net, summary)}
         others = []
         for i, seed in enumerate(cfg.soup_seeds, start=1):
             other, part = self.run(
@@ -88,13 +94,18 @@ class FineTune:
                 prefix=f"soup/{seed}/",
                 step_offset=i * summary["planned_steps"],
             )
-            ingredients[str(seed)] = {**part, "val_accuracy": self.val_accuracy(other)}
+            ingredients[str(seed)] = self._with_val_accuracy(other, part)
             others.append(other)
         model.average_into(net, others)
         accuracy = self.val_accuracy(net)  # predict() leaves the soup in eval mode for export
         log.info("soup of seeds %s: validation accuracy %s", list(ingredients), accuracy)
         self.tracker.log({f"soup/epoch_val/{t}/accuracy": a for t, a in accuracy.items()})
         return net, {**summary, "soup": {"ingredients": ingredients, "val_accuracy": accuracy}}
+
+    def _with_val_accuracy(self, net: model.MultiTaskModel, summary: dict[str, Any]) -> dict[str, Any]:
+        """``summary`` with the final weights' validation accuracy: the one ``run`` kept from the last epoch's
+        evaluation, or (a run stopped between epoch ends, or resumed already finished) a fresh one."""
+        return {**summary, "val_accuracy": summary.get("val_accuracy") or self.val_accuracy(net)}
 
     def val_accuracy(self, net: model.MultiTaskModel) -> dict[str, float]:
         probs = predict(net, self.val, self.pad_id)

@@ -332,3 +332,29 @@ def test_average_into_is_the_mean_of_the_float_weights_only() -> None:
     wider = model.build(model.tiny_encoder(0, vocab_size=64), {**labels, "team": ("a", "b", "c", "d")}, 0)
     with pytest.raises(ModelError, match=r"heads\.team"):
         model.average_into(nets[0], [wider])
+
+
+def test_a_fine_tune_keeps_its_last_epoch_evaluation_only_when_it_is_of_the_final_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The soup reads each ingredient's validation accuracy from ``run``'s summary instead of predicting again;
+    that is only right when no update came after the last epoch's evaluation."""
+    from trainer import model
+    from trainer.finetune import FineTune
+    from trainer.labels import load_label_space
+    from trainer.tracking import Tracker
+    from trainer.train import Encoded
+
+    space = load_label_space()
+    ids, _ = data(16)
+    rng = np.random.default_rng(1)
+    labels = {t: rng.integers(0, len(names), 16) for t, names in space.tasks.items()}
+    monkeypatch.setattr(model, "load_encoder", lambda base: model.tiny_encoder(0))
+    tune = FineTune("tiny", space, Encoded(ids, labels), Encoded(ids, labels), 0, "d", Tracker(None), False)
+    cfg = TrainConfig(batch_size=8, epochs=2, checkpoint_every=0, bf16="off", threads=1)
+
+    net, summary = tune.run(cfg, tmp_path / "whole")  # 4 steps, evaluated at 2 and 4
+    assert summary["val_accuracy"] == tune.val_accuracy(net)
+    net, stopped = tune.run(cfg.replace(max_steps=3), tmp_path / "stopped")  # evaluated at 2, stopped at 3
+    assert "val_accuracy" not in stopped
+    assert tune._with_val_accuracy(net, stopped)["val_accuracy"] == tune.val_accuracy(net)
