@@ -31,6 +31,18 @@ def cpu_limit() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
 
+def load_tokenizer(package: ModelPackage) -> Tokenizer:
+    """The package's tokenizer with its padding and truncation off: the long-text policy works on ids, and
+    batches are padded per length bucket. A file that does not load is a ``PackageError``."""
+    try:
+        tok = Tokenizer.from_file(str(package.tokenizer_path))
+    except Exception as exc:  # tokenizers raises bare Exception subclasses
+        raise PackageError(f"{package.ref}: tokenizer does not load: {exc}") from exc
+    tok.no_padding()
+    tok.no_truncation()
+    return tok
+
+
 @dataclass(frozen=True)
 class Encoded:
     """Token ids of one text after the package's long-text policy."""
@@ -46,12 +58,7 @@ class TextEncoder:
         self.max_length = package.max_length
         self.policy = package.truncation
         self.key = self.key_of(package)
-        try:
-            self._tok = Tokenizer.from_file(str(package.tokenizer_path))
-        except Exception as exc:  # tokenizers raises bare Exception subclasses
-            raise PackageError(f"{package.ref}: tokenizer does not load: {exc}") from exc
-        self._tok.no_padding()
-        self._tok.no_truncation()
+        self._tok = load_tokenizer(package)
 
     @staticmethod
     def key_of(package: ModelPackage) -> tuple[str, int, str]:

@@ -16,7 +16,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from consumer.errors import PackageError
-from consumer.inference import TextEncoder
+from consumer.inference import TextEncoder, load_tokenizer
 from consumer.package import ModelPackage
 
 # BERT-family special tokens; a package whose tokenizer lacks [MASK] masks with [UNK] instead
@@ -76,12 +76,7 @@ class PackageTokens:
     def __init__(self, package: ModelPackage, encoder: TextEncoder) -> None:
         self.encoder = encoder
         self.policy = package.truncation
-        try:
-            self._tok = Tokenizer.from_file(str(package.tokenizer_path))
-        except Exception as exc:  # tokenizers raises bare Exception subclasses
-            raise PackageError(f"{package.ref}: tokenizer does not load: {exc}") from exc
-        self._tok.no_padding()
-        self._tok.no_truncation()
+        self._tok = load_tokenizer(package)
         self.mask_id = _first_id(self._tok, MASK_CANDIDATES, package.ref)
         self.mask_token = str(self._tok.id_to_token(self.mask_id))
         self.sep_id = _first_id(self._tok, SEP_CANDIDATES, package.ref)

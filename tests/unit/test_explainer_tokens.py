@@ -108,3 +108,17 @@ def test_shap_text_masker_features_are_the_text_tokens(tiny: Path) -> None:
     assert full[3] == view.ids[3], "the unmasked feature keeps its id"
     assert all(full[i] == tokens.mask_id for i in range(1, len(full) - 1) if i != 3)
     assert tokens.mask_token == "[MASK]"
+
+
+def test_a_tokenizer_that_does_not_load_is_a_package_error_in_the_consumer_and_the_explainer(
+    tiny: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "pkg"
+    shutil.copytree(tiny, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / manifest["tokenizer"]["file"]).write_text('{"model": "not a tokenizer"}')
+    package = write_manifest(out, manifest)  # the digests are right: only the tokenizer is broken
+    with pytest.raises(PackageError, match=f"{package.ref}: tokenizer does not load"):
+        TextEncoder(package)
+    with pytest.raises(PackageError, match="tokenizer does not load"):
+        PackageTokens(package, TextEncoder(load_package(tiny)))
