@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from consumer import kafka, logs, store
 from consumer.errors import BrokerError
-from consumer.health import HealthServer
+from consumer.health import HealthServer, heartbeat
 from consumer.hooks import LoopHooks
 from consumer.inference import cpu_limit
 from consumer.loop import Loop, Topics
@@ -61,10 +61,7 @@ def consume(settings: ConsumerSettings, stop: threading.Event | None = None) -> 
         metrics.up.set(1 if ok else 0)
         return ok, "serving" if ok else "no model plan yet (no strategy in Redis and no ALLOCATOR_MODEL_DIR)"
 
-    def live() -> tuple[bool, str]:
-        stalled = time.monotonic() - hooks.last_beat
-        return stalled < 120, f"loop last beat {stalled:.1f}s ago"
-
+    live = heartbeat(lambda: hooks.last_beat)
     health = HealthServer(settings.metrics_port, registry, live, ready).start()
 
     def on_signal(*_: object) -> None:

@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+# A loop iteration (poll, score, commit) takes seconds at most; one that has not come round in two minutes is
+# stuck (e.g. kafka-python waiting without a deadline on a broker that is gone), and the kubelet restarts it.
+STALL_S = 120.0
+
+
+def heartbeat(last_beat: Callable[[], float], stall_s: float = STALL_S) -> Callable[[], tuple[bool, str]]:
+    """A liveness check of a poll loop: alive while ``last_beat()`` (a ``time.monotonic()`` reading) is
+    less than ``stall_s`` old."""
+
+    def live() -> tuple[bool, str]:
+        stalled = time.monotonic() - last_beat()
+        return stalled < stall_s, f"loop last beat {stalled:.1f}s ago"
+
+    return live
 
 
 class HealthServer:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-import time
 
 import redis
 from kafka import KafkaConsumer
 from prometheus_client import CollectorRegistry
 
 from consumer import kafka, logs, store
-from consumer.health import HealthServer
+from consumer.health import HealthServer, heartbeat
 from consumer.metrics import PromoterMetrics
 from consumer.promoter.evaluate import Evaluator, Policy
 from consumer.promoter.hooks import PromoterHooks
@@ -103,10 +102,7 @@ def promote(settings: PromoterSettings, stop: threading.Event | None = None) -> 
         metrics.up.set(1 if ok else 0)
         return ok, "promoting" if ok else "waiting for partitions or Redis"
 
-    def live() -> tuple[bool, str]:
-        stalled = time.monotonic() - hooks.last_beat
-        return stalled < 120, f"loop last beat {stalled:.1f}s ago"
-
+    live = heartbeat(lambda: hooks.last_beat)
     health = HealthServer(settings.metrics_port, registry, live, ready).start()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
