@@ -175,8 +175,18 @@ EOF
   say "started Kafka $KAFKA_VERSION (pid $!) on 127.0.0.1:$port, waiting for it to answer"
 }
 
-cluster_id() {   # what `kafka-storage.sh random-uuid` prints: 16 random bytes, base64url, no padding
-  "$PYTHON" -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))'
+# What `kafka-storage.sh random-uuid` prints: 16 random bytes, base64url, no padding. Like Kafka's
+# Uuid.randomUuid(), draw again when it starts with "-": 1 start in 64 would otherwise hand the storage tool
+# an id that its argument parser takes for an option ("argument --cluster-id/-t: expected one argument").
+cluster_id() {
+  "$PYTHON" - <<'EOF'
+import base64
+import uuid
+
+while (cid := base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")).startswith("-"):
+    pass
+print(cid)
+EOF
 }
 
 # A broker that listens is not yet ready: wait until a client gets metadata from it (or, before
