@@ -2,8 +2,8 @@
 baseline vs the human team, on the test split and on the holdout.
 
 The model is trained with ``trainer/config/train.default.yaml`` on train/val, or reused from the cache:
-``$CA_CACHE_DIR/models/default`` (the package; ``default.key`` next to it names the config + dataset
-digest it was built from) or a finished run under ``$CA_CACHE_DIR/runs/default-<key>``. The baseline is
+``$CA_CACHE_DIR/models/default`` (the package; ``default.key`` next to it names the learning settings +
+dataset digest it was built from, not where the data lies) or a finished run under ``$CA_CACHE_DIR/runs/default-<key>``. The baseline is
 trained on the same train rows, its vulnerable threshold calibrated on val with the same policy, so the
 comparison is like for like. The holdout is only scored here, never used to fit or tune anything.
 Prints a table; the last line is one JSON object with every figure.
@@ -42,10 +42,14 @@ OPERATIONAL = {
     "registry_collection",
     "version",
 }
+# Where the labelled data lives is not what it holds: the key has the dataset digest instead, so a clone in
+# another folder (or CA_DATA pointing at a copy) reuses the cached model.
+LOCATION = {"data"}
 
 
 def cache_key(cfg: TrainConfig, dataset_digest: str) -> str:
-    config = {k: v for k, v in cfg.as_dict().items() if k not in OPERATIONAL}
+    """Names what a run learns from: the learning settings and the rows' digest, not how or where it runs."""
+    config = {k: v for k, v in cfg.as_dict().items() if k not in OPERATIONAL | LOCATION}
     blob = json.dumps({"config": config, "data": dataset_digest}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
