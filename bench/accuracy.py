@@ -3,10 +3,11 @@ baseline vs the human team, on the test split and on the holdout.
 
 The model is trained with ``trainer/config/train.default.yaml`` on train/val, or reused from the cache:
 ``$CA_CACHE_DIR/models/default`` (the package; ``default.key`` next to it names the learning settings +
-dataset digest it was built from, not where the data lies) or a finished run under ``$CA_CACHE_DIR/runs/default-<key>``. The baseline is
-trained on the same train rows, its vulnerable threshold calibrated on val with the same policy, so the
-comparison is like for like. The holdout is only scored here, never used to fit or tune anything.
-Prints a table; the last line is one JSON object with every figure.
+dataset digest it was built from, not where the data lies) or a finished run under
+``$CA_CACHE_DIR/runs/default-<key>``. The baseline is trained on the same train rows, its vulnerable
+threshold calibrated on val with the same policy, so the comparison is like for like. The holdout is only
+scored here, never used to fit or tune anything. Prints a table; the last line is one JSON object with every
+figure.
 """
 
 from __future__ import annotations
