@@ -15,9 +15,10 @@ Contract:
 - ``adapt``: trains a copy of the base encoder and saves it to ``<folder>/encoder`` with ``adaptation.json``
   (digest, settings, loss) written last, so a folder with ``adaptation.json`` is complete. A resumed run that
   finds a complete folder for the same base, digest and settings uses it instead of training again; an
-  interrupted stage continues from its last checkpoint (``last.pt`` every ``checkpoint_every`` steps:
-  encoder, head, optimiser, scheduler, both random streams and the position in the epoch), so a resumed
-  stage ends with the same weights as one that never stopped.
+  interrupted stage continues from its last checkpoint (``last.pt`` every ``checkpoint_every`` steps and at
+  each epoch's end: encoder, head, optimiser, scheduler, both random streams, the position in the epoch and
+  the smoothed loss), so a resumed stage ends with the same weights and loss as one that never stopped. The
+  step loop is ``trainer.loop``'s, the fine-tune's own.
 - Logits are computed at the chosen positions only: a full 30k-way output for every token of a batch would
   cost more than the encoder itself.
 """
@@ -29,7 +30,6 @@ import json
 import logging
 import math
 import shutil
-import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -38,11 +38,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
-from trainer import model, splits
+from trainer import loop, model, splits
 from trainer.errors import DataError
+from trainer.loop import Position
 from trainer.run_config import TrainConfig
 from trainer.train import Encoded, length_grouped_batches, micro_batches, pad, save_checkpoint, use_bf16
 
@@ -180,51 +180,40 @@ def adapt(
     log.info("mlm: %d texts, %d steps, masking %.0f%%", len(data), total, 100 * cfg.mlm_probability)
     parts = {"encoder": encoder, "head": head, "optimizer": opt, "scheduler": sched}
     ckpt = folder / CHECKPOINT
-    pos = _restore(ckpt, wanted, parts, gen) if resume and ckpt.is_file() else None
-    step, epoch, done_in_epoch, running = pos or (0, 0, 0, 0.0)
+    pos = (_restore(ckpt, wanted, parts, gen) if resume and ckpt.is_file() else None) or Position()
 
     def checkpoint() -> None:
         state = {name: part.state_dict() for name, part in parts.items()}
-        position = {"step": step, "epoch": epoch, "batch_in_epoch": done_in_epoch, "running": running}
         save_checkpoint(
-            ckpt, {**state, **position, "wanted": wanted, "rng": torch.get_rng_state(), "gen": gen.get_state()}
+            ckpt, {**state, **pos.state(), "wanted": wanted, "rng": torch.get_rng_state(), "gen": gen.get_state()}
         )
 
-    bar = tqdm(total=total, initial=step, desc="mlm", unit="step", mininterval=1.0 if sys.stderr.isatty() else 30.0)
     encoder.train()
-    while step < total:
+    loop.run(
+        pos,
+        total,
         # epochs offset by 1000: a batch order unlike the fine-tune's first epochs over the same rows
-        for batch in length_grouped_batches(data.lengths, cfg.batch_size, cfg.seed, 1000 + epoch)[done_in_epoch:]:
-            if step >= total:
-                break
-            opt.zero_grad(set_to_none=True)
-            value = _accumulate(encoder, head, data, batch, cfg, gen, pad_id, mask_id, special, vocab, autocast)
-            torch.nn.utils.clip_grad_norm_([*body, *own], 1.0)
-            opt.step()
-            sched.step()
-            step, done_in_epoch = step + 1, done_in_epoch + 1
-            running = 0.98 * running + 0.02 * value if step > 1 else value
-            bar.update(1)
-            bar.set_postfix(loss=f"{running:.3f}", refresh=False)
-            if on_log and step % 20 == 0:
-                on_log({"mlm/loss": running, "mlm/lr": sched.get_last_lr()[0]}, step)
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-                checkpoint()
-        epoch, done_in_epoch = epoch + 1, 0
-    bar.close()
-    summary = {**wanted, "texts": len(data), "steps": step, "final_loss": running}
+        lambda epoch: length_grouped_batches(data.lengths, cfg.batch_size, cfg.seed, 1000 + epoch),
+        lambda batch: _accumulate(encoder, head, data, batch, cfg, gen, pad_id, mask_id, special, vocab, autocast),
+        optimizer=opt,
+        scheduler=sched,
+        params=[*body, *own],
+        checkpoint=checkpoint,
+        checkpoint_every=cfg.checkpoint_every,
+        desc="mlm",
+        on_log=on_log,
+    )
+    summary = {**wanted, "texts": len(data), "steps": pos.step, "final_loss": pos.running}
     summary["seconds"] = time.perf_counter() - started
     _save(encoder, folder, summary)
     ckpt.unlink(missing_ok=True)  # the saved encoder supersedes it
-    log.info("mlm: adapted in %.0f s, final loss %.3f", summary["seconds"], running)
+    log.info("mlm: adapted in %.0f s, final loss %.3f", summary["seconds"], pos.running)
     return adapted, summary
 
 
-def _restore(
-    ckpt: Path, wanted: dict[str, Any], parts: dict[str, Any], gen: torch.Generator
-) -> tuple[int, int, int, float] | None:
+def _restore(ckpt: Path, wanted: dict[str, Any], parts: dict[str, Any], gen: torch.Generator) -> Position | None:
     """Load a mid-stage checkpoint into ``parts`` when it was made with the same corpus and settings;
-    returns ``(step, epoch, batch_in_epoch, running_loss)``, or None to start over."""
+    returns where the stage was, or None to start over."""
     state = torch.load(ckpt, weights_only=False)
     if state["wanted"] != wanted:
         log.warning("mlm: %s was made on other texts or settings; starting the stage over", ckpt)
@@ -233,8 +222,9 @@ def _restore(
         part.load_state_dict(state[name])
     torch.set_rng_state(state["rng"])
     gen.set_state(state["gen"])
-    log.info("mlm: resumed at step %d (epoch %d, batch %d)", state["step"], state["epoch"], state["batch_in_epoch"])
-    return state["step"], state["epoch"], state["batch_in_epoch"], state["running"]
+    pos = Position.from_state(state)
+    log.info("mlm: resumed at step %d (epoch %d, batch %d)", pos.step, pos.epoch, pos.batch_in_epoch)
+    return pos
 
 
 def _accumulate(

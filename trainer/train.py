@@ -1,5 +1,6 @@
-"""The fine-tuning loop: length-grouped dynamic padding, class-weighted multi-task loss, AdamW with linear
-warmup and decay, tqdm progress, checkpoints every N steps and at each epoch end, ``resume``.
+"""The fine-tune: length-grouped dynamic padding, class-weighted multi-task loss, AdamW with linear warmup
+and decay, checkpoints every N steps and at each epoch end, ``resume`` (the step loop itself is
+``trainer.loop``'s, shared with the masked-LM stage).
 
 Each optimiser batch is computed in token-bounded micro-batches whose gradients add up to the whole batch's
 (``micro_batch_tokens``). On a 2-core CPU the cost per token roughly doubles once a forward/backward pass
@@ -7,16 +8,16 @@ holds more than ~4k tokens (32 x 256 tokens: 0.81 ms/token; 8 x 256: 0.45), so s
 on 256-token batches (docs/trainer.md). The update is the same as one pass over the batch: the loss of
 each piece is divided by the whole batch's class-weight sum (see ``batch_loss``).
 
-A checkpoint (``<out>/checkpoints/last.pt``) holds model, optimiser, scheduler and RNG state plus the
-position in the epoch's batch order, which is a pure function of (seed, epoch): a resumed run replays the
-same batches from where it stopped. It also records the dataset digest; resuming on other data is refused.
+A checkpoint (``<out>/checkpoints/last.pt``) holds model, optimiser, scheduler and RNG state, the smoothed
+loss, and the position in the epoch's batch order, which is a pure function of (seed, epoch): a resumed run
+replays the same batches from where it stopped and ends as one that never stopped. It also records the
+dataset digest; resuming on other data is refused.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,11 +28,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from trainer import loop
 from trainer.errors import DataError
 from trainer.labels import IGNORE
+from trainer.loop import Position
 from trainer.model import MultiTaskModel, output_name
 from trainer.run_config import TrainConfig
 
@@ -296,7 +298,7 @@ def fit(
     if unlabelled:
         raise DataError(f"no training rows labelled for {unlabelled}")
     weights = {t: class_weights(y, model.tasks[t], cfg.class_weight_power) for t, y in train.labels.items()}
-    step, epoch, done_in_epoch = 0, 0, 0
+    pos = Position()
     ckpt = ckpt_dir / CHECKPOINT
     if resume and ckpt.is_file():
         state = torch.load(ckpt, weights_only=False)
@@ -306,78 +308,47 @@ def fit(
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
-        step, epoch, done_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
-        log.info("train: resumed at step %d (epoch %d, batch %d)", step, epoch, done_in_epoch)
+        pos = Position.from_state(state)
+        log.info("train: resumed at step %d (epoch %d, batch %d)", pos.step, pos.epoch, pos.batch_in_epoch)
 
     def checkpoint() -> None:
-        save_checkpoint(
-            ckpt,
-            {
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "rng": torch.get_rng_state(),
-                "step": step,
-                "epoch": epoch,
-                "batch_in_epoch": done_in_epoch,
-                "data_digest": data_digest,
-                "config": cfg.as_dict(),
-            },
-        )
+        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
+        extra = {"rng": torch.get_rng_state(), "data_digest": data_digest, "config": cfg.as_dict()}
+        save_checkpoint(ckpt, {**state, **pos.state(), **extra})
+
+    def on_epoch_end() -> None:
+        if on_eval:
+            on_eval(pos.epoch, pos.step)
+            model.train()
 
     autocast = use_bf16(cfg.bf16)
     probe_loss = None
-    if cfg.probe_epochs and step == 0:  # a resumed run already has its probed (and since trained) heads
+    if cfg.probe_epochs and pos.step == 0:  # a resumed run already has its probed (and since trained) heads
         probe_loss = probe_heads(model, train, weights, cfg, pad_id, autocast)
     log.info("train: %d rows, %d steps, batch %d, bf16 autocast %s", len(train), total, cfg.batch_size, autocast)
-    bar = tqdm(
-        total=total,
-        initial=step,
-        desc="train",
-        unit="step",
-        dynamic_ncols=True,
-        mininterval=1.0 if sys.stderr.isatty() else 30.0,
-    )
     model.train()
-    running = 0.0
-    deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes else float("inf")
-    stopped_early = False
-    while step < total and not stopped_early:
-        batches = length_grouped_batches(train.lengths, cfg.batch_size, cfg.seed, epoch)
-        for b in batches[done_in_epoch:]:
-            if step >= total:
-                break
-            if time.monotonic() > deadline:
-                log.warning("train: max_minutes=%s reached at step %d of %d; stopping", cfg.max_minutes, step, total)
-                stopped_early = True
-                break
-            opt.zero_grad(set_to_none=True)
-            value = accumulate(model, train, b, weights, cfg, pad_id, autocast)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            step, done_in_epoch = step + 1, done_in_epoch + 1
-            running = 0.98 * running + 0.02 * value if step > 1 else value
-            bar.update(1)
-            bar.set_postfix(loss=f"{running:.3f}", epoch=epoch, refresh=False)  # redraw at mininterval only
-            if on_log and step % 20 == 0:
-                on_log({"train/loss": running, "train/lr": sched.get_last_lr()[0], "train/epoch": epoch}, step)
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-                checkpoint()
-        else:
-            epoch, done_in_epoch = epoch + 1, 0
-            checkpoint()
-            if on_eval:
-                on_eval(epoch, step)
-                model.train()
-    bar.close()
+    stopped_early = loop.run(
+        pos,
+        total,
+        lambda epoch: length_grouped_batches(train.lengths, cfg.batch_size, cfg.seed, epoch),
+        lambda batch: accumulate(model, train, batch, weights, cfg, pad_id, autocast),
+        optimizer=opt,
+        scheduler=sched,
+        params=model.parameters(),
+        checkpoint=checkpoint,
+        checkpoint_every=cfg.checkpoint_every,
+        desc="train",
+        on_log=on_log,
+        on_epoch_end=on_epoch_end,
+        deadline=time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes else float("inf"),
+    )
     checkpoint()
     model.eval()
     return {
-        "steps": step,
+        "steps": pos.step,
         "planned_steps": total,
-        "epochs": step / per_epoch,
-        "final_loss": running,
+        "epochs": pos.step / per_epoch,
+        "final_loss": pos.running,
         "stopped_early": stopped_early,
         "probe_loss": probe_loss,
     }

@@ -253,6 +253,44 @@ def test_fit_checkpoints_and_resumes(tmp_path: Path) -> None:
         )
 
 
+def test_an_interrupted_fine_tune_resumes_to_the_weights_and_loss_of_one_that_never_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from trainer import model, train
+    from trainer.train import Encoded, fit
+
+    ids, labels = data()  # 6 batches an epoch
+    tasks = {"team": ("a", "b", "c"), "vulnerable": ("no", "yes")}
+    cfg = TrainConfig(batch_size=8, epochs=2, checkpoint_every=4, bf16="off", threads=1)
+
+    def net() -> model.MultiTaskModel:
+        return model.build(model.tiny_encoder(0), tasks, 0)
+
+    whole_net = net()
+    whole = fit(whole_net, Encoded(ids, labels), cfg, tmp_path / "whole", pad_id=0, data_digest="d")
+
+    real, calls = train.accumulate, []
+
+    def killed_at_step_10(*args: object) -> float:
+        calls.append(1)
+        if len(calls) == 10:  # in epoch 2, one step after the checkpoint at step 8
+            raise RuntimeError("node lost")
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(train, "accumulate", killed_at_step_10)
+    with pytest.raises(RuntimeError, match="node lost"):
+        fit(net(), Encoded(ids, labels), cfg, tmp_path / "cut", pad_id=0, data_digest="d")
+    monkeypatch.setattr(train, "accumulate", real)
+    cut_net = net()
+    cut = fit(cut_net, Encoded(ids, labels), cfg, tmp_path / "cut", pad_id=0, data_digest="d", resume=True)
+
+    assert cut["steps"] == whole["steps"] == 12 and cut["final_loss"] == whole["final_loss"]
+    a, b = whole_net.state_dict(), cut_net.state_dict()  # dropout, optimiser and batch order all picked up
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_epoch_hook_and_time_guard(tmp_path: Path) -> None:
     from trainer import model
     from trainer.train import Encoded, fit
