@@ -172,17 +172,22 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise DataError(f"cannot read {path}: {exc}") from exc
 
 
-def _read_dataset(source: str, split: str | None = None) -> Any:
-    """A ``datasets`` Dataset or DatasetDict: a ``save_to_disk`` folder, else ``load_dataset`` (``hf:`` stripped)."""
+def _dataset_parts(source: str, split: str | None = None) -> list[tuple[str, Any]]:
+    """(split name, Dataset) pairs of a ``save_to_disk`` folder, else of ``load_dataset`` (``hf:`` stripped).
+
+    A ``DatasetDict`` gives one pair per split; a single Dataset gives ``(split or "", dataset)``.
+    """
     import datasets
 
     name = source.removeprefix("hf:")
     try:
         if Path(name, "dataset_dict.json").is_file() or Path(name, "dataset_info.json").is_file():
-            return datasets.load_from_disk(name)
-        return datasets.load_dataset(name, split=split)
+            ds = datasets.load_from_disk(name)
+        else:
+            ds = datasets.load_dataset(name, split=split)
     except (OSError, ValueError, FileNotFoundError) as exc:
         raise DataError(f"cannot load dataset {source}: {exc}") from exc
+    return list(ds.items()) if isinstance(ds, datasets.DatasetDict) else [(split or "", ds)]
 
 
 def load_table(path: Path, space: LabelSpace) -> tuple[pd.DataFrame, LoadReport]:
@@ -198,13 +203,9 @@ def load_hf(source: str, space: LabelSpace, split: str | None = None) -> tuple[p
     A ``DatasetDict`` contributes every split; when the dataset has no ``split`` column its split names
     (train/validation/test) become the row's split only if they are ours (``validation`` -> ``val``).
     """
-    import datasets
-
-    ds = _read_dataset(source, split)
-    parts = ds.items() if isinstance(ds, datasets.DatasetDict) else [(split or "", ds)]
     report = LoadReport(source)
     frames = []
-    for part_name, part in parts:
+    for part_name, part in _dataset_parts(source, split):
         ours = {"validation": "val", "valid": "val"}.get(part_name, part_name)
 
         def records(part: Any = part, ours: str = ours) -> Iterable[dict[str, Any]]:
@@ -240,11 +241,8 @@ def load_texts(source: str) -> list[str]:
     kind = _kind(source)
     records: list[dict[str, Any]]
     if kind == "dataset":
-        import datasets
-
-        ds = _read_dataset(source)
-        parts = ds.values() if isinstance(ds, datasets.DatasetDict) else [ds]
-        records = [rec for part in parts for rec in _renamed(part, part.column_names)]
+        parts = _dataset_parts(source)
+        records = [rec for _, part in parts for rec in _renamed(part, part.column_names)]
     elif kind == "jsonl":
         records = _json_lines(Path(source))
     else:
