@@ -7,11 +7,12 @@ Services, session-scoped, first match wins:
 3. otherwise the test is skipped with a message naming the variables.
 
 Per test: ``unique`` names, ``topic_factory`` topics (deleted after), ``redis_prefix`` keys (deleted
-after), and a guard that fails a test which leaves threads behind.
+after), a guard that fails a test which leaves threads behind, and the root logger put back as it was.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -144,6 +145,18 @@ def _leaky(thread: threading.Thread) -> bool:
     # kafka-python's network threads are daemons, so an unclosed client would pass a daemon-blind
     # check: count them as leaks too. Other daemon threads (library pools) are left alone.
     return thread.is_alive() and (not thread.daemon or thread.name.startswith("kafka-"))
+
+
+@pytest.fixture(autouse=True)
+def root_logging_restored() -> Iterator[None]:
+    """Puts the root logger's handlers and level back after each test. A test that runs a CLI in-process
+    (``logs.setup``) leaves a handler on that test's captured stderr; pytest closes the stream afterwards,
+    and every later log line then printed a "--- Logging error ---" traceback into the run's output."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(autouse=True)
