@@ -17,7 +17,7 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # Dependencies change less often than code: resolve them in their own layer first.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 RUN mkdir consumer explainer trainer bench \
  && pip install ".${EXTRAS:+[$EXTRAS]}" \
  && pip uninstall -y complaints-allocation
