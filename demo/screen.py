@@ -27,7 +27,8 @@ def total(samples: Samples, name: str, **match: str) -> float:
 
 
 def quantile(samples: Samples, name: str, q: float) -> float | None:
-    """Quantile of a histogram summed over processes (upper bucket bound, like histogram_quantile)."""
+    """Quantile of a histogram summed over processes, since the processes started: the first bucket bound
+    that holds ``q`` of the samples (an upper bound; histogram_quantile would interpolate inside it)."""
     buckets: dict[float, float] = defaultdict(float)
     for n, labels, v in samples:
         if n == f"{name}_bucket":
