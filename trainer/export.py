@@ -23,6 +23,7 @@ from optimum.exporters.onnx.config import TextEncoderOnnxConfig
 from optimum.utils import NormalizedTextConfig
 
 from trainer.errors import ExportError, ParityError, QuantizationError
+from trainer.lexical import WideAndDeep
 from trainer.model import MultiTaskModel, output_name
 from trainer.scoring import session, softmax
 from trainer.tokens import TextEncoder
@@ -34,6 +35,8 @@ INPUTS = ("input_ids", "attention_mask")
 PARITY_TOLERANCE = 1e-4  # optimum's own default atol for BERT-like encoders
 FP32_FILE, INT8_FILE = "model.fp32.onnx", "model.onnx"
 _AXES = {0: "batch_size", 1: "sequence_length"}
+# What is exported: the encoder with its heads, alone or mixed with the lexical model (trainer.lexical)
+Servable = MultiTaskModel | WideAndDeep
 FFN_OUT = (re.compile(r"layer\.\d+/output/dense/MatMul$"), re.compile(r"ffn/lin2/MatMul$"))
 
 
@@ -66,7 +69,7 @@ class ExportReport:
     int8_recipe: str | None = None  # None: not quantised
 
 
-def export_fp32(model: MultiTaskModel, path: Path, opset: int = OPSET) -> None:
+def export_fp32(model: Servable, path: Path, opset: int = OPSET) -> None:
     """Export with optimum and check the graph's interface is exactly the contract."""
     model = model.eval()
     tasks = list(model.tasks)
@@ -111,7 +114,7 @@ def _onnx_logits(path: Path, batches: list[tuple[np.ndarray, np.ndarray]], names
 
 
 def check_parity(
-    model: MultiTaskModel,
+    model: Servable,
     fp32: Path,
     encoder: TextEncoder,
     texts: Sequence[str],
@@ -160,7 +163,7 @@ def int8_agreement(
 
 
 def export_all(
-    model: MultiTaskModel,
+    model: Servable,
     folder: Path,
     encoder: TextEncoder,
     check_texts: Sequence[str],

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from consumer.package import ModelPackage, TaskHead
-from trainer import calibrate, export, model, packaging, pretrain, splits
+from trainer import calibrate, export, lexical, model, packaging, pretrain, splits
 from trainer.data import load_source, load_texts
 from trainer.errors import DataError
 from trainer.finetune import FineTune
@@ -128,7 +128,7 @@ def run(cfg: TrainConfig, out: Path, *, resume: bool = False) -> ModelPackage:
         tracker.log_dataset(digest, list(cfg.data), data_summary)
         pkg_dir = out / "package"
         pkg_dir.mkdir(parents=True, exist_ok=True)
-        tok_path = packaging.write_tokenizer(base_tokenizer(base, out / "work"), pkg_dir, cfg.max_length)
+        tok_path = packaging.write_tokenizer(base_tokenizer(base, out / "work"), pkg_dir, cfg.serving_length)
         enc = TextEncoder(serving_tokenizer(tok_path, cfg.max_length), cfg.max_length, cfg.truncation)
         train_enc, val_enc = encode(train_df, enc, space), encode(val_df, enc, space)
         t0 = time.perf_counter()
@@ -144,7 +144,13 @@ def run(cfg: TrainConfig, out: Path, *, resume: bool = False) -> ModelPackage:
             net, summary = tune.soup(cfg, net, summary, out)
         summary["train_seconds"] = time.perf_counter() - t0
         net.save(out / "work")
-        package = publish(net, cfg, space, enc, pkg_dir, val_df, test_df, version, base, digest, tracker, summary)
+        served: export.Servable = net
+        serve_enc = enc
+        if cfg.lexical_weight:
+            served, serve_enc, summary["lexical"] = wide_and_deep(cfg, net, tok_path, train_df, space)
+        package = publish(
+            served, cfg, space, serve_enc, pkg_dir, val_df, test_df, version, base, digest, tracker, summary
+        )
         report = {
             "package": str(pkg_dir),
             "ref": package.ref,
@@ -161,8 +167,38 @@ def run(cfg: TrainConfig, out: Path, *, resume: bool = False) -> ModelPackage:
         tracker.finish()
 
 
+def wide_and_deep(
+    cfg: TrainConfig, net: model.MultiTaskModel, tok_path: Path, train_df: pd.DataFrame, space: LabelSpace
+) -> tuple[lexical.WideAndDeep, TextEncoder, dict[str, Any]]:
+    """Fit the lexical model on the training rows as the package's tokenizer reads them, and mix it with the
+    fine-tuned ``net``. Returns the module to export, the encoder that feeds it, and the lexical summary."""
+    t0 = time.perf_counter()
+    read = TextEncoder(serving_tokenizer(tok_path, cfg.lexical_read_length), cfg.lexical_read_length, "head")
+    rows = read.encode(list(train_df["text"]))
+    features = lexical.Features.fit(rows, read.tok.get_vocab_size(), cfg.lexical_buckets, special_ids(read.tok))
+    labels = {task: indices(train_df[task], names) for task, names in space.tasks.items()}
+    n_labels = {task: len(names) for task, names in space.tasks.items()}
+    wide = lexical.LexicalHead(features, lexical.fit_wide(features, rows, labels, n_labels, cfg.lexical_c))
+    end_id = read.tok.token_to_id("[SEP]")
+    if end_id is None:
+        raise DataError("the tokenizer has no [SEP] token: the graph cannot re-cut the encoder's input")
+    served = lexical.WideAndDeep(net.eval(), wide, cfg.lexical_weight, cfg.max_length, end_id)
+    summary = {
+        "method": "tfidf-logistic-regression",
+        "weight": cfg.lexical_weight,
+        "read_length": cfg.lexical_read_length,
+        "encoder_length": cfg.max_length,
+        "buckets": cfg.lexical_buckets,
+        "c": cfg.lexical_c,
+        "features_used": int((features.idf > 0).sum()),
+        "seconds": time.perf_counter() - t0,
+    }
+    log.info("lexical model fitted on %d rows in %.0f s", len(rows), summary["seconds"])
+    return served, read, summary
+
+
 def publish(
-    net: model.MultiTaskModel,
+    net: export.Servable,
     cfg: TrainConfig,
     space: LabelSpace,
     enc: TextEncoder,
@@ -186,7 +222,7 @@ def publish(
     if recipe is None:
         fp32.replace(served)
     scorer = OnnxScorer(
-        served, pkg_dir / packaging.TOKENIZER_FILE, cfg.max_length, cfg.truncation, outputs, threads=cfg.threads
+        served, pkg_dir / packaging.TOKENIZER_FILE, enc.max_length, enc.truncation, outputs, threads=cfg.threads
     )
     # Thresholds are calibrated on the graph that will be served, so they mean what the consumer sees.
     val_scores = scorer.score(list(val_df["text"]))
@@ -227,8 +263,8 @@ def publish(
         version=version,
         heads=heads,
         report=report,
-        max_length=cfg.max_length,
-        truncation=cfg.truncation,
+        max_length=enc.max_length,
+        truncation=enc.truncation,
         metrics=metrics,
         quantized=cfg.quantize,
         lineage={
@@ -239,9 +275,11 @@ def publish(
             "data": list(cfg.data),
             "seed": cfg.seed,
             **({"adaptation": _lineage(train_summary["mlm"])} if train_summary.get("mlm") else {}),
+            **({"lexical": lexical_facts} if (lexical_facts := train_summary.get("lexical")) else {}),
         },
         description=f"{Path(base).name}{' + masked-LM adaptation' if train_summary.get('mlm') else ''}"
-        f" + {len(space.tasks)} linear heads, fine-tuned by trainer.pipeline",
+        f" + {len(space.tasks)} linear heads, fine-tuned by trainer.pipeline"
+        + (f", mixed with a TF-IDF model at weight {cfg.lexical_weight}" if lexical_facts else ""),
     )
     tracker.log_package(pkg_dir, package.manifest, cfg.registry_collection)
     return package

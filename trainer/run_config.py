@@ -52,6 +52,13 @@ class TrainConfig:
     mlm_epochs: float = 0.0
     mlm_data: tuple[str, ...] = ()
     mlm_probability: float = 0.15
+    # >0: wide and deep (trainer.lexical). Each task's output mixes the encoder's log-probabilities with a
+    # TF-IDF logistic regression's over the first lexical_read_length wordpieces (the whole of most texts) with
+    # this weight; the encoder still reads max_length. The package's tokenizer then reads lexical_read_length.
+    lexical_weight: float = 0.0
+    lexical_read_length: int = 1024
+    lexical_buckets: int = 262_144  # hashed slots for pairs of adjacent wordpieces
+    lexical_c: float = 8.0  # inverse L2 strength of the logistic regressions (scikit-learn's C)
     limit_rows: int = 0  # >0: at most this many rows per split (tests, smoke runs)
     max_minutes: float = 0  # >0: stop training after this long (a Job deadline guard) and publish what is trained
     checkpoint_every: int = 200  # optimiser steps between checkpoints (also one at each epoch end)
@@ -83,6 +90,18 @@ class TrainConfig:
             raise ConfigError(f"mlm_probability must be in (0, 1), got {self.mlm_probability}")
         if self.mlm_epochs < 0:
             raise ConfigError(f"mlm_epochs must be >= 0, got {self.mlm_epochs}")
+        if not 0 <= self.lexical_weight < 1:
+            raise ConfigError(f"lexical_weight must be in [0, 1), got {self.lexical_weight}")
+        if self.lexical_weight and self.truncation != "head":
+            # the graph re-cuts the longer read for the encoder, which is the head policy only
+            raise ConfigError(f"lexical_weight > 0 needs truncation 'head', not {self.truncation!r}")
+        if self.lexical_weight and self.lexical_read_length < self.max_length:
+            raise ConfigError(f"lexical_read_length {self.lexical_read_length} must be >= max_length {self.max_length}")
+
+    @property
+    def serving_length(self) -> int:
+        """Ids per text the package's tokenizer gives the graph: the lexical model's read, else the encoder's."""
+        return self.lexical_read_length if self.lexical_weight else self.max_length
 
     def replace(self, **changes: Any) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(self)}

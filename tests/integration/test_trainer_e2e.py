@@ -178,3 +178,36 @@ def test_masked_lm_adaptation_trains_the_encoder_the_fine_tune_starts_from(
     stamp = (run / "checkpoints-mlm" / pretrain.DONE_FILE).stat().st_mtime_ns
     pipeline.run(cfg, run, resume=True)
     assert (run / "checkpoints-mlm" / pretrain.DONE_FILE).stat().st_mtime_ns == stamp  # reused, not redone
+
+
+@pytest.mark.skipif(not DATA.is_file(), reason="shared CFPB data not present")
+def test_wide_and_deep_package_reads_past_the_encoder_and_the_consumer_serves_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``lexical_weight``: the package's tokenizer reads ``lexical_read_length`` ids, the graph mixes the
+    encoder on the first ``max_length`` with the TF-IDF model on all of them, the manifest records the mix,
+    and the consumer's own inference serves it, with words past the encoder's cut changing the decision."""
+    from consumer.inference import OnnxModel, TextEncoder
+    from trainer import pipeline
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = smallest_run(lexical_weight=0.5, lexical_read_length=256, lexical_buckets=4096)
+    pkg = pipeline.run(cfg, tmp_path / "run")
+
+    assert pkg.max_length == 256 and pkg.truncation == "head"
+    facts = pkg.manifest["lineage"]["lexical"]
+    assert facts["weight"] == 0.5 and facts["encoder_length"] == 32 and facts["features_used"] > 0
+    assert "TF-IDF" in pkg.manifest["description"]
+    assert pkg.manifest["onnx"]["parity"]["max_abs_diff"] <= pkg.manifest["onnx"]["parity"]["tolerance"]
+
+    served = OnnxModel(pkg)
+    encoder = TextEncoder(pkg)
+    opening = "I am writing about my account. " * 8  # longer than the 32 ids the encoder reads
+    texts = [opening + "student loan servicer forbearance " * 20, opening + "debt collector calls " * 20]
+    encoded = encoder.encode(texts)
+    assert all(len(e.ids) > 32 for e in encoded)
+    probs = served.run(encoded)
+    for task, p in probs.items():
+        assert np.allclose(p.sum(axis=1), 1.0, atol=1e-5), task
+    # the encoder sees the same 32 ids of both: only the lexical model can tell them apart
+    assert not np.allclose(probs["team"][0], probs["team"][1])

@@ -1,0 +1,138 @@
+"""``trainer.lexical``: the TF-IDF features the graph computes are the ones the wide model was fitted on, the
+graph's re-cut of the ids is the tokenizer's own, and the wide-and-deep module exports with parity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trainer.labels import IGNORE
+
+pytestmark = pytest.mark.train
+
+VOCAB, BUCKETS, SPECIAL = 50, 64, {0, 1, 2}  # 0 pads, 1 opens, 2 closes a row, like [PAD] [CLS] [SEP]
+
+
+def rows(seed: int, n: int) -> list[list[int]]:
+    rng = np.random.default_rng(seed)
+    # a special id inside a row too ([UNK]-like), which must count for nothing
+    return [[1, *rng.integers(2, VOCAB, size=int(rng.integers(1, 30))).tolist(), 2] for _ in range(n)]
+
+
+def padded(batch: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    width = max(len(r) for r in batch)
+    ids, mask = np.zeros((len(batch), width), dtype=np.int64), np.zeros((len(batch), width), dtype=np.int64)
+    for i, r in enumerate(batch):
+        ids[i, : len(r)], mask[i, : len(r)] = r, 1
+    return ids, mask
+
+
+def test_graph_features_equal_the_features_the_wide_model_was_fitted_on() -> None:
+    import torch
+
+    from trainer.lexical import Features, LexicalHead
+
+    train = rows(0, 40)
+    feats = Features.fit(train, VOCAB, BUCKETS, SPECIAL)
+    assert (feats.idf[sorted(SPECIAL)] == 0).all()  # specials are never counted, so never in 2 rows
+    wide = {"t": (np.zeros((feats.size, 3), dtype=np.float32), np.zeros(3, dtype=np.float32))}
+    head = LexicalHead(feats, wide)
+    batch = rows(1, 7)
+    ids, mask = padded(batch)
+    got = head.features(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+    want = feats.transform(feats.counts(batch)).toarray()
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert np.allclose(np.linalg.norm(want, axis=1), 1.0)
+    # a pair counts once per occurrence and hashes past the vocabulary
+    counts = feats.counts([[1, 5, 6, 5, 6, 2]]).toarray()[0]
+    assert counts[5] == 2 and counts[6] == 2 and counts[VOCAB + (5 * 1_000_003 + 6) % BUCKETS] == 2
+    assert counts[:VOCAB].sum() == 4 and counts.sum() == 4 + 3  # pairs 5-6, 6-5, 5-6; none with [CLS]/[SEP]
+
+
+def test_the_graphs_cut_is_the_tokenizers_head_truncation() -> None:
+    import torch
+
+    from trainer.lexical import head_cut
+    from trainer.model import default_base_model
+    from trainer.tokens import TextEncoder, serving_tokenizer
+
+    path = default_base_model() / "tokenizer.json"
+    texts = ["short one", "a credit card late fee " * 20, "exactly a few words here", "debt " * 400]
+    long = TextEncoder(serving_tokenizer(path, 512), 512)
+    short = TextEncoder(serving_tokenizer(path, 16), 16)
+    ids, mask = long.pad(long.encode(texts))
+    cut_ids, cut_mask = head_cut(torch.from_numpy(ids), torch.from_numpy(mask), 16, long.tok.token_to_id("[SEP]"))
+    for i, want in enumerate(short.encode(texts)):
+        n = int(cut_mask[i].sum())
+        assert cut_ids[i, :n].tolist() == want and not cut_mask[i, n:].any()
+    # a batch narrower than the cut is left as it is
+    narrow = long.pad(long.encode(texts[:1]))
+    same, _ = head_cut(torch.from_numpy(narrow[0]), torch.from_numpy(narrow[1]), 16, 102)
+    assert same.tolist() == narrow[0].tolist()
+
+
+def test_wide_model_fills_labels_without_training_rows_and_two_class_tasks() -> None:
+    from trainer.lexical import MISSING_LOGIT, Features, fit_wide
+
+    train = rows(2, 60)
+    feats = Features.fit(train, VOCAB, BUCKETS, SPECIAL)
+    # rows with a given id are class 1: a signal the model can learn
+    multi = np.array([1 if 7 in r else 0 for r in train])
+    binary = np.array([1 if 9 in r else 0 for r in train])
+    binary[:5] = IGNORE  # rows not labelled for the task are left out, not read as a class
+    wide = fit_wide(feats, train, {"multi": multi, "binary": binary}, {"multi": 4, "binary": 2}, c=8.0)
+    w, b = wide["multi"]
+    assert w.shape == (feats.size, 4) and (b[2:] == MISSING_LOGIT).all() and not w[:, 2:].any()
+    assert w[7, 1] > w[7, 0]  # the id that marks class 1 votes for it
+    w2, b2 = wide["binary"]
+    assert not w2[:, 0].any() and b2[0] == 0.0 and w2[9, 1] > 0
+
+
+def test_wide_and_deep_exports_with_parity_on_texts_longer_than_the_encoder_reads(tmp_path: Path) -> None:
+    import onnxruntime as ort
+    import torch
+
+    from trainer import export, model
+    from trainer.labels import load_label_space
+    from trainer.lexical import Features, LexicalHead, WideAndDeep, fit_wide
+    from trainer.tiny import CHECK_TEXTS
+    from trainer.tokens import TextEncoder, serving_tokenizer, special_ids
+
+    torch.set_num_threads(1)
+    labels = load_label_space().tasks
+    deep = model.build(model.tiny_encoder(0), labels, 0).eval()
+    enc = TextEncoder(serving_tokenizer(model.default_base_model() / "tokenizer.json", 96), 96)
+    texts = [t * k for t in CHECK_TEXTS for k in (1, 3)]  # most longer than the 16 ids the encoder reads
+    train = enc.encode(texts)
+    feats = Features.fit(train, enc.tok.get_vocab_size(), 1024, special_ids(enc.tok))
+    rng = np.random.default_rng(0)
+    y = {t: rng.integers(0, len(ls), size=len(train)) for t, ls in labels.items()}
+    wide = LexicalHead(feats, fit_wide(feats, train, y, {t: len(ls) for t, ls in labels.items()}, c=1.0))
+    net = WideAndDeep(deep, wide, 0.5, 16, enc.tok.token_to_id("[SEP]")).eval()
+    fp32 = tmp_path / "m.onnx"
+    export.export_fp32(net, fp32)
+    assert export.check_parity(net, fp32, enc, texts) <= export.PARITY_TOLERANCE
+    sess = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
+    ids, mask = enc.pad(enc.encode(texts[:3]))
+    out = sess.run(None, {"input_ids": ids, "attention_mask": mask})
+    # outputs are mixed log-probabilities: finite, and each row's exp sums to at most 1
+    assert all(np.isfinite(o).all() and (np.exp(o).sum(axis=1) <= 1 + 1e-5).all() for o in out)
+    int8 = tmp_path / "m.int8.onnx"
+    export.quantize_int8(fp32, int8)
+    agree = export.int8_agreement(fp32, int8, enc, texts, list(labels))
+    assert min(agree.values()) >= 0.5
+
+
+def test_a_mix_needs_a_weight_strictly_between_0_and_1() -> None:
+    from consumer.errors import ConfigError
+    from trainer import model
+    from trainer.lexical import Features, LexicalHead, WideAndDeep
+
+    deep = model.build(model.tiny_encoder(0), {"t": ("a", "b")}, 0)
+    feats = Features.fit(rows(3, 5), VOCAB, BUCKETS, SPECIAL)
+    wide = LexicalHead(feats, {"t": (np.zeros((feats.size, 2), dtype=np.float32), np.zeros(2, dtype=np.float32))})
+    for weight in (0.0, 1.0):
+        with pytest.raises(ConfigError, match="lexical_weight"):
+            WideAndDeep(deep, wide, weight, 16, 2)
