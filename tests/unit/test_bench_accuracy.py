@@ -28,6 +28,11 @@ def test_cache_key_names_what_is_learnt_not_where_or_how(cfg) -> None:
     assert acc.cache_key(cfg, "digest-2") != key  # other rows
     assert acc.cache_key(cfg.replace(lr=2e-4), "digest-1") != key  # another recipe
     assert acc.cache_key(cfg.replace(mlm_data=["/archive.csv.gz"]), "digest-1") != key  # not in the digest
+    # the lexical stage's settings count only when it is on
+    assert acc.cache_key(cfg.replace(lexical_c=1.0), "digest-1") == key
+    mixed = cfg.replace(lexical_weight=0.5)
+    assert acc.cache_key(mixed, "digest-1") != key
+    assert acc.cache_key(mixed.replace(lexical_c=1.0), "digest-1") != acc.cache_key(mixed, "digest-1")
 
 
 @pytest.fixture
