@@ -148,6 +148,7 @@ def run(cfg: TrainConfig, out: Path, *, resume: bool = False) -> ModelPackage:
         serve_enc = enc
         if cfg.lexical_weight:
             served, serve_enc, summary["lexical"] = wide_and_deep(cfg, net, tok_path, train_df, space)
+            tracker.log({f"lexical/{k}": summary["lexical"][k] for k in ("seconds", "features_used")})
         package = publish(
             served, cfg, space, serve_enc, pkg_dir, val_df, test_df, version, base, digest, tracker, summary
         )
