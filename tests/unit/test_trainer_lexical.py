@@ -136,3 +136,35 @@ def test_a_mix_needs_a_weight_strictly_between_0_and_1() -> None:
     for weight in (0.0, 1.0):
         with pytest.raises(ConfigError, match="lexical_weight"):
             WideAndDeep(deep, wide, weight, 16, 2)
+
+
+def test_lexical_settings_are_checked_when_the_config_is_made() -> None:
+    from consumer.errors import ConfigError
+    from trainer.run_config import TrainConfig
+
+    on = TrainConfig(lexical_weight=0.5, max_length=128, lexical_read_length=1024)
+    assert on.serving_length == 1024 and TrainConfig().serving_length == TrainConfig().max_length
+    for bad, match in (
+        ({"lexical_weight": 1.0}, "lexical_weight"),
+        ({"lexical_weight": -0.1}, "lexical_weight"),
+        ({"lexical_weight": 0.5, "truncation": "head_tail"}, "truncation 'head'"),
+        ({"lexical_weight": 0.5, "lexical_read_length": 64, "max_length": 128}, "lexical_read_length"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            TrainConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_every_value_the_sweep_can_pick_makes_a_valid_config_with_the_defaults() -> None:
+    """A sweep run is ``train.default.yaml`` plus sampled flags: each one must be a setting the default
+    accepts, or the agent's Job fails at start (as head_tail would with the lexical mix on)."""
+    import yaml
+
+    from trainer.run_config import load_config
+
+    root = Path(__file__).parents[2] / "trainer" / "config"
+    sweep = yaml.safe_load((root / "sweep.yaml").read_text())
+    default = root / "train.default.yaml"
+    for name, space in sweep["parameters"].items():
+        values = space.get("values") or [space["min"], space["max"]]
+        for value in values:
+            assert getattr(load_config(default, **{name: value}), name) == value, (name, value)
