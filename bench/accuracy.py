@@ -46,17 +46,16 @@ OPERATIONAL = {
 # Where the labelled data lives is not what it holds: the key has the dataset digest instead, so a clone in
 # another folder (or CA_DATA pointing at a copy) reuses the cached model.
 LOCATION = {"data"}
-# A stage that is off learns nothing, so its settings leave the key: adding the lexical stage (2026-12-03)
-# kept every cached model's key. (The masked-LM settings predate this rule and stay in.)
-OFF_STAGES = {"lexical_weight": ("lexical_weight", "lexical_read_length", "lexical_buckets", "lexical_c")}
+# The lexical stage learns nothing when it is off, so then its settings leave the key: adding the stage
+# (2026-12-03) kept every cached model's key. (The masked-LM settings predate this rule and stay in.)
+LEXICAL = ("lexical_weight", "lexical_read_length", "lexical_buckets", "lexical_c")
 
 
 def cache_key(cfg: TrainConfig, dataset_digest: str) -> str:
     """Names what a run learns from: the learning settings and the rows' digest, not how or where it runs."""
     config = {k: v for k, v in cfg.as_dict().items() if k not in OPERATIONAL | LOCATION}
-    for switch, names in OFF_STAGES.items():
-        if not config[switch]:
-            config = {k: v for k, v in config.items() if k not in names}
+    if not cfg.lexical_weight:
+        config = {k: v for k, v in config.items() if k not in LEXICAL}
     blob = json.dumps({"config": config, "data": dataset_digest}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -24,7 +24,7 @@ the consumer, explainer and registry serve it with no change: only the package's
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +38,24 @@ from trainer.model import MultiTaskModel, output_name
 
 PRIME = 1_000_003  # pairs hash as a * PRIME + b: below 2**63 for any vocabulary under 9e12
 MISSING_LOGIT = -30.0  # a label with no training row: the wide model never picks it
+
+
+def count(rows: Sequence[Sequence[int]], vocab_size: int, buckets: int, special_ids: Iterable[int]) -> sp.csr_matrix:
+    """Raw counts ``[len(rows), vocab_size + buckets]``: kept unigrams and hashed adjacent pairs of kept ids."""
+    indptr, cols = [0], []
+    special = np.asarray(sorted(special_ids), dtype=np.int64)
+    for row in rows:
+        a = np.asarray(row, dtype=np.int64)
+        keep = ~np.isin(a, special)
+        pair = keep[:-1] & keep[1:]
+        cols.append(a[keep])
+        cols.append(vocab_size + (a[:-1][pair] * PRIME + a[1:][pair]) % buckets)
+        indptr.append(indptr[-1] + int(keep.sum()) + int(pair.sum()))
+    col = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
+    shape = (len(rows), vocab_size + buckets)
+    m = sp.csr_matrix((np.ones(len(col), dtype=np.float64), col, np.asarray(indptr)), shape=shape)
+    m.sum_duplicates()
+    return m
 
 
 @dataclass(frozen=True)
@@ -54,20 +72,8 @@ class Features:
         return self.vocab_size + self.buckets
 
     def counts(self, rows: Sequence[Sequence[int]]) -> sp.csr_matrix:
-        """Raw counts ``[len(rows), size]``: kept unigrams and hashed adjacent pairs of kept ids."""
-        indptr, cols = [0], []
-        special = np.asarray(sorted(self.special_ids), dtype=np.int64)
-        for row in rows:
-            a = np.asarray(row, dtype=np.int64)
-            keep = ~np.isin(a, special)
-            pair = keep[:-1] & keep[1:]
-            cols.append(a[keep])
-            cols.append(self.vocab_size + (a[:-1][pair] * PRIME + a[1:][pair]) % self.buckets)
-            indptr.append(indptr[-1] + int(keep.sum()) + int(pair.sum()))
-        col = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
-        m = sp.csr_matrix((np.ones(len(col), dtype=np.float64), col, np.asarray(indptr)), shape=(len(rows), self.size))
-        m.sum_duplicates()
-        return m
+        """``count`` in this feature space."""
+        return count(rows, self.vocab_size, self.buckets, self.special_ids)
 
     def transform(self, counts: sp.csr_matrix) -> sp.csr_matrix:
         """Sublinear tf, idf, unit L2 norm: the same arithmetic as ``LexicalHead.features``."""
@@ -78,31 +84,32 @@ class Features:
         return sp.csr_matrix(sp.diags(1.0 / np.maximum(norm, 1e-12)) @ x)
 
     @classmethod
-    def fit(cls, rows: Sequence[Sequence[int]], vocab_size: int, buckets: int, special_ids: set[int]) -> Features:
-        """idf from ``rows``: ``ln((1 + n) / (1 + df)) + 1``, and 0 for a feature in fewer than 2 rows."""
-        probe = cls(vocab_size, buckets, frozenset(special_ids), np.ones(vocab_size + buckets, dtype=np.float32))
-        df = np.asarray((probe.counts(rows) > 0).sum(axis=0)).ravel()
-        idf = np.log((1.0 + len(rows)) / (1.0 + df)) + 1.0
+    def fit(cls, counts: sp.csr_matrix, vocab_size: int, buckets: int, special_ids: set[int]) -> Features:
+        """idf from the training rows' ``counts``: ``ln((1 + n) / (1 + df)) + 1``, and 0 for a feature in
+        fewer than 2 rows."""
+        df = np.asarray((counts > 0).sum(axis=0)).ravel()
+        idf = np.log((1.0 + counts.shape[0]) / (1.0 + df)) + 1.0
         idf[df < 2] = 0.0
         return cls(vocab_size, buckets, frozenset(special_ids), idf.astype(np.float32))
 
 
 def fit_wide(
     features: Features,
-    rows: Sequence[Sequence[int]],
+    counts: sp.csr_matrix,
     labels: dict[str, np.ndarray],
     n_labels: dict[str, int],
     c: float,
     max_iter: int = 3000,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """One logistic regression per task on the rows labelled for it: ``{task: (W [size, k], b [k])}``.
+    """One logistic regression per task on the rows labelled for it (``counts``: the training rows', as
+    ``count`` gives them): ``{task: (W [size, k], b [k])}``.
 
     Labels with no training row get weight 0 and bias ``MISSING_LOGIT``. Unweighted classes: on validation
     the square-root class weights of the deep head made the mix slightly worse (docs/trainer.md).
     """
     from sklearn.linear_model import LogisticRegression
 
-    x = features.transform(features.counts(rows))
+    x = features.transform(counts)
     out = {}
     for task, y in labels.items():
         k = n_labels[task]

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -147,7 +148,7 @@ def run(cfg: TrainConfig, out: Path, *, resume: bool = False) -> ModelPackage:
         served: export.Servable = net
         serve_enc = enc
         if cfg.lexical_weight:
-            served, serve_enc, summary["lexical"] = wide_and_deep(cfg, net, tok_path, train_df, space)
+            served, serve_enc, summary["lexical"] = wide_and_deep(cfg, net, tok_path, train_df, train_enc.labels)
             tracker.log({f"lexical/{k}": summary["lexical"][k] for k in ("seconds", "features_used")})
         package = publish(
             served, cfg, space, serve_enc, pkg_dir, val_df, test_df, version, base, digest, tracker, summary
@@ -169,17 +170,17 @@ def run(cfg: TrainConfig, out: Path, *, resume: bool = False) -> ModelPackage:
 
 
 def wide_and_deep(
-    cfg: TrainConfig, net: model.MultiTaskModel, tok_path: Path, train_df: pd.DataFrame, space: LabelSpace
+    cfg: TrainConfig, net: model.MultiTaskModel, tok_path: Path, train_df: pd.DataFrame, labels: dict[str, np.ndarray]
 ) -> tuple[lexical.WideAndDeep, TextEncoder, dict[str, Any]]:
-    """Fit the lexical model on the training rows as the package's tokenizer reads them, and mix it with the
-    fine-tuned ``net``. Returns the module to export, the encoder that feeds it, and the lexical summary."""
+    """Fit the lexical model on the training rows (``labels``: their label indices per task) as the package's
+    tokenizer reads them, and mix it with the fine-tuned ``net``. Returns the module to export, the encoder
+    that feeds it, and the lexical summary."""
     t0 = time.perf_counter()
     read = TextEncoder(serving_tokenizer(tok_path, cfg.lexical_read_length), cfg.lexical_read_length, "head")
-    rows = read.encode(list(train_df["text"]))
-    features = lexical.Features.fit(rows, read.tok.get_vocab_size(), cfg.lexical_buckets, special_ids(read.tok))
-    labels = {task: indices(train_df[task], names) for task, names in space.tasks.items()}
-    n_labels = {task: len(names) for task, names in space.tasks.items()}
-    wide = lexical.LexicalHead(features, lexical.fit_wide(features, rows, labels, n_labels, cfg.lexical_c))
+    vocab, special = read.tok.get_vocab_size(), special_ids(read.tok)
+    counts = lexical.count(read.encode(list(train_df["text"])), vocab, cfg.lexical_buckets, special)
+    features = lexical.Features.fit(counts, vocab, cfg.lexical_buckets, special)
+    wide = lexical.LexicalHead(features, lexical.fit_wide(features, counts, labels, net.tasks, cfg.lexical_c))
     end_id = read.tok.token_to_id("[SEP]")
     if end_id is None:
         raise DataError("the tokenizer has no [SEP] token: the graph cannot re-cut the encoder's input")
@@ -194,7 +195,7 @@ def wide_and_deep(
         "features_used": int((features.idf > 0).sum()),
         "seconds": time.perf_counter() - t0,
     }
-    log.info("lexical model fitted on %d rows in %.0f s", len(rows), summary["seconds"])
+    log.info("lexical model fitted on %d rows in %.0f s", counts.shape[0], summary["seconds"])
     return served, read, summary
 
 

@@ -29,13 +29,21 @@ def padded(batch: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     return ids, mask
 
 
+def fitted(train: list[list[int]], vocab: int, buckets: int, special: set[int]) -> tuple[object, object]:
+    """The fitted features and the training rows' counts, as the pipeline makes them."""
+    from trainer.lexical import Features, count
+
+    counts = count(train, vocab, buckets, special)
+    return Features.fit(counts, vocab, buckets, special), counts
+
+
 def test_graph_features_equal_the_features_the_wide_model_was_fitted_on() -> None:
     import torch
 
-    from trainer.lexical import Features, LexicalHead
+    from trainer.lexical import LexicalHead
 
     train = rows(0, 40)
-    feats = Features.fit(train, VOCAB, BUCKETS, SPECIAL)
+    feats, _ = fitted(train, VOCAB, BUCKETS, SPECIAL)
     assert (feats.idf[sorted(SPECIAL)] == 0).all()  # specials are never counted, so never in 2 rows
     wide = {"t": (np.zeros((feats.size, 3), dtype=np.float32), np.zeros(3, dtype=np.float32))}
     head = LexicalHead(feats, wide)
@@ -74,15 +82,15 @@ def test_the_graphs_cut_is_the_tokenizers_head_truncation() -> None:
 
 
 def test_wide_model_fills_labels_without_training_rows_and_two_class_tasks() -> None:
-    from trainer.lexical import MISSING_LOGIT, Features, fit_wide
+    from trainer.lexical import MISSING_LOGIT, fit_wide
 
     train = rows(2, 60)
-    feats = Features.fit(train, VOCAB, BUCKETS, SPECIAL)
+    feats, counts = fitted(train, VOCAB, BUCKETS, SPECIAL)
     # rows with a given id are class 1: a signal the model can learn
     multi = np.array([1 if 7 in r else 0 for r in train])
     binary = np.array([1 if 9 in r else 0 for r in train])
     binary[:5] = IGNORE  # rows not labelled for the task are left out, not read as a class
-    wide = fit_wide(feats, train, {"multi": multi, "binary": binary}, {"multi": 4, "binary": 2}, c=8.0)
+    wide = fit_wide(feats, counts, {"multi": multi, "binary": binary}, {"multi": 4, "binary": 2}, c=8.0)
     w, b = wide["multi"]
     assert w.shape == (feats.size, 4) and (b[2:] == MISSING_LOGIT).all() and not w[:, 2:].any()
     assert w[7, 1] > w[7, 0]  # the id that marks class 1 votes for it
@@ -96,7 +104,7 @@ def test_wide_and_deep_exports_with_parity_on_texts_longer_than_the_encoder_read
 
     from trainer import export, model
     from trainer.labels import load_label_space
-    from trainer.lexical import Features, LexicalHead, WideAndDeep, fit_wide
+    from trainer.lexical import LexicalHead, WideAndDeep, fit_wide
     from trainer.tiny import CHECK_TEXTS
     from trainer.tokens import TextEncoder, serving_tokenizer, special_ids
 
@@ -106,10 +114,10 @@ def test_wide_and_deep_exports_with_parity_on_texts_longer_than_the_encoder_read
     enc = TextEncoder(serving_tokenizer(model.default_base_model() / "tokenizer.json", 96), 96)
     texts = [t * k for t in CHECK_TEXTS for k in (1, 3)]  # most longer than the 16 ids the encoder reads
     train = enc.encode(texts)
-    feats = Features.fit(train, enc.tok.get_vocab_size(), 1024, special_ids(enc.tok))
+    feats, counts = fitted(train, enc.tok.get_vocab_size(), 1024, special_ids(enc.tok))
     rng = np.random.default_rng(0)
     y = {t: rng.integers(0, len(ls), size=len(train)) for t, ls in labels.items()}
-    wide = LexicalHead(feats, fit_wide(feats, train, y, {t: len(ls) for t, ls in labels.items()}, c=1.0))
+    wide = LexicalHead(feats, fit_wide(feats, counts, y, {t: len(ls) for t, ls in labels.items()}, c=1.0))
     net = WideAndDeep(deep, wide, 0.5, 16, enc.tok.token_to_id("[SEP]")).eval()
     fp32 = tmp_path / "m.onnx"
     export.export_fp32(net, fp32)
@@ -128,10 +136,10 @@ def test_wide_and_deep_exports_with_parity_on_texts_longer_than_the_encoder_read
 def test_a_mix_needs_a_weight_strictly_between_0_and_1() -> None:
     from consumer.errors import ConfigError
     from trainer import model
-    from trainer.lexical import Features, LexicalHead, WideAndDeep
+    from trainer.lexical import LexicalHead, WideAndDeep
 
     deep = model.build(model.tiny_encoder(0), {"t": ("a", "b")}, 0)
-    feats = Features.fit(rows(3, 5), VOCAB, BUCKETS, SPECIAL)
+    feats, _ = fitted(rows(3, 5), VOCAB, BUCKETS, SPECIAL)
     wide = LexicalHead(feats, {"t": (np.zeros((feats.size, 2), dtype=np.float32), np.zeros(2, dtype=np.float32))})
     for weight in (0.0, 1.0):
         with pytest.raises(ConfigError, match="lexical_weight"):
