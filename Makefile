@@ -5,22 +5,28 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 PYTHON ?= python3
 STACK := scripts/stack.sh
+K8S := scripts/k8s.sh
+# The images the cluster tier runs (the trainer image adds torch: several GB, built once per lock change).
+K8S_IMAGES ?= consumer explainer trainer
 TOOLS_BIN := $(shell scripts/install-tools.sh --print-bin)
 export PATH := $(TOOLS_BIN):$(PATH)
 # tests run with the stack's addresses unless the caller points at other services
 WITH_STACK = set -a; source .stack/env; set +a;
 
-.PHONY: install system-deps tools stack-up stack-down lint typecheck chart-check check test test-unit test-integration \
+.PHONY: install system-deps tools stack-up stack-down images k8s-build k8s-up k8s-down test-k8s lint typecheck chart-check check test test-unit test-integration \
         test-e2e bench bench-accuracy train demo demo-down ci clean
 
-install: ## Python packages (all extras) in the current interpreter
+install: ## Python packages from the hash-pinned lock (the versions the images run), then the project itself
 	$(PYTHON) -m pip install -q --upgrade pip
-	$(PYTHON) -m pip install -q -e '.[train,explain,dev]'
+	$(PYTHON) -m pip install -q --require-hashes -r requirements/dev.lock
+	$(PYTHON) -m pip install -q --no-deps -e .
 
-system-deps: ## Debian packages the tests use (redis-server, prometheus/promtool, chromium, Java 17)
+system-deps: ## Debian packages the tests use (redis, prometheus, chromium, Java 17, buildah, containerd, etcd)
 	@missing=""; \
-	for pair in redis-server:redis-server prometheus:prometheus promtool:prometheus chromium:chromium java:openjdk-17-jre-headless mvn:maven; do \
-	  command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair##*:}"; \
+	for pair in redis-server:redis-server prometheus:prometheus promtool:prometheus chromium:chromium java:openjdk-17-jre-headless mvn:maven \
+	            buildah:buildah mmdebstrap:mmdebstrap containerd:containerd runc:runc etcd:etcd-server iptables:iptables \
+	            conntrack:conntrack /usr/lib/cni/bridge:containernetworking-plugins; do \
+	  command -v $${pair%%:*} >/dev/null || [ -x "$${pair%%:*}" ] || missing="$$missing $${pair##*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
@@ -34,6 +40,20 @@ stack-up: ## local Kafka (KRaft) + Redis on 127.0.0.1; addresses in .stack/env
 
 stack-down:
 	bash $(STACK) down
+
+images: ## the project's images with buildah (no Docker engine), hadolint first; IMAGES="consumer ..." to choose
+	scripts/images.sh lint
+	scripts/images.sh build $(or $(IMAGES),$(K8S_IMAGES))
+
+k8s-build: ## kube-apiserver, controller-manager, scheduler, kubelet, kube-proxy, kubectl from k8s.io/kubernetes (cached)
+	scripts/k8s-build.sh
+
+k8s-up: k8s-build images ## a single-node cluster on containerd + runc, the images loaded; KUBECONFIG in .k8s/env
+	bash $(K8S) up
+	bash $(K8S) load $(K8S_IMAGES)
+
+k8s-down: ## stops exactly what k8s-up started
+	bash $(K8S) down
 
 lint:
 	ruff check .
@@ -56,7 +76,10 @@ test-integration: stack-up
 test-e2e: stack-up
 	$(WITH_STACK) $(PYTHON) -m pytest tests/e2e -q
 
-test: stack-up ## every tier against the real stack; integration tests never skip here
+test-k8s: k8s-up ## the chart's pods on the single-node cluster
+	CA_REQUIRE_SERVICES=1 $(PYTHON) -m pytest tests/k8s -q
+
+test: stack-up k8s-up ## every tier against the real stack and cluster; no tier skips here
 	$(WITH_STACK) CA_REQUIRE_SERVICES=1 $(PYTHON) -m pytest tests -q --durations=15
 
 bench: stack-up bench-accuracy ## every benchmark (throughput, SHAP latency, accuracy); ratios side by side

@@ -11,6 +11,9 @@
 #   status  print what runs; exit 0 only if both run
 # Env:    STACK_DIR (default <repo>/.stack), STACK_KAFKA_PORT (9092), STACK_REDIS_PORT (6379):
 #         a busy port, or 0, means any free port. CA_CACHE_DIR: jar cache. KAFKA_HEAP_OPTS.
+#         STACK_POD_ADDRESS: also listen on this local address (the test cluster's bridge, scripts/k8s.sh), for
+#         clients in pods: Kafka gets a second listener advertised there, and $STACK_DIR/env gains
+#         POD_KAFKA_BOOTSTRAP_SERVERS and POD_REDIS_URL. Clients on the host keep 127.0.0.1.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -114,7 +117,17 @@ need_jars() {
 # ---- Kafka --------------------------------------------------------------------------------------
 
 start_kafka() {
-  local port="$1" cport="$2" dir="$STACK_DIR/kafka"
+  local port="$1" cport="$2" pport="${3:-}" dir="$STACK_DIR/kafka"
+  local listeners="PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport"
+  local advertised="PLAINTEXT://127.0.0.1:$port" protocols="PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+  rm -f "$STACK_DIR/kafka.pod-port"
+  if [[ -n "$pport" ]]; then
+    # Each client is told the address of the listener it connected to: pods get the pod-side one.
+    listeners+=",PODS://$STACK_POD_ADDRESS:$pport"
+    advertised+=",PODS://$STACK_POD_ADDRESS:$pport"
+    protocols+=",PODS:PLAINTEXT"
+    echo "$pport" >"$STACK_DIR/kafka.pod-port"
+  fi
   need_java
   need_jars
   rm -rf "$dir"   # fresh cluster on each start: tests never see an earlier run's topics or offsets
@@ -123,9 +136,9 @@ start_kafka() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$cport
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=$listeners
+advertised.listeners=$advertised
+listener.security.protocol.map=$protocols
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 log.dirs=$dir/data
@@ -216,7 +229,11 @@ start_redis() {
   mkdir -p "$STACK_DIR/redis"
   echo "$port" >"$STACK_DIR/redis.port"
   # In the foreground of its own session, like Kafka: its pid is $!, known before it is ready.
-  setsid redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no --dir "$STACK_DIR/redis" \
+  local bind=(127.0.0.1)
+  # Protected mode refuses every non-loopback client without a password; the bind already limits who can connect
+  # to loopback and the test cluster's bridge.
+  [[ -n "${STACK_POD_ADDRESS:-}" ]] && bind+=("$STACK_POD_ADDRESS" --protected-mode no)
+  setsid redis-server --bind "${bind[@]}" --port "$port" --save '' --appendonly no --dir "$STACK_DIR/redis" \
     >"$STACK_DIR/redis.log" 2>&1 </dev/null 9>&- &
   echo $! >"$STACK_DIR/redis.pid"
   say "started Redis (pid $!) on 127.0.0.1:$port"
@@ -263,10 +280,10 @@ up() {
     say "Redis is already running on 127.0.0.1:$rport"
   fi
   if [[ -z "${kport:-}" ]]; then
-    mapfile -t ports < <(pick_ports "${STACK_KAFKA_PORT:-9092}" 0)
-    (( ${#ports[@]} == 2 )) || die "no free port for Kafka"
+    mapfile -t ports < <(pick_ports "${STACK_KAFKA_PORT:-9092}" 0 0)
+    (( ${#ports[@]} == 3 )) || die "no free port for Kafka"
     kport="${ports[0]}"
-    start_kafka "$kport" "${ports[1]}"
+    start_kafka "$kport" "${ports[1]}" "${STACK_POD_ADDRESS:+${ports[2]}}"
   fi
   if [[ -z "${rport:-}" ]]; then
     rport="$(pick_ports "${STACK_REDIS_PORT:-6379}")"
@@ -277,6 +294,11 @@ up() {
   wait_ready kafka kafka_answers "$kport"
   printf 'KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:%s\nREDIS_URL=redis://127.0.0.1:%s/0\n' "$kport" "$rport" \
     >"$STACK_DIR/env"
+  if [[ -n "${STACK_POD_ADDRESS:-}" ]]; then
+    [[ -f "$STACK_DIR/kafka.pod-port" ]] || die "Kafka runs without a pod listener: stop this stack first"
+    printf 'POD_KAFKA_BOOTSTRAP_SERVERS=%s:%s\nPOD_REDIS_URL=redis://%s:%s/0\n' "$STACK_POD_ADDRESS" \
+      "$(cat "$STACK_DIR/kafka.pod-port")" "$STACK_POD_ADDRESS" "$rport" >>"$STACK_DIR/env"
+  fi
   say "ready in $((SECONDS - t0))s; environment in $STACK_DIR/env:"
   sed 's/^/  /' "$STACK_DIR/env"
 }

@@ -7,6 +7,7 @@ written last by ``consumer.package.write_manifest``, which hashes every file and
 
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -59,7 +60,8 @@ def default_heads(tasks: dict[str, tuple[str, ...]]) -> dict[str, HeadSpec]:
 
 def code_commit() -> str:
     """The git commit of this checkout, ``<sha>-dirty`` when ``trainer/`` differs from it (uncommitted or
-    untracked files), or ``unknown`` (e.g. an image without .git)."""
+    untracked files). Without a checkout (an installed package, an image), ``ALLOCATOR_CODE_COMMIT``, which the
+    images set from their build (docker/*.Dockerfile), else ``unknown``."""
     here = Path(__file__).resolve().parent
 
     def git(*args: str) -> str | None:
@@ -69,9 +71,9 @@ def code_commit() -> str:
             return None
         return out.stdout.strip() if out.returncode == 0 else None
 
-    sha = git("rev-parse", "HEAD")
+    sha = git("rev-parse", "HEAD") if (here.parent / ".git").exists() else None
     if not sha:
-        return "unknown"
+        return os.environ.get("ALLOCATOR_CODE_COMMIT") or "unknown"
     return f"{sha}-dirty" if git("status", "--porcelain", "--", str(here)) else sha
 
 

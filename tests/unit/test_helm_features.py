@@ -89,8 +89,6 @@ OPT_IN = {
     "ScaledObject",
     "TriggerAuthentication",
     "HorizontalPodAutoscaler",
-    "PodDisruptionBudget",
-    "NetworkPolicy",
     "ServiceMonitor",
     "PrometheusRule",
 }
@@ -100,12 +98,16 @@ def test_opt_in_objects_are_absent_by_default() -> None:
     docs = render("default-values.yaml")
     assert not kinds(docs) & OPT_IN
     assert not [d for d in docs if "grafana_dashboard" in d["metadata"]["labels"]]
-    assert kinds(docs) == {"ServiceAccount", "Secret", "ConfigMap", "Service", "Deployment", "CronJob", "Job"}
+    # On by default (issue 21): PDBs, ingress NetworkPolicies and the `helm test` pod.
+    assert kinds(docs) == {
+        "ServiceAccount", "Secret", "ConfigMap", "Service", "Deployment", "CronJob", "Job",
+        "PodDisruptionBudget", "NetworkPolicy", "Pod",
+    }  # fmt: skip
 
 
 def test_full_scenario_renders_every_feature() -> None:
     docs = render("full-values.yaml")
-    assert kinds(docs) >= OPT_IN - {"TriggerAuthentication", "HorizontalPodAutoscaler"}
+    assert kinds(docs) >= OPT_IN - {"TriggerAuthentication", "HorizontalPodAutoscaler"} | {"PodDisruptionBudget"}
     pdbs = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
     assert sorted(d["metadata"]["name"] for d in pdbs) == ["triage-consumer", "triage-explainer"]
     policy = find(docs, "NetworkPolicy", "triage")

@@ -1,0 +1,90 @@
+"""Issue 21: the chart's pods on a real cluster. Real CFPB complaints stream through two consumer pods into
+``allocations`` exactly once, across a ``helm upgrade`` that rolls the pods and a pod deleted mid-stream."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+
+import pytest
+
+from tests.flow import Feeder, real_complaints
+from tests.k8s.conftest import CHART, Release
+from tests.procs import read_all, wait_count
+
+pytestmark = pytest.mark.k8s
+
+
+def _ready(pod: dict) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
+
+
+def _wait(what: str, check, timeout: float = 240) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} within {timeout}s")
+        time.sleep(1)
+
+
+def test_every_component_becomes_ready_through_its_probes(release: Release) -> None:
+    for component, replicas in (("consumer", 2), ("promoter", 1), ("explainer", 1)):
+        pods = release.pods(component)
+        assert len(pods) == replicas, (component, [p["metadata"]["name"] for p in pods])
+        assert all(_ready(p) for p in pods), (component, release.logs(component)[-3000:])
+        spec = pods[0]["spec"]["containers"][0]
+        assert spec.get("readinessProbe") and spec.get("livenessProbe"), component
+        assert pods[0]["spec"]["securityContext"]["runAsUser"] == 10001
+    # PDB and NetworkPolicy are on by default.
+    kinds = release.kubectl("get", "pdb,networkpolicy", "-o", "name").stdout.split()
+    assert any(k.startswith("poddisruptionbudget") for k in kinds), kinds
+    assert any(k.startswith("networkpolicy") for k in kinds), kinds
+
+
+def test_complaints_stream_exactly_once_through_an_upgrade_and_a_deleted_pod(release: Release) -> None:
+    cluster = release.cluster
+    docs = real_complaints(900)
+    items = [(d["complaint_id"].encode(), json.dumps(d).encode()) for d in docs]
+    feeder = Feeder(cluster.kafka, release.topics["complaints"], items, rate=15)
+    feeder.start()
+    try:
+        _wait("a third of the complaints sent", lambda: feeder.sent >= len(items) // 3, timeout=120)
+        # A rolling update mid-stream: a changed pod template (as a new image tag or model would) rolls both pods.
+        before = {p["metadata"]["name"] for p in release.pods("consumer")}
+        release.helm(
+            "upgrade", release.name, str(CHART), *release.values,
+            "--set-string", "consumer.podAnnotations.ca-test/rollout=2", "--wait", "--timeout", "6m",
+        )  # fmt: skip
+        release.wait_rolled_out("ca-complaints-allocation-consumer")
+        after = {p["metadata"]["name"] for p in release.pods("consumer")}
+        assert not before & after, "helm upgrade replaced every consumer pod"
+        # A pod deleted mid-stream is replaced by its Deployment.
+        _wait("two thirds sent", lambda: feeder.sent >= 2 * len(items) // 3, timeout=180)
+        victim = sorted(after)[0]
+        release.kubectl("delete", "pod", victim, "--wait=false")
+        _wait(
+            "the deleted pod replaced",
+            lambda: (
+                (pods := release.pods("consumer"))
+                and len([p for p in pods if _ready(p) and p["metadata"]["name"] != victim]) == 2
+            ),
+        )
+        feeder.join(180)
+        assert feeder.sent == len(items)
+        counts = wait_count(cluster.kafka, [release.topics["allocations"]], len(docs), timeout=240)
+        assert counts[release.topics["allocations"]] >= len(docs), (counts, release.logs("consumer")[-4000:])
+    finally:
+        feeder.join(5)
+
+    allocations = [json.loads(r.value) for r in read_all(cluster.kafka, release.topics["allocations"])]
+    per_id = Counter(a["complaint_id"] for a in allocations)
+    assert set(per_id) == {d["complaint_id"] for d in docs}, "0 lost"
+    assert per_id.most_common(1)[0][1] == 1, "0 duplicated"
+    assert len({a["decision_id"] for a in allocations}) == len(allocations)
+    assert not read_all(cluster.kafka, release.topics["dlq"], idle_ms=1000), "no valid complaint went to the DLQ"
+
+
+def test_helm_test_passes(release: Release) -> None:
+    out = release.helm("test", release.name, "--logs", "--timeout", "4m")
+    assert "Phase:          Succeeded" in out.stdout, out.stdout
