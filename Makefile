@@ -90,7 +90,7 @@ bench-accuracy: ## the default model vs TF-IDF vs the human team on test and hol
 	WANDB_MODE=$${WANDB_MODE:-offline} $(PYTHON) -m bench.accuracy
 
 train: ## a full fine-tune of the default model into artifacts/runs/<version> (OUT=dir to choose)
-	WANDB_MODE=$${WANDB_MODE:-offline} $(PYTHON) -m trainer train --config trainer/config/train.default.yaml \
+	WANDB_MODE=$${WANDB_MODE:-offline} $(PYTHON) -m trainer train --config default \
 	  $(if $(OUT),--out $(OUT))
 
 demo: ## the whole lifecycle on the local stack (see README)

@@ -126,7 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.set_defaults(func=_tiny)
 
     train = sub.add_parser("train", help="fine-tune, export, calibrate and package a model")
-    train.add_argument("--config", help="YAML or JSON file of TrainConfig fields")
+    train.add_argument(
+        "--config",
+        help="YAML or JSON file of TrainConfig fields, or a shipped recipe by name (default: the published one)",
+    )
     train.add_argument(
         "--out",
         help="output folder (package/, checkpoints/, report); "

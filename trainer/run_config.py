@@ -121,11 +121,29 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+RECIPES = Path(__file__).resolve().parent / "config"
+
+
+def recipe_path(name_or_path: str | Path) -> Path:
+    """A file path as given, or a recipe shipped in the package: ``default`` is ``trainer/config/train.default.yaml``.
+
+    A name works wherever the package is installed (the trainer image, a Kubernetes Job), so the cluster's
+    retraining runs the very recipe ``make train`` runs, with no path into site-packages."""
+    p = Path(name_or_path)
+    if p.suffix or len(p.parts) > 1:
+        return p
+    shipped = RECIPES / f"train.{p.name}.yaml"
+    if not shipped.is_file():
+        known = sorted(f.name.removeprefix("train.").removesuffix(".yaml") for f in RECIPES.glob("train.*.yaml"))
+        raise ConfigError(f"no training recipe named {p.name!r} (shipped: {', '.join(known)}; or give a file path)")
+    return shipped
+
+
 def load_config(path: str | Path | None, **overrides: Any) -> TrainConfig:
-    """Defaults, then the file (YAML or JSON), then non-None ``overrides``."""
+    """Defaults, then the file (YAML or JSON) or shipped recipe (``recipe_path``), then non-None ``overrides``."""
     values: dict[str, Any] = {}
     if path:
-        p = Path(path)
+        p = recipe_path(path)
         try:
             text = p.read_text(encoding="utf-8")
         except OSError as exc:

@@ -136,6 +136,7 @@ class Release:
         return self.cluster.run("kubectl", "--namespace", self.namespace, *args, check=check)
 
     def pods(self, component: str) -> list[dict[str, Any]]:
+        """The component's pods, less those already terminating."""
         selector = f"app.kubernetes.io/instance={self.name},app.kubernetes.io/component={component}"
         items: list[dict[str, Any]] = self.cluster.kubectl_json(
             "--namespace", self.namespace, "get", "pods", "-l", selector

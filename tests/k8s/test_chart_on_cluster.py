@@ -88,3 +88,14 @@ def test_complaints_stream_exactly_once_through_an_upgrade_and_a_deleted_pod(rel
 def test_helm_test_passes(release: Release) -> None:
     out = release.helm("test", release.name, "--logs", "--timeout", "4m")
     assert "Phase:          Succeeded" in out.stdout, out.stdout
+
+
+def test_turning_autoscaling_on_keeps_the_running_replicas(release: Release) -> None:
+    deployment = "ca-complaints-allocation-consumer"
+    release.helm(
+        "upgrade", release.name, str(CHART), *release.values,
+        "--set", "autoscaling.hpa.enabled=true", "--set", "autoscaling.hpa.maxReplicas=4", "--wait", "--timeout", "4m",
+    )  # fmt: skip
+    spec = release.cluster.kubectl_json("--namespace", release.namespace, "get", "deployment", deployment)["spec"]
+    assert spec["replicas"] == 2, "the live count is kept until the autoscaler decides (not reset to 1)"
+    assert release.kubectl("get", "hpa", deployment, "-o", "name").stdout.strip()

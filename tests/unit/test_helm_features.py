@@ -41,7 +41,8 @@ def test_consumer_defaults() -> None:
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert c["startupProbe"]["httpGet"]["path"] == "/healthz"
-    assert c["resources"]["requests"] == {"cpu": "2", "memory": "1536Mi"}
+    # Sized from measurements (issue 21): peak RSS 162 MiB serving the int8 default.
+    assert c["resources"]["requests"] == {"cpu": "2", "memory": "384Mi"}
     env = env_of(c)
     # onnxruntime threads follow the CPU limit through the downward API.
     assert env["ALLOCATOR_ORT_THREADS"]["valueFrom"]["resourceFieldRef"] == {
@@ -246,12 +247,20 @@ def test_trainer_pushes_and_registers_only_with_a_hub_repo() -> None:
         (c,) = pod_spec(find(render(*values, sets=sets), "CronJob", "-trainer"))["containers"]
         return c.get("args")
 
-    assert trainer_args("default-values.yaml") is None
-    assert trainer_args("default-values.yaml", sets=("trainer.args={--resume}",)) == ["--resume"]
+    recipe = ["--config", "default"]  # always first: the published recipe, as `make train` runs it
+    assert trainer_args("default-values.yaml") == recipe
+    assert trainer_args("default-values.yaml", sets=("trainer.args={--resume}",)) == [*recipe, "--resume"]
     pushed = trainer_args("default-values.yaml", sets=("trainer.pushToHub.repo=bank/complaints-minilm",))
-    assert pushed == ["--push-to-hub", "bank/complaints-minilm", "--register"]
+    assert pushed == [*recipe, "--push-to-hub", "bank/complaints-minilm", "--register"]
     full = trainer_args("full-values.yaml")
-    assert full == ["--data", "/data/complaints.csv.gz", "--push-to-hub", "bank/complaints-minilm", "--register"]
+    assert full == [
+        *recipe,
+        "--data",
+        "/data/complaints.csv.gz",
+        "--push-to-hub",
+        "bank/complaints-minilm",
+        "--register",
+    ]
     assert "pushToHub" in render_error("trainer.pushToHub.repo=no-owner")
 
 
@@ -299,3 +308,58 @@ def test_dashboard_configmaps_carry_the_generated_json() -> None:
         assert cm["metadata"]["annotations"]["grafana_folder"] == "Complaints allocation"
         ((name, text),) = cm["data"].items()
         assert json.loads(text) == json.loads((CHART / "dashboards" / name).read_text())
+
+
+def test_keda_scales_in_through_behavior_and_falls_back_to_fixed_replicas() -> None:
+    docs = render("default-values.yaml", sets=("autoscaling.keda.enabled=true",))
+    scaled = find(docs, "ScaledObject")["spec"]
+    behavior = scaled["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 300
+    assert behavior["scaleDown"]["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 120}]
+    assert scaled["fallback"] == {"failureThreshold": 3, "replicas": 2}
+    assert (
+        "fallback"
+        not in find(
+            render(
+                "default-values.yaml", sets=("autoscaling.keda.enabled=true", "autoscaling.keda.fallback.replicas=0")
+            ),
+            "ScaledObject",
+        )["spec"]
+    )
+    assert "fallback.replicas (7) > maxReplicas (6)" in render_error(
+        "autoscaling.keda.enabled=true", "autoscaling.keda.fallback.replicas=7"
+    )
+
+
+def test_an_existing_secret_is_read_under_its_own_key_names() -> None:
+    sets = (
+        "secrets.existingSecret=bank-creds",
+        "secrets.keys.KAFKA_SASL_PASSWORD=password",
+        "secrets.keys.ALLOCATOR_EXPLAINER_TOKEN=explainer-token",
+        "kafka.sasl.mechanism=SCRAM-SHA-512",
+        "kafka.sasl.username=triage",
+    )
+    docs = render("default-values.yaml", sets=sets)
+    assert not [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "rel-complaints-allocation"]
+    for component, expected in (
+        ("consumer", {"password": "KAFKA_SASL_PASSWORD"}),
+        ("explainer", {"password": "KAFKA_SASL_PASSWORD", "explainer-token": "ALLOCATOR_EXPLAINER_TOKEN"}),
+    ):
+        volumes = find(docs, "Deployment", component)["spec"]["template"]["spec"]["volumes"]
+        secret = next(v["secret"] for v in volumes if v["name"] == "secrets")
+        assert secret["secretName"] == "bank-creds"
+        assert {i["key"]: i["path"] for i in secret["items"]} == expected, component
+    # Keys not named keep their own name; the chart's own Secret always uses the canonical names.
+    sasl = ("kafka.sasl.mechanism=PLAIN", "kafka.sasl.username=u", "kafka.sasl.password=p")
+    own = render("default-values.yaml", sets=(*sasl, "secrets.keys.KAFKA_SASL_PASSWORD=password"))
+    items = next(
+        v for v in find(own, "Deployment", "consumer")["spec"]["template"]["spec"]["volumes"] if v["name"] == "secrets"
+    )
+    assert items["secret"]["items"] == [{"key": "KAFKA_SASL_PASSWORD", "path": "KAFKA_SASL_PASSWORD"}]
+
+
+def test_the_retraining_job_runs_the_published_recipe() -> None:
+    cron = find(render("default-values.yaml"), "CronJob")
+    container = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["python", "-m", "trainer", "train"]
+    assert container["args"][:2] == ["--config", "default"]

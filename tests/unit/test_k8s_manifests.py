@@ -144,9 +144,9 @@ def test_jobs() -> None:
         assert retrain["containers"][0]["command"] == ["python", "-m", "trainer", "train"]
     cron = named(build("base"), "CronJob", "complaints-allocation-trainer")
     assert cron["spec"]["suspend"] is True
-    # The plain retrain Job and the CronJob template run the same pod (the Job adds empty args).
+    # The plain retrain Job and the CronJob template run the same pod, with the published recipe.
     job_pod = pod_spec(named(build("jobs"), "Job", "complaints-allocation-retrain"))
     (job_container,) = job_pod["containers"]
-    job_container = {k: v for k, v in job_container.items() if k != "args"}
+    assert job_container["args"] == ["--config", "default"]
     assert pod_spec(cron)["containers"] == [job_container]
     assert pod_spec(cron)["volumes"] == job_pod["volumes"]

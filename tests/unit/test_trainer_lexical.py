@@ -176,3 +176,19 @@ def test_every_value_the_sweep_can_pick_makes_a_valid_config_with_the_defaults()
         values = space.get("values") or [space["min"], space["max"]]
         for value in values:
             assert getattr(load_config(default, **{name: value}), name) == value, (name, value)
+
+
+def test_a_recipe_by_name_is_the_shipped_file_and_the_sweep_names_one() -> None:
+    import yaml
+
+    from consumer.errors import ConfigError
+    from trainer.run_config import RECIPES, load_config, recipe_path
+
+    assert recipe_path("default") == RECIPES / "train.default.yaml"
+    assert load_config("default") == load_config(RECIPES / "train.default.yaml")
+    assert recipe_path("some/file.yaml") == Path("some/file.yaml")
+    with pytest.raises(ConfigError, match="no training recipe named 'nope'"):
+        recipe_path("nope")
+    command = yaml.safe_load((RECIPES / "sweep.yaml").read_text())["command"]
+    recipe = command[command.index("--config") + 1]
+    assert recipe_path(recipe).is_file(), "the sweep's recipe resolves inside any install (the trainer image)"

@@ -90,6 +90,16 @@ image must never be applied to another image.
 {{- default (include "ca.fullname" .) .Values.secrets.existingSecret -}}
 {{- end -}}
 
+{{/* The key holding credential NAME in the Secret the pods read: secrets.keys.NAME in an existing Secret (made
+by Strimzi, Bitnami, an operator), else NAME. Pods always see it under NAME. Call with (dict "ctx" $ "name" NAME). */}}
+{{- define "ca.secretKey" -}}
+{{- if .ctx.Values.secrets.existingSecret -}}
+{{- default .name (index .ctx.Values.secrets.keys .name) -}}
+{{- else -}}
+{{- .name -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Kafka security protocol derived from SASL and TLS, so the two cannot disagree. */}}
 {{- define "ca.kafkaProtocol" -}}
 {{- printf "%s%s" (ternary "SASL_" "" (ne .Values.kafka.sasl.mechanism "")) (ternary "SSL" "PLAINTEXT" .Values.kafka.tls.enabled) -}}
@@ -181,7 +191,7 @@ and the writable emptyDirs a read-only root filesystem needs. Call with
     defaultMode: 0440
     items:
     {{- range .keys }}
-      - key: {{ . }}
+      - key: {{ include "ca.secretKey" (dict "ctx" $.ctx "name" .) }}
         path: {{ . }}
     {{- end }}
 {{- end }}
@@ -229,7 +239,7 @@ and the writable emptyDirs a read-only root filesystem needs. Call with
   valueFrom:
     secretKeyRef:
       name: {{ include "ca.secretName" . }}
-      key: HF_TOKEN
+      key: {{ include "ca.secretKey" (dict "ctx" $ "name" "HF_TOKEN") }}
       optional: true
 {{- end }}
 {{- end -}}
