@@ -4,6 +4,7 @@
 #   scripts/helm.sh lint            helm lint --strict for every ci/*-values.yaml scenario
 #   scripts/helm.sh render [FILE]   helm template with one scenario (default: ci/default-values.yaml)
 #   scripts/helm.sh rules           promtool check + unit tests of the alert rules
+#   scripts/helm.sh docs [--check]  write the chart README from values.yaml (helm-docs); --check: fail if stale
 #   scripts/helm.sh check-version [BASE]
 #                                   fail if the chart changed since BASE (git rev, default HEAD) but
 #                                   its version did not go up; in CI, pass the target branch or HEAD^
@@ -66,14 +67,27 @@ check_version() {
   echo "check-version: $old -> $new"
 }
 
+# docs [--check]: the chart's README from values.yaml (helm-docs); --check fails when the README is stale.
+docs() {
+  if [[ "${1:-}" == --check ]]; then
+    diff -u "$CHART/README.md" <(cd "$CHART" && helm-docs --dry-run --log-level warning) \
+      || { echo "docs: $CHART/README.md is out of date: run scripts/helm.sh docs" >&2; return 1; }
+    echo "docs: the chart README is up to date"
+  else
+    (cd "$CHART" && helm-docs --log-level warning)
+  fi
+}
+
 case "${1:-check}" in
   lint) lint ;;
+  docs) docs "${2:-}" ;;
   render) render "${2:-}" ;;
   rules) rules ;;
   check-version) check_version "${2:-}" ;;
   check)
     (cd "$ROOT" && python -m dashboards --check)
     lint
+    docs --check
     rules
     check_version "${2:-}"
     ;;

@@ -33,16 +33,7 @@ BUILDAH=(buildah --root "$CACHE_DIR/containers/storage" --runroot "$CACHE_DIR/co
 say() { echo "images: $*" >&2; }
 die() { echo "images: error: $*" >&2; exit 1; }
 
-need() {
-  local missing=() pair
-  for pair in buildah:buildah mmdebstrap:mmdebstrap; do
-    command -v "${pair%%:*}" >/dev/null || missing+=("${pair##*:}")
-  done
-  (( ${#missing[@]} == 0 )) && return 0
-  [[ "$(id -u)" == 0 ]] || die "missing ${missing[*]}; install the Debian packages"
-  say "installing ${missing[*]} with apt-get"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-}
+need() { "$ROOT/scripts/need-debs.sh" buildah:buildah mmdebstrap:mmdebstrap; }
 
 tag() {
   if [[ -n "${IMAGE_TAG:-}" ]]; then

@@ -6,8 +6,9 @@
 # skipped when the pinned version is already in the cache, so this is cheap to call
 # from CI on every run (a cold build takes a few minutes; see docs/operations.md).
 #
-# Schema validation uses the PyPI package kubernetes-validate (ships the schemas, works
-# offline), installed with the `dev` extra, so no kubeconform here.
+# kubeconform validates every rendered manifest offline against the schemas the PyPI package
+# kubernetes-validate ships (the `dev` extra) plus CRD schemas made from the KEDA and prometheus-operator
+# Go modules (scripts/validate_manifests.py). helm-docs writes the chart's README from values.yaml.
 #
 # Usage: scripts/install-tools.sh            # installs into $TOOLS_BIN
 #        export PATH="$(scripts/install-tools.sh --print-bin):$PATH"
@@ -16,6 +17,8 @@ set -euo pipefail
 HELM_VERSION="${HELM_VERSION:-v3.21.4}"
 # v5.8.3 needs go >= 1.27; our machines have go 1.26.
 KUSTOMIZE_VERSION="${KUSTOMIZE_VERSION:-v5.8.2}"
+KUBECONFORM_VERSION="${KUBECONFORM_VERSION:-v0.6.7}"
+HELM_DOCS_VERSION="${HELM_DOCS_VERSION:-v1.14.2}"
 TOOLS_BIN="${TOOLS_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/complaints-allocation/bin}"
 
 if [[ "${1:-}" == "--print-bin" ]]; then
@@ -57,6 +60,8 @@ for pkg in chartutil lint/rules; do
 done
 build_tool helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm "$HELM_LDFLAGS"
 build_tool kustomize "$KUSTOMIZE_VERSION" sigs.k8s.io/kustomize/kustomize/v5
+build_tool kubeconform "$KUBECONFORM_VERSION" github.com/yannh/kubeconform/cmd/kubeconform
+build_tool helm-docs "$HELM_DOCS_VERSION" github.com/norwoodj/helm-docs/cmd/helm-docs
 
 "$TOOLS_BIN/helm" version --short
 "$TOOLS_BIN/kustomize" version

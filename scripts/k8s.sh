@@ -46,16 +46,8 @@ kubectl_() { "$BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
 # ---- prerequisites ------------------------------------------------------------------------------
 
 need_packages() {
-  local missing=() pair
-  for pair in etcd:etcd-server containerd:containerd runc:runc iptables:iptables conntrack:conntrack \
-              openssl:openssl gcc:gcc /usr/lib/cni/bridge:containernetworking-plugins; do
-    if [[ "${pair%%:*}" == /* ]]; then [[ -x "${pair%%:*}" ]] || missing+=("${pair##*:}")
-    else command -v "${pair%%:*}" >/dev/null || missing+=("${pair##*:}"); fi
-  done
-  (( ${#missing[@]} == 0 )) && return 0
-  [[ "$(id -u)" == 0 ]] || die "missing ${missing[*]}; install the Debian packages"
-  say "installing ${missing[*]} with apt-get"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  "$ROOT/scripts/need-debs.sh" etcd:etcd-server containerd:containerd runc:runc iptables:iptables \
+    conntrack:conntrack openssl:openssl gcc:gcc /usr/lib/cni/bridge:containernetworking-plugins
 }
 
 # ---- process bookkeeping (as scripts/stack.sh: pidfiles, command line checked) -------------------
