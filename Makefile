@@ -6,10 +6,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 STACK := scripts/stack.sh
 K8S := scripts/k8s.sh
-# The images `make images` builds and tests/k8s/test_images.py checks (the trainer's torch makes it ~8.6 GB), and
-# those loaded into the test cluster's containerd (no cluster test runs the trainer yet).
+# The images `make images` builds and tests/k8s checks, and loads into the test cluster's containerd (the trainer's
+# torch makes it ~8.6 GB: loading it takes ~3.3 min, for the retraining Job test).
 IMAGES ?= consumer explainer trainer
-K8S_IMAGES ?= consumer explainer
+K8S_IMAGES ?= $(IMAGES)
 TOOLS_BIN := $(shell scripts/install-tools.sh --print-bin)
 export PATH := $(TOOLS_BIN):$(PATH)
 # tests run with the stack's addresses unless the caller points at other services

@@ -192,6 +192,22 @@ EOF
 network_down() {
   iptables -D FORWARD "${FORWARD_RULE[@]}" 2>/dev/null || true
   [[ -x "$BIN/kube-proxy" ]] && "$BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
+  # The kubelet's own empty chains (its canaries, kube-proxy's mode hint), which kube-proxy --cleanup leaves.
+  local tool table chain rule
+  for tool in iptables ip6tables; do
+    for table in filter nat mangle; do
+      # Jumps from the built-in chains first (the kubelet's KUBE-FIREWALL hangs off INPUT and OUTPUT).
+      while read -r rule; do
+        [[ -n "$rule" ]] && eval "$tool -t $table ${rule/#-A/-D}" 2>/dev/null || true
+      done < <("$tool" -t "$table" -S 2>/dev/null | awk '$1 == "-A" && $2 !~ /^KUBE-/ && / -j KUBE-/')
+      for chain in $("$tool" -t "$table" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^KUBE-/ {print $2}'); do
+        "$tool" -t "$table" -F "$chain" 2>/dev/null || true
+      done
+      for chain in $("$tool" -t "$table" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^KUBE-/ {print $2}'); do
+        "$tool" -t "$table" -X "$chain" 2>/dev/null || true
+      done
+    done
+  done
   if [[ -f "$RUN/netns.before" ]]; then
     # Namespaces containerd made for our pods that a killed kubelet could not tear down.
     comm -13 "$RUN/netns.before" <(ip netns list 2>/dev/null | awk '{print $1}' | sort) | grep '^cni-' \
