@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections import Counter
 
 import pytest
 
 from tests.flow import Feeder, real_complaints
-from tests.k8s.conftest import CHART, Release
+from tests.k8s.conftest import CHART, Release, image_ref
 from tests.procs import read_all, wait_count
 
 pytestmark = pytest.mark.k8s
@@ -50,18 +51,25 @@ def test_complaints_stream_exactly_once_through_an_upgrade_and_a_deleted_pod(rel
     feeder.start()
     try:
         _wait("a third of the complaints sent", lambda: feeder.sent >= len(items) // 3, timeout=120)
-        # A rolling update mid-stream: a changed pod template (as a new image tag or model would) rolls both pods.
+        # A rolling update mid-stream to a new image tag (the same image tagged again in the node's containerd, as a
+        # release pipeline would push one) rolls both pods.
         before = {p["metadata"]["name"] for p in release.pods("consumer")}
+        old = image_ref("consumer")
+        new_tag = f"{old.rsplit(':', 1)[1]}-next"
+        ctr = ["ctr", "--address", cluster.env["K8S_CONTAINERD_SOCK"], "-n", "k8s.io", "images", "tag", "--force"]
+        subprocess.run([*ctr, old, f"{old.rsplit(':', 1)[0]}:{new_tag}"], check=True, capture_output=True)
         release.helm(
             "upgrade", release.name, str(CHART), *release.values,
-            "--set-string", "consumer.podAnnotations.ca-test/rollout=2", "--wait", "--timeout", "6m",
+            "--set-string", f"image.tag={new_tag}", "--wait", "--timeout", "6m",
         )  # fmt: skip
         release.wait_rolled_out("ca-complaints-allocation-consumer")
-        after = {p["metadata"]["name"] for p in release.pods("consumer")}
-        assert not before & after, "helm upgrade replaced every consumer pod"
+        after = release.pods("consumer")
+        assert not before & {p["metadata"]["name"] for p in after}, "helm upgrade replaced every consumer pod"
+        assert {p["spec"]["containers"][0]["image"].rsplit(":", 1)[1] for p in after} == {new_tag}
+        after_names = {p["metadata"]["name"] for p in after}
         # A pod deleted mid-stream is replaced by its Deployment.
         _wait("two thirds sent", lambda: feeder.sent >= 2 * len(items) // 3, timeout=180)
-        victim = sorted(after)[0]
+        victim = sorted(after_names)[0]
         release.kubectl("delete", "pod", victim, "--wait=false")
         _wait(
             "the deleted pod replaced",
