@@ -153,11 +153,16 @@ class Release:
         return out.stdout + out.stderr
 
 
+def topic_names(unique: str) -> dict[str, str]:
+    """The release's own topics, by the chart's kafka.topics keys."""
+    return {k: f"{k}-{unique}" for k in ("complaints", "allocations", "shadow", "dlq", "feedback")}
+
+
 def release_values(
     cluster: Cluster, unique: str, tag: str, model_dir: Path, extra: dict[str, str] | None = None
 ) -> list[str]:
     """``--set`` arguments binding ci/k8s-values.yaml to this run: addresses, topics, images, model."""
-    topics = {k: f"{k}-{unique}" for k in ("complaints", "allocations", "shadow", "dlq", "feedback")}
+    topics = topic_names(unique)
     sets = {
         "image.tag": tag,
         "explainer.image.tag": tag,
@@ -194,8 +199,7 @@ def release(cluster: Cluster, image_tag: str, pod_model_dir: Path) -> Iterator[R
     cluster.run("kubectl", "create", "namespace", namespace)
     cluster.run("kubectl", "label", "namespace", namespace, "ca-test=true")
     values = release_values(cluster, unique, image_tag, pod_model_dir)
-    rel = Release(cluster, "ca", namespace, {}, values)
-    rel.topics = {k: f"{k}-{unique}" for k in ("complaints", "allocations", "shadow", "dlq", "feedback")}
+    rel = Release(cluster, "ca", namespace, topic_names(unique), values)
     t0 = time.monotonic()
     try:
         rel.helm("install", rel.name, str(CHART), *values, "--wait", "--timeout", "6m")

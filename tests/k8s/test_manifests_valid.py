@@ -3,6 +3,7 @@ prometheus-operator CRDs included) and a server-side dry run on the test cluster
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +18,6 @@ SCRIPT = ROOT / "scripts" / "validate_manifests.py"
 
 def validate(*args: str, kubectl: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {"KUBECTL": kubectl} if kubectl else {}
-    import os
-
     return subprocess.run(
         [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=600, check=False,
         env={**os.environ, **env},
