@@ -18,10 +18,10 @@ from consumer.hooks import LoopHooks
 from consumer.inference import cpu_limit
 from consumer.loop import Loop, Topics
 from consumer.metrics import ConsumerMetrics
+from consumer.plan import StrategyWatcher, config_plan
 from consumer.registry import Registry
-from consumer.serving import StrategyWatcher, config_plan
 from consumer.settings import ConsumerSettings
-from consumer.strategy_store import StrategyStore
+from consumer.store import StrategyStore
 
 log = logging.getLogger("consumer")
 

@@ -9,22 +9,24 @@ from __future__ import annotations
 import argparse
 import getpass
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING
 
-from consumer.errors import StrategyError
+from consumer import strategy
 from consumer.strategy import Strategy, TaskPlan
+
+Transition = Callable[[Strategy | None], Mapping[str, TaskPlan]]
 
 if TYPE_CHECKING:
     from consumer.registry import Registry
-    from consumer.strategy_store import StrategyStore
+    from consumer.store import StrategyStore
 
 
 def _stores() -> tuple[Registry, StrategyStore]:
     from consumer import store
     from consumer.registry import Registry
     from consumer.settings import ConsumerSettings, load
-    from consumer.strategy_store import StrategyStore
+    from consumer.store import StrategyStore
 
     s = load(ConsumerSettings)
     client = store.connect(s)
@@ -60,45 +62,18 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
-def change_tasks(
-    current: Strategy | None,
-    action: str,
-    model: str | None,
-    task: str | None,
-    weight: float,
-    sample: float,
-    model_tasks: Mapping[str, object],
-) -> dict[str, TaskPlan]:
-    """The new per-task plans for a strategy command (pure; validation happens on write)."""
-    tasks = dict(current.tasks) if current else {}
-    if action == "champion":
-        assert model is not None
-        targets = [task] if task else sorted(model_tasks if not tasks else set(tasks) & set(model_tasks))
-        for t in targets:
-            tasks[t] = TaskPlan("champion", model)
-        return tasks
-    if current is None:
-        raise StrategyError("no strategy yet: set a champion first (allocator strategy champion MODEL)")
-    targets = [task] if task else sorted(tasks)
-    for t in targets:
-        if t not in tasks:
-            raise StrategyError(f"task {t!r} is not in the strategy")
-        plan = tasks[t]
-        if action == "canary":
-            # one salt per challenger: a complaint gets the same arm in every task, and raising the
-            # weight keeps every complaint already in the canary there
-            tasks[t] = TaskPlan("canary", plan.champion, model, weight=weight, salt=f"canary:{model}")
-        elif action == "shadow":
-            tasks[t] = TaskPlan("shadow", plan.champion, model, sample=sample, salt=f"shadow:{model}")
-        elif action == "promote":
-            if plan.challenger is None:
-                if task:
-                    raise StrategyError(f"task {t!r} runs no experiment to promote")
-                continue
-            tasks[t] = TaskPlan("champion", plan.challenger)
-        elif action == "end":
-            tasks[t] = TaskPlan("champion", plan.champion)
-    return tasks
+def transition(args: argparse.Namespace, model_tasks: Collection[str]) -> Transition:
+    """The strategy transition a parsed ``allocator strategy`` command asks for."""
+    task = args.task
+    if args.action == "champion":
+        return lambda cur: strategy.champion(cur, args.model, model_tasks, task)
+    if args.action == "canary":
+        return lambda cur: strategy.canary(cur, args.model, args.weight, task)
+    if args.action == "shadow":
+        return lambda cur: strategy.shadow(cur, args.model, args.sample, task)
+    if args.action == "promote":
+        return lambda cur: strategy.promote(cur, task)
+    return lambda cur: strategy.end(cur, task)
 
 
 def _strategy(args: argparse.Namespace) -> int:
@@ -121,19 +96,7 @@ def _strategy(args: argparse.Namespace) -> int:
         new = store.rollback(reason, _who())
     else:
         model_tasks = registry.get(args.model).tasks if getattr(args, "model", None) else {}
-        new = store.update(
-            lambda cur: change_tasks(
-                cur,
-                args.action,
-                getattr(args, "model", None),
-                args.task,
-                getattr(args, "weight", 0.0),
-                getattr(args, "sample", 1.0),
-                model_tasks,
-            ),
-            reason,
-            _who(),
-        )
+        new = store.update(transition(args, model_tasks), reason, _who())
     modes = ", ".join(f"{t}={p.mode}" for t, p in sorted(new.tasks.items()))
     print(f"strategy version {new.version}: {modes}")
     return 0

@@ -31,8 +31,8 @@ from consumer.decode import decode_complaint
 from consumer.errors import BrokerError, ContractError
 from consumer.hooks import LoopHooks
 from consumer.kafka import rewind
+from consumer.plan import Plan
 from consumer.router import Item, Router
-from consumer.serving import Plan
 
 log = logging.getLogger(__name__)
 

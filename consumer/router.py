@@ -36,7 +36,7 @@ from consumer.contracts.messages import (
 from consumer.errors import InferenceError
 from consumer.inference import Encoded, OnnxModel
 from consumer.package import TaskHead
-from consumer.serving import Plan
+from consumer.plan import Plan
 
 Want = tuple[Arm, str, str | None]  # per task: published arm, published model ref, shadow model ref
 

@@ -1,19 +1,23 @@
-"""The deployment strategy document (DESIGN section 4): parsing, validation and sticky arm assignment.
+"""The deployment strategy (DESIGN section 4): the document, its validation, sticky arms and the transitions.
 
-Storage (compare-and-set, history, announcements) is in ``consumer.store``; this module is pure.
+Transitions (``champion``, ``canary``, ``shadow``, ``promote``, ``end``, ``rollback``) are pure functions from
+the strategy in force to the new per-task plans; the ``allocator strategy`` commands and the promoter both
+call them, and ``consumer.store.StrategyStore`` writes their result (compare-and-set, history, announcement).
+``task=None`` means every task the transition applies to. Validation against the registry happens on write.
+This module does no I/O.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from consumer.contracts import schemas
-from consumer.errors import StrategyValidationError
+from consumer.errors import StrategyError, StrategyValidationError
 
 # The case system needs these on every allocation (allocation/v1 top-level fields).
 ROUTING_TASKS = ("team", "issue", "vulnerable")
@@ -138,3 +142,78 @@ def next_doc(current: Strategy | None, tasks: Mapping[str, TaskPlan], reason: st
         "reason": reason,
         "tasks": {t: p.to_doc() for t, p in sorted(tasks.items())},
     }
+
+
+# --- transitions ------------------------------------------------------------------------------------------
+
+
+def champion(
+    current: Strategy | None, model: str, model_tasks: Collection[str], task: str | None = None
+) -> dict[str, TaskPlan]:
+    """``model`` serves and is published for ``task``, or for every task both it and the strategy have
+    (every task of the model when there is no strategy yet). Any experiment on those tasks ends."""
+    tasks = dict(current.tasks) if current else {}
+    targets = [task] if task else sorted(set(model_tasks) & set(tasks) if tasks else model_tasks)
+    for t in targets:
+        tasks[t] = TaskPlan("champion", model)
+    return tasks
+
+
+def canary(current: Strategy | None, challenger: str, weight: float, task: str | None = None) -> dict[str, TaskPlan]:
+    """``challenger`` is published for a ``weight`` share of complaints; the champion keeps the rest.
+
+    One salt per challenger: a complaint gets the same arm in every task, and raising the weight keeps
+    every complaint already in the canary there."""
+    return _each(
+        current,
+        task,
+        lambda plan: TaskPlan("canary", plan.champion, challenger, weight=weight, salt=f"canary:{challenger}"),
+    )
+
+
+def shadow(
+    current: Strategy | None, challenger: str, sample: float = 1.0, task: str | None = None
+) -> dict[str, TaskPlan]:
+    """``challenger`` also scores a ``sample`` share of complaints; only the champion is ever published."""
+    return _each(
+        current,
+        task,
+        lambda plan: TaskPlan("shadow", plan.champion, challenger, sample=sample, salt=f"shadow:{challenger}"),
+    )
+
+
+def promote(current: Strategy | None, task: str | None = None) -> dict[str, TaskPlan]:
+    """The challenger becomes champion. Without ``task``, tasks that run no experiment are left alone;
+    naming a task that runs none is an error."""
+
+    def move(plan: TaskPlan) -> TaskPlan:
+        if plan.challenger is None:
+            if task:
+                raise StrategyError(f"task {task!r} runs no experiment to promote")
+            return plan
+        return TaskPlan("champion", plan.challenger)
+
+    return _each(current, task, move)
+
+
+def end(current: Strategy | None, task: str | None = None) -> dict[str, TaskPlan]:
+    """The experiment ends; the champion stays and serves alone."""
+    return _each(current, task, lambda plan: TaskPlan("champion", plan.champion))
+
+
+def rollback(previous: Strategy | None) -> dict[str, TaskPlan]:
+    """The plans of the previous strategy version, to be written again as a new version."""
+    if previous is None:
+        raise StrategyError("no previous strategy to roll back to")
+    return dict(previous.tasks)
+
+
+def _each(current: Strategy | None, task: str | None, move: Callable[[TaskPlan], TaskPlan]) -> dict[str, TaskPlan]:
+    if current is None:
+        raise StrategyError("no strategy yet: set a champion first (allocator strategy champion MODEL)")
+    tasks = dict(current.tasks)
+    if task is not None and task not in tasks:
+        raise StrategyError(f"task {task!r} is not in the strategy")
+    for t in [task] if task else sorted(tasks):
+        tasks[t] = move(tasks[t])
+    return tasks

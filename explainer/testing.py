@@ -14,9 +14,9 @@ from pathlib import Path
 from consumer.contracts.messages import Allocation, Complaint, Source, dump
 from consumer.metrics import ExplainerMetrics
 from consumer.package import ModelPackage
+from consumer.plan import build_plan
 from consumer.registry import Registry
 from consumer.router import Item, Router
-from consumer.serving import build_plan
 from consumer.strategy import Strategy, TaskPlan
 from explainer.index import DecisionIndex
 from explainer.models import ModelCache

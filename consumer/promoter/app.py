@@ -20,7 +20,7 @@ from consumer.promoter.records import Kind
 from consumer.promoter.state import JoinStore
 from consumer.registry import Registry
 from consumer.settings import PromoterSettings
-from consumer.strategy_store import StrategyStore
+from consumer.store import StrategyStore
 
 log = logging.getLogger("consumer.promoter")
 

@@ -29,15 +29,14 @@ import numpy as np
 import numpy.typing as npt
 import redis
 
-from consumer.cli_models import change_tasks
+from consumer import strategy
 from consumer.errors import StrategyConflictError, StrategyError
 from consumer.promoter.experiments import ARMS, Counts, Experiment
 from consumer.promoter.sequential import ArmArrays, ArmStats, Decision, Discordance, decide, evaluate
 from consumer.promoter.sequential import Policy as SeqPolicy
 from consumer.promoter.state import Keys
-from consumer.store import map_redis_errors
+from consumer.store import StrategyStore, map_redis_errors
 from consumer.strategy import Strategy, TaskPlan
-from consumer.strategy_store import StrategyStore
 
 log = logging.getLogger(__name__)
 
@@ -99,14 +98,15 @@ def reason_for(exp: Experiment, d: Decision) -> str:
 
 
 def new_tasks(current: Strategy | None, exp: Experiment, action: str, weight: float) -> dict[str, TaskPlan]:
-    """The strategy tasks after applying ``action`` to ``exp`` (change_tasks expresses each move)."""
+    """The strategy tasks after applying ``action`` to ``exp``: a rollback ends the experiment, a canary that
+    passes is promoted, a shadow that passes moves on to a canary at ``weight``."""
     if current is None or not exp.runs_as(current.tasks.get(exp.task)):
         raise _Superseded(f"{exp.id} no longer runs")
     if action == "rollback":
-        return change_tasks(current, "end", None, exp.task, 0.0, 0.0, {})
+        return strategy.end(current, exp.task)
     if exp.mode == "canary":
-        return change_tasks(current, "promote", None, exp.task, 0.0, 0.0, {})
-    return change_tasks(current, "canary", exp.challenger, exp.task, weight, 0.0, {})
+        return strategy.promote(current, exp.task)
+    return strategy.canary(current, exp.challenger, weight, exp.task)
 
 
 def decision_doc(exp: Experiment, d: Decision, auto_apply: bool) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from consumer.promoter.experiments import Experiment, running
 from consumer.promoter.hooks import PromoterHooks
 from consumer.promoter.records import Decoded, Kind, decode
 from consumer.promoter.state import JoinStore
-from consumer.strategy_store import HISTORY_LIMIT, StrategyStore
+from consumer.store import HISTORY_LIMIT, StrategyStore
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,7 @@ from consumer.promoter.evaluate import Evaluator, Policy, assess
 from consumer.promoter.experiments import ARMS, Counts, running
 from consumer.promoter.join import live_table
 from consumer.promoter.state import JoinStore
-from consumer.store import map_redis_errors
-from consumer.strategy_store import HISTORY_LIMIT
+from consumer.store import HISTORY_LIMIT, map_redis_errors
 
 RECENT_EXPERIMENTS = 50
 

@@ -24,13 +24,13 @@ import pytest
 import redis
 from kafka import KafkaProducer
 
-from consumer.cli_models import change_tasks
+from consumer import strategy as transitions
 from consumer.produce import Report, csv_complaints
 from consumer.promoter.state import JoinStore
 from consumer.promoter.synthetic import Simulator, Skill, Truth, encode, feedback
 from consumer.registry import Registry
+from consumer.store import StrategyStore
 from consumer.strategy import Strategy
-from consumer.strategy_store import StrategyStore
 from tests.flow import DATA, topic_env
 from tests.procs import Proc
 from trainer.labels import LabelMapError, load_label_space
@@ -81,7 +81,7 @@ def stack(kafka_bootstrap: str, redis_url: str, unique: str, tiny_model: Path, t
     registry = Registry(client, env["ALLOCATOR_REDIS_PREFIX"])
     champion, challenger = (registry.register(str(p)) for p in (tiny_model, tiny_model2))
     store = StrategyStore(client, env["ALLOCATOR_REDIS_PREFIX"], registry)
-    store.update(lambda cur: change_tasks(cur, "champion", champion.ref, None, 0, 0, champion.tasks), "start", "test")
+    store.update(lambda cur: transitions.champion(cur, champion.ref, champion.tasks), "start", "test")
     try:
         yield env, client, store, champion, challenger
     finally:
@@ -138,7 +138,13 @@ def test_the_promoter_acts_on_the_evidence(
     env, client, store, champion, challenger = stack
     weight = 0.5
     start: Strategy = store.update(
-        lambda cur: change_tasks(cur, mode, challenger.ref, None, weight, 1.0, {}), f"{mode} for test", "test"
+        lambda cur: (
+            transitions.canary(cur, challenger.ref, weight)
+            if mode == "canary"
+            else transitions.shadow(cur, challenger.ref, 1.0)
+        ),
+        f"{mode} for test",
+        "test",
     )
     skills = {champion.ref: CHAMPION_SKILL, challenger.ref: challenger_skill}
     labels = {t: champion.tasks[t]["labels"] for t in champion.tasks}
@@ -207,7 +213,7 @@ def test_a_killed_promoter_resumes_without_counting_twice(
     stack: Any, kafka_bootstrap: str, tmp_path: Path, unique: str
 ) -> None:
     env, client, store, champion, challenger = stack
-    start = store.update(lambda cur: change_tasks(cur, "canary", challenger.ref, None, 0.5, 1.0, {}), "canary", "t")
+    start = store.update(lambda cur: transitions.canary(cur, challenger.ref, 0.5), "canary", "t")
     skills = {champion.ref: Skill(0.8), challenger.ref: Skill(0.8)}
     labels = {t: champion.tasks[t]["labels"] for t in champion.tasks}
     truths = real_truths(N)

@@ -16,8 +16,8 @@ import pytest
 import redis
 
 from consumer.registry import Registry
+from consumer.store import StrategyStore
 from consumer.strategy import TaskPlan, bucket
-from consumer.strategy_store import StrategyStore
 from tests.flow import Feeder, real_complaints, topic_env
 from tests.procs import Proc, read_all, wait_count
 

@@ -10,15 +10,15 @@ import fakeredis
 import numpy as np
 import pytest
 
-from consumer.cli_models import change_tasks
+from consumer import strategy as transitions
 from consumer.promoter.evaluate import Evaluator, Policy, Verdict, first_decision
 from consumer.promoter.experiments import Experiment, running
 from consumer.promoter.sequential import ArmStats, Discordance, decide
 from consumer.promoter.state import JoinStore, Keys
 from consumer.promoter.status import status
 from consumer.registry import Registry
+from consumer.store import StrategyStore
 from consumer.strategy import TaskPlan
-from consumer.strategy_store import StrategyStore
 from tests.unit.test_promoter_join import canary, shadow, strategy
 
 PREFIX = "t:"
@@ -44,7 +44,7 @@ def r() -> Iterator[fakeredis.FakeRedis]:
 def strategies(r: fakeredis.FakeRedis) -> StrategyStore:
     store = StrategyStore(r, PREFIX, Registry(r, PREFIX))
     store.update(
-        lambda cur: change_tasks(cur, "champion", "m@1", None, 0, 0, {t: {} for t in ("team", "issue", "vulnerable")}),
+        lambda cur: transitions.champion(cur, "m@1", ("team", "issue", "vulnerable")),
         "start",
         "test",
     )
@@ -52,7 +52,8 @@ def strategies(r: fakeredis.FakeRedis) -> StrategyStore:
 
 
 def start(store: StrategyStore, action: str, task: str = "team", model: str = "m@2", weight: float = 0.5) -> Experiment:
-    new = store.update(lambda cur: change_tasks(cur, action, model, task, weight, 1.0, {}), action, "test")
+    move = {"canary": transitions.canary, "shadow": transitions.shadow}[action]
+    new = store.update(lambda cur: move(cur, model, weight if action == "canary" else 1.0, task), action, "test")
     return running(new, store.history(50))[task]
 
 
@@ -143,7 +144,7 @@ def test_a_plan_changed_by_someone_else_is_not_overwritten(r: fakeredis.FakeRedi
     exp = start(strategies, "canary")
     put_counts(r, exp, *BETTER)
     exps = running(strategies.current(), strategies.history())
-    strategies.update(lambda cur: change_tasks(cur, "end", None, "team", 0, 0, {}), "operator ended it", "ops")
+    strategies.update(lambda cur: transitions.end(cur, "team"), "operator ended it", "ops")
     verdict = evaluator(r, strategies, True, []).evaluate([exp.id], exps)[0]
     assert verdict.recorded is not None and verdict.recorded.get("superseded")
     current = strategies.current()

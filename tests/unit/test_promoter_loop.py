@@ -18,7 +18,7 @@ from consumer.promoter.records import Kind
 from consumer.promoter.state import JoinStore
 from consumer.promoter.synthetic import Simulator, Skill, encode, feedback
 from consumer.registry import Registry
-from consumer.strategy_store import StrategyStore
+from consumer.store import StrategyStore
 from tests.unit.test_promoter_join import LABELS, NOW, T0, TTL, strategy, truth
 
 KINDS: dict[str, Kind] = {"allocations": "allocation", "feedback": "feedback"}

@@ -16,8 +16,8 @@ from consumer.errors import (
 )
 from consumer.package import load_package
 from consumer.registry import Registry
+from consumer.store import StrategyStore
 from consumer.strategy import TaskPlan
-from consumer.strategy_store import StrategyStore
 
 
 @pytest.fixture

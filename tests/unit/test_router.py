@@ -9,8 +9,8 @@ import pytest
 from consumer.contracts.messages import Complaint, Source
 from consumer.errors import InferenceError
 from consumer.package import load_package
+from consumer.plan import Plan, build_plan
 from consumer.router import Item, Router, text_sha256
-from consumer.serving import Plan, build_plan
 from consumer.strategy import Strategy, TaskPlan
 
 TASKS = ("team", "issue", "vulnerable")

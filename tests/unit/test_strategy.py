@@ -4,7 +4,8 @@ from typing import Any
 
 import pytest
 
-from consumer.errors import StrategyValidationError
+from consumer import strategy as transitions
+from consumer.errors import StrategyError, StrategyValidationError
 from consumer.strategy import TaskPlan, bucket, next_doc, parse
 
 HEADS = {
@@ -87,3 +88,71 @@ def test_round_trip_and_next_version() -> None:
     assert again == s
     nxt = next_doc(s, s.tasks, "why", "who")
     assert nxt["version"] == 2 and parse(nxt, HEADS.get).tasks == s.tasks
+
+
+# --- transitions: pure functions from the strategy in force to the new plans -------------------------------
+
+ALL = ("issue", "team", "vulnerable")
+
+
+def test_the_first_champion_takes_every_task_of_its_model() -> None:
+    tasks = transitions.champion(None, "m@1", ALL)
+    assert tasks == {t: TaskPlan("champion", "m@1") for t in ALL}
+
+
+def test_a_champion_replaces_only_the_tasks_both_have_and_ends_their_experiments() -> None:
+    current = parse(doc(team={"mode": "canary", "champion": "m@1", "challenger": "m@2", "weight": 0.1, "salt": "s"}))
+    tasks = transitions.champion(current, "n@1", ("team", "extra"))
+    assert tasks["team"] == TaskPlan("champion", "n@1")
+    assert tasks["issue"] == TaskPlan("champion", "m@1")
+    assert "extra" not in tasks  # a new task is added only when named
+
+
+def test_canary_and_shadow_keep_the_champion_and_salt_by_challenger() -> None:
+    current = parse(doc())
+    canaried = transitions.canary(current, "m@2", 0.25)
+    assert set(canaried) == set(ALL)
+    assert canaried["issue"] == TaskPlan("canary", "m@1", "m@2", weight=0.25, salt="canary:m@2")
+    shadowed = transitions.shadow(current, "m@2", 0.5, task="team")
+    assert shadowed["team"] == TaskPlan("shadow", "m@1", "m@2", sample=0.5, salt="shadow:m@2")
+    assert shadowed["issue"] == TaskPlan("champion", "m@1")
+
+
+def test_promote_moves_the_challenger_up_and_skips_tasks_without_an_experiment() -> None:
+    current = parse(doc(team={"mode": "canary", "champion": "m@1", "challenger": "m@2", "weight": 0.1, "salt": "s"}))
+    tasks = transitions.promote(current)
+    assert tasks["team"] == TaskPlan("champion", "m@2")
+    assert tasks["issue"] == TaskPlan("champion", "m@1")
+    with pytest.raises(StrategyError, match="runs no experiment"):
+        transitions.promote(current, task="issue")
+
+
+def test_end_keeps_the_champion() -> None:
+    current = parse(doc(team={"mode": "shadow", "champion": "m@1", "challenger": "m@2", "sample": 1.0, "salt": "s"}))
+    assert transitions.end(current)["team"] == TaskPlan("champion", "m@1")
+
+
+@pytest.mark.parametrize(
+    "move",
+    [
+        lambda cur: transitions.canary(cur, "m@2", 0.1),
+        lambda cur: transitions.shadow(cur, "m@2"),
+        transitions.promote,
+        transitions.end,
+    ],
+)
+def test_experiments_need_a_strategy(move: Any) -> None:
+    with pytest.raises(StrategyError, match="no strategy yet"):
+        move(None)
+
+
+def test_a_named_task_must_be_in_the_strategy() -> None:
+    with pytest.raises(StrategyError, match="not in the strategy"):
+        transitions.canary(parse(doc()), "m@2", 0.1, task="nope")
+
+
+def test_rollback_returns_the_previous_plans_or_refuses() -> None:
+    previous = parse(doc())
+    assert transitions.rollback(previous) == dict(previous.tasks)
+    with pytest.raises(StrategyError, match="no previous strategy"):
+        transitions.rollback(None)

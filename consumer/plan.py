@@ -18,8 +18,8 @@ from consumer.inference import OnnxModel, TextEncoder
 from consumer.metrics import ConsumerMetrics
 from consumer.package import ModelPackage, load_package
 from consumer.registry import Registry
+from consumer.store import StrategyStore
 from consumer.strategy import Strategy, TaskPlan
-from consumer.strategy_store import StrategyStore
 
 log = logging.getLogger(__name__)
 
