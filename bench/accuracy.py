@@ -1,13 +1,13 @@
-"""``python -m bench.accuracy``: the default model (int8, as served) vs a TF-IDF + logistic regression
-baseline vs the human team, on the test split and on the holdout.
+"""``python -m bench.accuracy``: the default model (int8, as served) vs a TF-IDF + logistic
+regression baseline vs the human team, on the test split and on the holdout.
 
-The model is trained with ``trainer/config/train.default.yaml`` on train/val, or reused from the cache:
-``$CA_CACHE_DIR/models/default`` (the package; ``default.key`` next to it names the learning settings +
-dataset digest it was built from, not where the data lies) or a finished run under
-``$CA_CACHE_DIR/runs/default-<key>``. The baseline is trained on the same train rows, its vulnerable
-threshold calibrated on val with the same policy, so the comparison is like for like. The holdout is only
-scored here, never used to fit or tune anything. Prints a table; the last line is one JSON object with every
-figure.
+The model is trained with ``trainer/config/train.default.yaml`` on train/val, or reused from
+the cache: ``$CA_CACHE_DIR/models/default`` (the package; ``default.key`` next to it names the
+learning settings + dataset digest it was built from, not where the data lies) or a finished run
+under ``$CA_CACHE_DIR/runs/default-<key>``. The baseline is trained on the same train rows, its
+vulnerable threshold calibrated on val with the same policy, so the comparison is like for like. The
+holdout is only scored here, never used to fit or tune anything. Prints a table; the last line is
+one JSON object with every figure.
 """
 
 from __future__ import annotations
@@ -43,16 +43,18 @@ OPERATIONAL = {
     "registry_collection",
     "version",
 }
-# Where the labelled data lives is not what it holds: the key has the dataset digest instead, so a clone in
-# another folder (or CA_DATA pointing at a copy) reuses the cached model.
+# Where the labelled data lives is not what it holds: the key has the dataset digest instead, so a
+# clone in another folder (or CA_DATA pointing at a copy) reuses the cached model.
 LOCATION = {"data"}
-# The lexical stage learns nothing when it is off, so then its settings leave the key: adding the stage
-# (2026-12-03) kept every cached model's key. (The masked-LM settings predate this rule and stay in.)
+# The lexical stage learns nothing when it is off, so then its settings leave the key: adding the
+# stage (2026-12-03) kept every cached model's key. (The masked-LM settings predate this rule and
+# stay in.)
 LEXICAL = ("lexical_weight", "lexical_read_length", "lexical_buckets", "lexical_c")
 
 
 def cache_key(cfg: TrainConfig, dataset_digest: str) -> str:
-    """Names what a run learns from: the learning settings and the rows' digest, not how or where it runs."""
+    """Names what a run learns from: the learning settings and the rows' digest, not how or where it
+    runs."""
     config = {k: v for k, v in cfg.as_dict().items() if k not in OPERATIONAL | LOCATION}
     if not cfg.lexical_weight:
         config = {k: v for k, v in config.items() if k not in LEXICAL}
@@ -86,21 +88,27 @@ def model_figures(pkg: ModelPackage, df: pd.DataFrame) -> dict[str, Any]:
 
 
 class TfidfBaseline:
-    """Word 1-2 gram TF-IDF + one multinomial logistic regression per task (trained on train rows)."""
+    """Word 1-2 gram TF-IDF + one multinomial logistic regression per task (trained on train
+    rows)."""
 
     def __init__(self, space: LabelSpace, cfg: TrainConfig) -> None:
-        self.space, self.cfg = space, cfg
+        self.space = space
+        self.cfg = cfg
 
     def fit(self, train: pd.DataFrame, val: pd.DataFrame) -> TfidfBaseline:
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
 
-        self.vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_features=200_000, sublinear_tf=True)
+        self.vec = TfidfVectorizer(
+            ngram_range=(1, 2), min_df=2, max_features=200_000, sublinear_tf=True
+        )
         x = self.vec.fit_transform(train["text"])
         self.models = {}
         for task in self.space.tasks:
             weight = "balanced" if task == "vulnerable" else None
-            known = np.asarray(train[task] != UNKNOWN)  # each task learns from the rows labelled for it
+            known = np.asarray(
+                train[task] != UNKNOWN
+            )  # each task learns from the rows labelled for it
             model = LogisticRegression(C=8.0, max_iter=3000, class_weight=weight)
             self.models[task] = model.fit(x[known], train[task][known])
         val = val[val["vulnerable"] != UNKNOWN]
@@ -118,7 +126,9 @@ class TfidfBaseline:
 
     def _proba(self, task: str, df: pd.DataFrame) -> np.ndarray:
         m = self.models[task]
-        return np.asarray(m.predict_proba(self.vec.transform(df["text"]))[:, list(m.classes_).index("yes")])
+        return np.asarray(
+            m.predict_proba(self.vec.transform(df["text"]))[:, list(m.classes_).index("yes")]
+        )
 
     def figures(self, df: pd.DataFrame) -> dict[str, Any]:
         out = {}
@@ -157,8 +167,12 @@ def table(results: dict[str, dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.accuracy", description=__doc__)
     parser.add_argument("--config", default=str(DEFAULT_CONFIG))
-    parser.add_argument("--package", help="evaluate this package instead of the cached default model")
-    parser.add_argument("--retrain", action="store_true", help="train even when a cached package exists")
+    parser.add_argument(
+        "--package", help="evaluate this package instead of the cached default model"
+    )
+    parser.add_argument(
+        "--retrain", action="store_true", help="train even when a cached package exists"
+    )
     args = parser.parse_args(argv)
     cfg = load_config(args.config)
     space = load_label_space()
@@ -168,16 +182,25 @@ def main(argv: list[str] | None = None) -> int:
     digest = splits.digest(rows)
     pkg = load_package(args.package) if args.package else default_package(cfg, digest, args.retrain)
     train, val, test = (splits.training_rows(rows, s) for s in ("train", "val", "test"))
-    holdout = rows[rows["split"] == "holdout"].reset_index(drop=True)  # scored only, never fitted on
+    holdout = rows[rows["split"] == "holdout"].reset_index(
+        drop=True
+    )  # scored only, never fitted on
     baseline = TfidfBaseline(space, cfg).fit(train, val)
     results: dict[str, dict[str, Any]] = {}
     for name, df in (("test", test), ("holdout", holdout)):
         results[f"model:{name}"] = model_figures(pkg, df)
         results[f"tfidf_lr:{name}"] = baseline.figures(df)
     results["human"] = HUMAN
-    print(f"model {pkg.ref} (sha256 {pkg.digest[:12]}); rows: test {len(test)}, holdout {len(holdout)}")
+    print(
+        f"model {pkg.ref} (sha256 {pkg.digest[:12]}); rows: test {len(test)}, holdout "
+        f"{len(holdout)}"
+    )
     print(table(results))
-    print(json.dumps({"model": pkg.ref, "digest": pkg.digest, "dataset_digest": digest, "results": results}))
+    print(
+        json.dumps(
+            {"model": pkg.ref, "digest": pkg.digest, "dataset_digest": digest, "results": results}
+        )
+    )
     return 0
 
 

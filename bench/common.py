@@ -1,4 +1,5 @@
-"""Shared by the benchmarks: the local stack's addresses, real CFPB texts, and a MiniLM-sized int8 package."""
+"""Shared by the benchmarks: the local stack's addresses, real CFPB texts, and a MiniLM-sized int8
+package."""
 
 from __future__ import annotations
 
@@ -16,10 +17,13 @@ CACHE = Path(os.environ.get("CA_CACHE_DIR", Path.home() / ".cache" / "complaints
 
 
 def stack_env() -> dict[str, str]:
-    """KAFKA_BOOTSTRAP_SERVERS and REDIS_URL: from the environment, else from the local stack (started if down)."""
+    """KAFKA_BOOTSTRAP_SERVERS and REDIS_URL: from the environment, else from the local stack
+    (started if down)."""
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and os.environ.get("REDIS_URL"):
         return {k: os.environ[k] for k in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL")}
-    subprocess.run(["bash", str(ROOT / "scripts" / "stack.sh"), "up"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["bash", str(ROOT / "scripts" / "stack.sh"), "up"], check=True, stdout=subprocess.DEVNULL
+    )
     env = {}
     for line in (ROOT / ".stack" / "env").read_text().splitlines():
         key, _, value = line.partition("=")
@@ -40,8 +44,9 @@ def cfpb_texts(n: int, split: str = "test") -> list[tuple[str, str]]:
 
 
 def minilm_package(explicit: str | None = None) -> Path:
-    """The package to measure: ``explicit``, else the trained default model if cached, else an untrained
-    MiniLM package (same graph and cost as the trained one; its predictions are meaningless)."""
+    """The package to measure: ``explicit``, else the trained default model if cached, else an
+    untrained MiniLM package (same graph and cost as the trained one; its predictions are
+    meaningless)."""
     if explicit:
         return Path(explicit)
     trained = CACHE / "models" / "default"

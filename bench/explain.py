@@ -1,13 +1,15 @@
-"""Time to explain a typical complaint (~300 tokens) with the explainer's own code path; target < 10 s.
+"""Time to explain a typical complaint (~300 tokens) with the explainer's own code path; target < 10
+s.
 
     python -m bench.explain [--package DIR ...] [--texts 5] [--max-evals 300] [--sub-batch 1 8]
                             [--masking remove mask_token] [--threads N]
 
-For each package (default: the MiniLM-sized int8 package of ``bench.common``), masking and sub-batch size: load the
-model as the explainer does (``explainer.models.load_model``), compile shap's kernels once (not timed), then
-explain the decided ``team`` label of real CFPB complaints whose tokenisation is 270-330 tokens (the package's
-long-text policy may cut them to its max length, as in production). Reports seconds per explanation (p50, max),
-model evaluations, ms per evaluation and the worst additivity error. The last line is one JSON object.
+For each package (default: the MiniLM-sized int8 package of ``bench.common``), masking and sub-batch
+size: load the model as the explainer does (``explainer.models.load_model``), compile shap's kernels
+once (not timed), then explain the decided ``team`` label of real CFPB complaints whose tokenisation
+is 270-330 tokens (the package's long-text policy may cut them to its max length, as in production).
+Reports seconds per explanation (p50, max), model evaluations, ms per evaluation and the worst
+additivity error. The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ TARGET_S = 10.0
 
 
 def typical_texts(package_dir: Path, n: int, low: int = 270, high: int = 330) -> list[str]:
-    """``n`` real complaints whose full tokenisation (before any cut) has ``low``..``high`` tokens."""
+    """``n`` real complaints whose full tokenisation (before any cut) has ``low``..``high``
+    tokens."""
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(load_package(package_dir).tokenizer_path))
@@ -48,13 +51,20 @@ def typical_texts(package_dir: Path, n: int, low: int = 270, high: int = 330) ->
 
 
 def measure(
-    package_dir: Path, texts: list[str], max_evals: int, threads: int, sub_batch: int, masking: Masking
+    package_dir: Path,
+    texts: list[str],
+    max_evals: int,
+    threads: int,
+    sub_batch: int,
+    masking: Masking,
 ) -> dict[str, Any]:
     package = load_package(package_dir)
     started = time.perf_counter()
     loaded = load_model(package, threads, sub_batch, masking)
     load_s = time.perf_counter() - started
-    loaded.shap.explain(texts[0][:200], "team", package.heads["team"].labels[0], 20, 600)  # session warm-up
+    loaded.shap.explain(
+        texts[0][:200], "team", package.heads["team"].labels[0], 20, 600
+    )  # session warm-up
     seconds, evals, errors, tokens = [], [], [], []
     head = package.heads["team"]
     for text in texts:
@@ -87,21 +97,37 @@ def measure(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m bench.explain", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m bench.explain",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--package", action="append", help="model package folder (repeatable)")
     p.add_argument("--texts", type=int, default=5, help="complaints to explain per configuration")
-    p.add_argument("--max-evals", type=int, default=300, help="as ALLOCATOR_EXPLAINER_MAX_EVALS (default 300)")
-    p.add_argument("--sub-batch", type=int, nargs="+", default=[1, 8], help="texts per onnxruntime call")
-    p.add_argument("--masking", nargs="+", default=["remove", "mask_token"], choices=["remove", "mask_token"])
-    p.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0: as `explain serve`, CPUs / 2 slots)")
+    p.add_argument(
+        "--max-evals", type=int, default=300, help="as ALLOCATOR_EXPLAINER_MAX_EVALS (default 300)"
+    )
+    p.add_argument(
+        "--sub-batch", type=int, nargs="+", default=[1, 8], help="texts per onnxruntime call"
+    )
+    p.add_argument(
+        "--masking", nargs="+", default=["remove", "mask_token"], choices=["remove", "mask_token"]
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="onnxruntime threads (0: as `explain serve`, CPUs / 2 slots)",
+    )
     args = p.parse_args(argv)
     packages = [Path(d) for d in args.package] if args.package else [minilm_package()]
-    threads = args.threads or max(1, cpu_limit() // 2)  # the serve default: concurrency 2 shares the CPUs
+    threads = args.threads or max(
+        1, cpu_limit() // 2
+    )  # the serve default: concurrency 2 shares the CPUs
     t0 = time.perf_counter()
     warm_up()
     print(
-        f"shap import + kernel compilation (once per process, not counted): {time.perf_counter() - t0:.1f} s",
+        "shap import + kernel compilation (once per process, not counted): "
+        f"{time.perf_counter() - t0:.1f} s",
         file=sys.stderr,
     )
     results = []
@@ -111,10 +137,13 @@ def main(argv: list[str] | None = None) -> int:
             r = measure(package_dir, texts, args.max_evals, threads, sub_batch, masking)
             results.append(r)
             print(
-                f"{r['package']} ({r['quantization']}, max_length {r['max_length']}) {masking}, sub-batch "
+                f"{r['package']} ({r['quantization']}, max_length {r['max_length']}) {masking}, "
+                "sub-batch "
                 f"{sub_batch}, {threads} thread(s): "
-                f"p50 {r['p50_s']} s, max {r['max_s']} s, {r['evals_mean']:.0f} evals, {r['ms_per_eval']} ms/eval, "
-                f"{r['tokens_explained_mean']:.0f} tokens, additivity error <= {r['max_additivity_error']:.1e}",
+                f"p50 {r['p50_s']} s, max {r['max_s']} s, {r['evals_mean']:.0f} evals, "
+                f"{r['ms_per_eval']} ms/eval, "
+                f"{r['tokens_explained_mean']:.0f} tokens, additivity error <= "
+                f"{r['max_additivity_error']:.1e}",
                 file=sys.stderr,
             )
     print(json.dumps({"target_s": TARGET_S, "cpus": cpu_limit(), "results": results}))

@@ -1,13 +1,15 @@
-"""``python -m bench.lexical_scan``: on validation only, how much a lexical model adds to an encoder package.
+"""``python -m bench.lexical_scan``: on validation only, how much a lexical model adds to an encoder
+package.
 
     python -m bench.lexical_scan --package DIR [--wide wordpiece|word] [--read-length 1024]
                                  [--buckets 262144] [--weights 0.5]
 
-Scores val with the package's served graph (an encoder-only package: a wide-and-deep one already holds a
-lexical part), fits a lexical model on train (``wordpiece``: ``trainer.lexical`` on the package's tokenizer,
-as the trainer fits it; ``word``: the accuracy bench's word 1-2 gram TF-IDF), and prints per multiclass task
-the accuracy of the encoder, of the lexical model and of their geometric mix at each weight. The figures
-behind docs/trainer.md's "Wide and deep" scan. The test split and the holdout are never read.
+Scores val with the package's served graph (an encoder-only package: a wide-and-deep one already
+holds a lexical part), fits a lexical model on train (``wordpiece``: ``trainer.lexical`` on the
+package's tokenizer, as the trainer fits it; ``word``: the accuracy bench's word 1-2 gram TF-IDF),
+and prints per multiclass task the accuracy of the encoder, of the lexical model and of their
+geometric mix at each weight. The figures behind docs/trainer.md's "Wide and deep" scan. The test
+split and the holdout are never read.
 """
 
 from __future__ import annotations
@@ -36,11 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--read-length", type=int, default=1024)
     parser.add_argument("--buckets", type=int, default=262_144)
     parser.add_argument("--c", type=float, default=8.0)
-    parser.add_argument("--weights", default="0.5", help="comma-separated mix weights of the lexical model")
+    parser.add_argument(
+        "--weights", default="0.5", help="comma-separated mix weights of the lexical model"
+    )
     args = parser.parse_args(argv)
     pkg = load_package(args.package)
     if "lexical" in pkg.manifest["lineage"]:
-        raise ConfigError(f"{pkg.ref} already mixes in a lexical model: scan an encoder-only package")
+        raise ConfigError(
+            f"{pkg.ref} already mixes in a lexical model: scan an encoder-only package"
+        )
     cfg, space = load_config(DEFAULT_CONFIG), load_label_space()
     rows, _, _ = load_rows(cfg.replace(limit_rows=0), space)
     train, val = (splits.training_rows(rows, s) for s in ("train", "val"))
@@ -55,12 +61,16 @@ def main(argv: list[str] | None = None) -> int:
             p[:, [space.tasks[task].index(c) for c in m.classes_]] = m.predict_proba(x)
             wide[task] = np.log(p + 1e-9)
     else:
-        read = TextEncoder(serving_tokenizer(pkg.tokenizer_path, args.read_length), args.read_length, "head")
+        read = TextEncoder(
+            serving_tokenizer(pkg.tokenizer_path, args.read_length), args.read_length, "head"
+        )
         vocab, special = read.tok.get_vocab_size(), special_ids(read.tok)
         counts = lexical.count(read.encode(list(train["text"])), vocab, args.buckets, special)
         features = lexical.Features.fit(counts, vocab, args.buckets, special)
         labels = {t: indices(train[t], space.tasks[t]) for t in tasks}
-        fitted = lexical.fit_wide(features, counts, labels, {t: len(space.tasks[t]) for t in tasks}, args.c)
+        fitted = lexical.fit_wide(
+            features, counts, labels, {t: len(space.tasks[t]) for t in tasks}, args.c
+        )
         x = features.transform(features.counts(read.encode(list(val["text"]))))
         wide = {t: np.asarray(x @ w + b) for t, (w, b) in fitted.items()}
     results: dict[str, dict[str, float]] = {}
@@ -68,11 +78,15 @@ def main(argv: list[str] | None = None) -> int:
         y = indices(val[task], space.tasks[task])
         known = y != IGNORE
         log_deep = np.log(deep.probs(task) + 1e-9)
-        log_wide = wide[task] - np.logaddexp.reduce(wide[task], axis=1, keepdims=True)  # log-softmax
+        log_wide = wide[task] - np.logaddexp.reduce(
+            wide[task], axis=1, keepdims=True
+        )  # log-softmax
         acc = {"encoder": log_deep, "lexical": log_wide}
         for w in (float(v) for v in args.weights.split(",")):
             acc[f"mix {w:g}"] = (1 - w) * log_deep + w * log_wide
-        results[task] = {name: float((s.argmax(axis=1) == y)[known].mean()) for name, s in acc.items()}
+        results[task] = {
+            name: float((s.argmax(axis=1) == y)[known].mean()) for name, s in acc.items()
+        }
         print(f"{task:<8}" + "  ".join(f"{name} {v:.4f}" for name, v in results[task].items()))
     print(json.dumps({"package": pkg.ref, "wide": vars(args), "val_accuracy": results}))
     return 0

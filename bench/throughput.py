@@ -1,11 +1,13 @@
-"""Bare onnxruntime vs end-to-end throughput, side by side in one run, on the same model and real CFPB texts.
+"""Bare onnxruntime vs end-to-end throughput, side by side in one run, on the same model and real
+CFPB texts.
 
     python -m bench.throughput [--package DIR] [--messages 1500] [--latency-seconds 30]
 
-1. bare: tokenise + onnxruntime in this process, in micro-batches like the consumer's (texts/s), measured
-   before and after the e2e run; the faster of the two is the reference.
-2. e2e saturation: the messages are produced first, then ``allocator consume`` (a subprocess, exactly-once on)
-   drains them; throughput counts allocations committed after the first batch, over their time span.
+1. bare: tokenise + onnxruntime in this process, in micro-batches like the consumer's (texts/s),
+   measured before and after the e2e run; the faster of the two is the reference.
+2. e2e saturation: the messages are produced first, then ``allocator consume`` (a subprocess,
+   exactly-once on) drains them; throughput counts allocations committed after the first batch, over
+   their time span.
 3. latency: complaints produced at half the e2e rate; for each, the time from send to its committed
    allocation being read (read_committed), p50 and p99.
 The last line is one JSON object: bare_per_s, e2e_per_s, ratio, p50_ms, p99_ms and the settings.
@@ -64,7 +66,9 @@ class Reader(threading.Thread):
                 for r in records:
                     doc = json.loads(r.value)
                     self.seen.setdefault(doc["complaint_id"], now)
-                    self.allocated_at[doc["complaint_id"]] = datetime.fromisoformat(doc["allocated_at"]).timestamp()
+                    self.allocated_at[doc["complaint_id"]] = datetime.fromisoformat(
+                        doc["allocated_at"]
+                    ).timestamp()
         self.consumer.close()
 
     def wait_for(self, n: int, timeout: float) -> None:
@@ -76,11 +80,19 @@ class Reader(threading.Thread):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--package", help="model package (default: trained default, else untrained MiniLM)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--package", help="model package (default: trained default, else untrained MiniLM)"
+    )
     ap.add_argument("--messages", type=int, default=1500)
-    ap.add_argument("--batch", type=int, default=64, help="micro-batch (ALLOCATOR_BATCH_MAX_MESSAGES)")
-    ap.add_argument("--sub-batch", type=int, default=int(os.environ.get("ALLOCATOR_MAX_SUB_BATCH", "1")))
+    ap.add_argument(
+        "--batch", type=int, default=64, help="micro-batch (ALLOCATOR_BATCH_MAX_MESSAGES)"
+    )
+    ap.add_argument(
+        "--sub-batch", type=int, default=int(os.environ.get("ALLOCATOR_MAX_SUB_BATCH", "1"))
+    )
     ap.add_argument("--partitions", type=int, default=2)
     ap.add_argument("--latency-seconds", type=float, default=30.0)
     args = ap.parse_args()
@@ -113,13 +125,20 @@ def main() -> None:
         "ALLOCATOR_LOG_LEVEL": "WARNING",
     }
     subprocess.run(
-        [sys.executable, "-m", "consumer", "topics", "create"], env=cenv, check=True, stdout=subprocess.DEVNULL
+        [sys.executable, "-m", "consumer", "topics", "create"],
+        env=cenv,
+        check=True,
+        stdout=subprocess.DEVNULL,
     )
-    producer = KafkaProducer(bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"], linger_ms=20, acks="all")
+    producer = KafkaProducer(
+        bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"], linger_ms=20, acks="all"
+    )
 
     def send(cid: str, text: str) -> None:
         doc = {"schema": "complaint/v1", "complaint_id": cid, "text": text}
-        producer.send(topics["ALLOCATOR_TOPIC_COMPLAINTS"], key=cid.encode(), value=json.dumps(doc).encode())
+        producer.send(
+            topics["ALLOCATOR_TOPIC_COMPLAINTS"], key=cid.encode(), value=json.dumps(doc).encode()
+        )
 
     for i, (cid, text) in enumerate(rows):
         send(f"sat-{i}-{cid}", text)
@@ -155,8 +174,8 @@ def main() -> None:
         reader.stop.set()
         reader.join()
         producer.close()
-    # bare again after the e2e run, and the faster of the two is the reference: CPU speed drifts on shared
-    # machines, and the ratio must not flatter the pipeline
+    # bare again after the e2e run, and the faster of the two is the reference: CPU speed drifts on
+    # shared machines, and the ratio must not flatter the pipeline
     bare_after = bare(package, texts, args.batch, args.sub_batch)
     bare_per_s = max(bare_before, bare_after)
     p50, p99 = float(np.percentile(lat, 50)), float(np.percentile(lat, 99))

@@ -1,4 +1,5 @@
-"""Wiring of ``allocator consume``: settings → clients → strategy watcher → loop, with signals and health."""
+"""Wiring of ``allocator consume``: settings → clients → strategy watcher → loop, with signals and
+health."""
 
 from __future__ import annotations
 
@@ -27,21 +28,32 @@ log = logging.getLogger("consumer")
 
 
 def consume(settings: ConsumerSettings, stop: threading.Event | None = None) -> int:
-    """Run until SIGTERM/SIGINT (or ``stop``); drain the batch in flight, leave the group, return 0."""
+    """Run until SIGTERM/SIGINT (or ``stop``); drain the batch in flight, leave the group,
+    return 0."""
     logs.setup(settings.log_level)
     stop = stop or threading.Event()
     registry = CollectorRegistry()
     metrics = ConsumerMetrics(registry)
     if settings.create_topics:
         created = kafka.ensure_topics(
-            settings, [settings.topic_complaints, settings.topic_allocations, settings.topic_shadow, settings.topic_dlq]
+            settings,
+            [
+                settings.topic_complaints,
+                settings.topic_allocations,
+                settings.topic_shadow,
+                settings.topic_dlq,
+            ],
         )
         if created:
             log.info("topics created", extra={"topics": created})
     threads = settings.ort_threads or cpu_limit()
     client = store.connect(settings)
     models = Registry(client, settings.redis_prefix, settings.model_cache_dir, settings.hub_offline)
-    fallback = config_plan(settings.model_dir, threads, settings.max_sub_batch) if settings.model_dir else None
+    fallback = (
+        config_plan(settings.model_dir, threads, settings.max_sub_batch)
+        if settings.model_dir
+        else None
+    )
     watcher = StrategyWatcher(
         StrategyStore(client, settings.redis_prefix, models),
         models,
@@ -59,16 +71,24 @@ def consume(settings: ConsumerSettings, stop: threading.Event | None = None) -> 
     def ready() -> tuple[bool, str]:
         ok = watcher.plan is not None
         metrics.up.set(1 if ok else 0)
-        return ok, "serving" if ok else "no model plan yet (no strategy in Redis and no ALLOCATOR_MODEL_DIR)"
+        return (
+            ok,
+            "serving"
+            if ok
+            else "no model plan yet (no strategy in Redis and no ALLOCATOR_MODEL_DIR)",
+        )
 
     live = heartbeat(lambda: hooks.last_beat)
     health = HealthServer(settings.metrics_port, registry, live, ready).start()
 
     def on_signal(*_: object) -> None:
         stop.set()
-        # kafka-python's commit/abort wait without a deadline when the broker is gone: never outlive the grace
-        # period. An open transaction is aborted by the broker (or by our restart), so nothing is lost.
-        deadline = threading.Timer(settings.drain_timeout_s, _hard_exit, args=(settings.drain_timeout_s,))
+        # kafka-python's commit/abort wait without a deadline when the broker is gone: never outlive
+        # the grace period. An open transaction is aborted by the broker (or by our restart), so
+        # nothing is lost.
+        deadline = threading.Timer(
+            settings.drain_timeout_s, _hard_exit, args=(settings.drain_timeout_s,)
+        )
         deadline.daemon = True
         deadline.start()
 
@@ -104,7 +124,9 @@ def consume(settings: ConsumerSettings, stop: threading.Event | None = None) -> 
         return 1
     finally:
         t0 = time.monotonic()
-        consumer.close(autocommit=False)  # leave the group now: partitions move without a session timeout
+        consumer.close(
+            autocommit=False
+        )  # leave the group now: partitions move without a session timeout
         producer.close(timeout=settings.drain_timeout_s)
         watcher.stop()
         metrics.drain_seconds.set(time.monotonic() - t0)

@@ -1,4 +1,5 @@
-"""``allocator``: the one console command. Errors of ours print one line and exit 2, never a traceback."""
+"""``allocator``: the one console command. Errors of ours print one line and exit 2, never a
+traceback."""
 
 from __future__ import annotations
 
@@ -22,10 +23,18 @@ def _produce(args: argparse.Namespace) -> int:
     if bool(args.csv) == bool(args.jsonl):
         raise AllocationError("give exactly one of --csv FILE or --jsonl FILE")
     docs = (
-        csv_complaints(Path(args.csv), report, args.split) if args.csv else jsonl_complaints(Path(args.jsonl), report)
+        csv_complaints(Path(args.csv), report, args.split)
+        if args.csv
+        else jsonl_complaints(Path(args.jsonl), report)
     )
     produce(
-        settings, args.topic or settings.topic_complaints, docs, report, args.rate, args.limit, progress=not args.quiet
+        settings,
+        args.topic or settings.topic_complaints,
+        docs,
+        report,
+        args.rate,
+        args.limit,
+        progress=not args.quiet,
     )
     skipped = ", ".join(f"{k}={v}" for k, v in sorted(report.skipped.items())) or "none"
     print(f"sent {report.sent} complaints; skipped rows: {skipped}")
@@ -44,7 +53,9 @@ def _topics(args: argparse.Namespace) -> int:
     from consumer.settings import CommonSettings, load
 
     s = load(CommonSettings)
-    created = ensure_topics(s, [s.topic_complaints, s.topic_allocations, s.topic_shadow, s.topic_dlq, s.topic_feedback])
+    created = ensure_topics(
+        s, [s.topic_complaints, s.topic_allocations, s.topic_shadow, s.topic_dlq, s.topic_feedback]
+    )
     print("created: " + (", ".join(created) or "nothing (all exist)"))
     return 0
 
@@ -57,13 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--csv", help="CSV(.gz) with the CFPB columns")
     pr.add_argument("--jsonl", help="JSON lines of complaint/v1 documents")
     pr.add_argument("--topic", help="default: ALLOCATOR_TOPIC_COMPLAINTS")
-    pr.add_argument("--rate", type=float, default=0.0, help="messages per second (0: as fast as possible)")
+    pr.add_argument(
+        "--rate", type=float, default=0.0, help="messages per second (0: as fast as possible)"
+    )
     pr.add_argument("--limit", type=int, help="stop after this many messages")
     pr.add_argument("--split", help="CSV only: rows of this split (train/val/test/holdout)")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=_produce)
 
-    sub.add_parser("consume", help="allocate complaints (settings from the environment)").set_defaults(func=_consume)
+    sub.add_parser(
+        "consume", help="allocate complaints (settings from the environment)"
+    ).set_defaults(func=_consume)
     tp = sub.add_parser("topics", help="topic administration")
     tp.add_argument("action", choices=["create"])
     tp.set_defaults(func=_topics)

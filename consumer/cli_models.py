@@ -1,7 +1,9 @@
-"""``allocator models ...`` and ``allocator strategy ...``: the registry and the strategy from a shell.
+"""``allocator models ...`` and ``allocator strategy ...``: the registry and the strategy from a
+shell.
 
-Every change prints the resulting strategy version; ``--task`` limits a change to one task (default: every
-task the strategy, or the model, has); ``--reason`` is recorded in the strategy document and its history.
+Every change prints the resulting strategy version; ``--task`` limits a change to one task (default:
+every task the strategy, or the model, has); ``--reason`` is recorded in the strategy document and
+its history.
 """
 
 from __future__ import annotations
@@ -47,7 +49,9 @@ def _models(args: argparse.Namespace) -> int:
         print(f"{entry.ref} sha256:{entry.digest}")
     elif args.action == "list":
         for e in registry.list():
-            print(f"{e.ref}\tsha256:{e.digest[:12]}\ttasks:{','.join(sorted(e.tasks))}\t{e.registered_at}")
+            print(
+                f"{e.ref}\tsha256:{e.digest[:12]}\ttasks:{','.join(sorted(e.tasks))}\t{e.registered_at}"
+            )
     else:
         e = registry.get(args.location)
         print_json(
@@ -109,7 +113,9 @@ def add_model_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         "location", help="a package folder, or hf://owner/repo@<commit>"
     )
     msub.add_parser("list", help="registered versions")
-    msub.add_parser("show", help="one version's manifest").add_argument("location", metavar="NAME@VERSION")
+    msub.add_parser("show", help="one version's manifest").add_argument(
+        "location", metavar="NAME@VERSION"
+    )
     m.set_defaults(func=_models)
 
     s = sub.add_parser("strategy", help="the deployment strategy in Redis")
@@ -130,7 +136,9 @@ def add_model_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         if name == "canary":
             c.add_argument("--weight", type=float, required=True, help="share of complaints, 0..1")
         if name == "shadow":
-            c.add_argument("--sample", type=float, default=1.0, help="share of complaints scored, 0..1")
+            c.add_argument(
+                "--sample", type=float, default=1.0, help="share of complaints scored, 0..1"
+            )
         if name != "rollback":
             c.add_argument("--task", help="only this task (default: every task)")
         c.add_argument("--reason", help="why (recorded in the strategy history)")

@@ -1,4 +1,5 @@
-"""Bytes from the ``complaints`` topic to a validated ``Complaint``, or a ``ContractError`` with a DLQ reason."""
+"""Bytes from the ``complaints`` topic to a validated ``Complaint``, or a ``ContractError`` with a
+DLQ reason."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ SCHEMA = "complaint/v1"
 
 
 def decode_complaint(value: bytes | None, max_bytes: int, max_text_chars: int) -> Complaint:
-    """Decode one record value. Raises ``ContractError`` whose ``code`` is one of ``errors.DLQ_REASONS``."""
+    """Decode one record value. Raises ``ContractError`` whose ``code`` is one of
+    ``errors.DLQ_REASONS``."""
     if value is None:
         raise DecodeError("record has no value (tombstone)", code="not_json")
     if len(value) > max_bytes:
@@ -36,7 +38,9 @@ def decode_complaint(value: bytes | None, max_bytes: int, max_text_chars: int) -
         if not body.strip():
             raise SchemaError("text is empty", code="empty_text")
         if len(body) > max_text_chars:
-            raise DecodeError(f"text of {len(body)} characters exceeds {max_text_chars}", code="oversized")
+            raise DecodeError(
+                f"text of {len(body)} characters exceeds {max_text_chars}", code="oversized"
+            )
     try:
         return Complaint.model_validate(doc)
     except ValidationError as exc:

@@ -34,7 +34,8 @@ class ConfigError(AllocationError):
 
 
 class ContractError(AllocationError):
-    """A message that breaks its contract. ``code`` is a stable, bounded reason for DLQ headers and metrics."""
+    """A message that breaks its contract. ``code`` is a stable, bounded reason for DLQ headers and
+    metrics."""
 
     code = "contract_violation"
 

@@ -1,4 +1,5 @@
-"""``/metrics``, ``/healthz`` (liveness) and ``/readyz`` (readiness) on their own port, in a daemon thread."""
+"""``/metrics``, ``/healthz`` (liveness) and ``/readyz`` (readiness) on their own port, in a daemon
+thread."""
 
 from __future__ import annotations
 
@@ -9,14 +10,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-# A loop iteration (poll, score, commit) takes seconds at most; one that has not come round in two minutes is
-# stuck (e.g. kafka-python waiting without a deadline on a broker that is gone), and the kubelet restarts it.
+# A loop iteration (poll, score, commit) takes seconds at most; one that has not come round in two
+# minutes is stuck (e.g. kafka-python waiting without a deadline on a broker that is gone), and the
+# kubelet restarts it.
 STALL_S = 120.0
 
 
-def heartbeat(last_beat: Callable[[], float], stall_s: float = STALL_S) -> Callable[[], tuple[bool, str]]:
-    """A liveness check of a poll loop: alive while ``last_beat()`` (a ``time.monotonic()`` reading) is
-    less than ``stall_s`` old."""
+def heartbeat(
+    last_beat: Callable[[], float], stall_s: float = STALL_S
+) -> Callable[[], tuple[bool, str]]:
+    """A liveness check of a poll loop: alive while ``last_beat()`` (a ``time.monotonic()`` reading)
+    is less than ``stall_s`` old."""
 
     def live() -> tuple[bool, str]:
         stalled = time.monotonic() - last_beat()
@@ -26,7 +30,8 @@ def heartbeat(last_beat: Callable[[], float], stall_s: float = STALL_S) -> Calla
 
 
 class HealthServer:
-    """Serves the registry's metrics; ``live`` and ``ready`` are callables returning (ok, reason)."""
+    """Serves the registry's metrics; ``live`` and ``ready`` are callables returning (ok,
+    reason)."""
 
     def __init__(
         self,
@@ -56,13 +61,17 @@ class HealthServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, *args: object) -> None:  # probes every few seconds: not worth a log line
+            def log_message(
+                self, *args: object
+            ) -> None:  # probes every few seconds: not worth a log line
                 pass
 
         self.server = ThreadingHTTPServer((host, port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
-        self._thread = threading.Thread(target=self.server.serve_forever, name="health", daemon=True)
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, name="health", daemon=True
+        )
 
     def start(self) -> HealthServer:
         self._thread.start()

@@ -1,4 +1,5 @@
-"""Small hooks the loop calls after each step; they translate loop events into metrics (faust-style sensors)."""
+"""Small hooks the loop calls after each step; they translate loop events into metrics (faust-style
+sensors)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ class LoopHooks:
         self.last_beat = time.monotonic()  # liveness: the loop came back from poll
 
     def after_poll(self, consumer: KafkaConsumer) -> None:
-        """Partition count and lag, at most every ``lag_every_s`` (highwater marks come with fetches: no I/O)."""
+        """Partition count and lag, at most every ``lag_every_s`` (highwater marks come with
+        fetches: no I/O)."""
         now = self.last_beat = time.monotonic()
         if now - self._lag_at < self._lag_every_s:
             return
@@ -28,7 +30,9 @@ class LoopHooks:
         self.m.assigned.set(assigned)
         self.m.lag.set(behind)
 
-    def committed(self, records: list[Any], routed: Any, dead: list[tuple[Any, str, str]], started: float) -> None:
+    def committed(
+        self, records: list[Any], routed: Any, dead: list[tuple[Any, str, str]], started: float
+    ) -> None:
         m = self.m
         now_s = time.time()
         m.consumed.inc(len(records))
@@ -51,9 +55,14 @@ class LoopHooks:
                 m.needs_review.labels(reason.removesuffix("_low_confidence")).inc()
         for shadow in routed.shadows:
             for task, agree in shadow.agreement.items():
-                m.shadow_agreement.labels(task, shadow.predictions[task].model.version, str(agree).lower()).inc()
+                m.shadow_agreement.labels(
+                    task, shadow.predictions[task].model.version, str(agree).lower()
+                ).inc()
                 published = shadow.published[task]
-                score = next((s.score for s in shadow.predictions[task].top_k if s.label == published.label), 0.0)
+                score = next(
+                    (s.score for s in shadow.predictions[task].top_k if s.label == published.label),
+                    0.0,
+                )
                 m.shadow_delta.labels(task).observe(score - published.score)
 
     def aborted(self) -> None:

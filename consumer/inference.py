@@ -1,8 +1,10 @@
-"""onnxruntime inference of a model package: tokenisation, length-bucketed sub-batches, per-task probabilities.
+"""onnxruntime inference of a model package: tokenisation, length-bucketed sub-batches, per-task
+probabilities.
 
-Measured on this CPU class (DESIGN section 5): onnxruntime does not get faster per text with bigger batches and
-padding costs 2-4x, so texts are grouped only with texts of (nearly) the same length, and the default
-sub-batch is small. The CPU memory arena is disabled so that one long batch does not pin ~1 GiB for good.
+Measured on this CPU class (DESIGN section 5): onnxruntime does not get faster per text with bigger
+batches and padding costs 2-4x, so texts are grouped only with texts of (nearly) the same length,
+and the default sub-batch is small. The CPU memory arena is disabled so that one long batch does not
+pin ~1 GiB for good.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ def cpu_limit() -> int:
 
 
 def load_tokenizer(package: ModelPackage) -> Tokenizer:
-    """The package's tokenizer with its padding and truncation off: the long-text policy works on ids, and
-    batches are padded per length bucket. A file that does not load is a ``PackageError``."""
+    """The package's tokenizer with its padding and truncation off: the long-text policy works on
+    ids, and batches are padded per length bucket. A file that does not load is a
+    ``PackageError``."""
     try:
         tok = Tokenizer.from_file(str(package.tokenizer_path))
     except Exception as exc:  # tokenizers raises bare Exception subclasses
@@ -87,14 +90,21 @@ class TextEncoder:
         return np.asarray([ids[0], *body, ids[-1]], dtype=np.int64)
 
 
-def length_buckets(lengths: Sequence[int], max_batch: int, max_waste: float = 0.1) -> list[list[int]]:
-    """Group indices so that each group has at most ``max_batch`` members and pads at most ``max_waste`` of
-    its real tokens (members are sorted by length, so the newest member sets the padded width)."""
+def length_buckets(
+    lengths: Sequence[int], max_batch: int, max_waste: float = 0.1
+) -> list[list[int]]:
+    """Group indices so that each group has at most ``max_batch`` members and pads at most
+    ``max_waste`` of its real tokens (members are sorted by length, so the newest member sets the
+    padded width)."""
     groups: list[list[int]] = []
     real = 0
     for i in sorted(range(len(lengths)), key=lengths.__getitem__):
         g = groups[-1] if groups else None
-        if g is not None and len(g) < max_batch and (len(g) + 1) * lengths[i] <= (1 + max_waste) * (real + lengths[i]):
+        if (
+            g is not None
+            and len(g) < max_batch
+            and (len(g) + 1) * lengths[i] <= (1 + max_waste) * (real + lengths[i])
+        ):
             g.append(i)
             real += lengths[i]
         else:
@@ -104,7 +114,8 @@ def length_buckets(lengths: Sequence[int], max_batch: int, max_waste: float = 0.
 
 
 class OnnxModel:
-    """One model package loaded into an onnxruntime session. ``predict`` returns probabilities per task."""
+    """One model package loaded into an onnxruntime session. ``predict`` returns probabilities per
+    task."""
 
     def __init__(self, package: ModelPackage, threads: int = 0, max_sub_batch: int = 1) -> None:
         self.package = package
@@ -116,7 +127,9 @@ class OnnxModel:
         opts.enable_cpu_mem_arena = False
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            self.session = ort.InferenceSession(str(package.onnx_path), opts, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(
+                str(package.onnx_path), opts, providers=["CPUExecutionProvider"]
+            )
         except Exception as exc:  # onnxruntime raises its own non-exported exception types
             raise PackageError(f"{package.ref}: onnxruntime refuses the graph: {exc}") from exc
         names = {o.name for o in self.session.get_outputs()}
@@ -127,7 +140,8 @@ class OnnxModel:
         self._inputs = {i.name for i in self.session.get_inputs()}
 
     def run(self, encoded: Sequence[Encoded]) -> dict[str, np.ndarray]:
-        """Probabilities ``[len(encoded), n_labels]`` per task. Raises ``InferenceError`` when the session fails."""
+        """Probabilities ``[len(encoded), n_labels]`` per task. Raises ``InferenceError`` when the
+        session fails."""
         n = len(encoded)
         probs = {t: np.empty((n, len(h.labels)), dtype=np.float32) for t, h in self.heads.items()}
         for group in length_buckets([len(e.ids) for e in encoded], self.max_sub_batch):

@@ -1,7 +1,8 @@
-"""Thin adapter over kafka-python: client configuration from settings, topic creation, error mapping.
+"""Thin adapter over kafka-python: client configuration from settings, topic creation, error
+mapping.
 
-Application semantics (batching, the commit protocol) live in ``consumer.loop``; this module only knows how to
-talk to the broker.
+Application semantics (batching, the commit protocol) live in ``consumer.loop``; this module only
+knows how to talk to the broker.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ log = logging.getLogger(__name__)
 
 
 def client_config(settings: CommonSettings) -> dict[str, Any]:
-    """Connection options shared by producers, consumers and admin clients (SASL/TLS by configuration)."""
+    """Connection options shared by producers, consumers and admin clients (SASL/TLS by
+    configuration)."""
     cfg: dict[str, Any] = {
         "bootstrap_servers": settings.kafka_bootstrap_servers.split(","),
         "security_protocol": settings.kafka_security_protocol,
@@ -52,7 +54,8 @@ def transactional_producer(settings: ConsumerSettings) -> KafkaProducer:
     """A producer whose sends and the input offsets commit atomically (DESIGN section 5).
 
     ``transactional_id`` is stable per pod; zombie fencing across rebalances uses the consumer group
-    metadata passed to ``send_offsets_to_transaction`` (KIP-447), so pods need not own fixed partitions.
+    metadata passed to ``send_offsets_to_transaction`` (KIP-447), so pods need not own fixed
+    partitions.
     """
     with map_kafka_errors("transactional producer"):
         producer = KafkaProducer(
@@ -69,11 +72,13 @@ def transactional_producer(settings: ConsumerSettings) -> KafkaProducer:
 
 
 def survive_poll_timeout_during_join(consumer: KafkaConsumer) -> KafkaConsumer:
-    """Work around a kafka-python 3.0.12 bug (tests/integration/test_kafka_semantics.py documents it).
+    """Work around a kafka-python 3.0.12 bug (tests/integration/test_kafka_semantics.py documents
+    it).
 
-    When ``poll(timeout_ms)`` expires while JoinGroup/SyncGroup is in flight, the finished join is never applied
-    once ``need_rejoin()`` turns False: the consumer stays without partitions and heartbeats for good. Counting an
-    unconsumed join task as "needs rejoin" makes the next poll finish it, at the cost of one extra JoinGroup.
+    When ``poll(timeout_ms)`` expires while JoinGroup/SyncGroup is in flight, the finished join is
+    never applied once ``need_rejoin()`` turns False: the consumer stays without partitions and
+    heartbeats for good. Counting an unconsumed join task as "needs rejoin" makes the next poll
+    finish it, at the cost of one extra JoinGroup.
     """
     coordinator = consumer._coordinator
     need_rejoin = coordinator.need_rejoin
@@ -82,7 +87,8 @@ def survive_poll_timeout_during_join(consumer: KafkaConsumer) -> KafkaConsumer:
 
 
 def batch_consumer(settings: ConsumerSettings, topic: str) -> KafkaConsumer:
-    """A ``read_committed`` group consumer with bounded prefetch; offsets only move inside transactions."""
+    """A ``read_committed`` group consumer with bounded prefetch; offsets only move inside
+    transactions."""
     with map_kafka_errors("consumer"):
         return survive_poll_timeout_during_join(
             KafkaConsumer(
@@ -111,8 +117,11 @@ def _assignors() -> list[Any]:
     return [RoundRobinPartitionAssignor, RangePartitionAssignor]
 
 
-def ensure_topics(settings: CommonSettings, topics: list[str], partitions: int | None = None) -> list[str]:
-    """Create the topics that do not exist yet; return the names created. Existing topics are left as they are."""
+def ensure_topics(
+    settings: CommonSettings, topics: list[str], partitions: int | None = None
+) -> list[str]:
+    """Create the topics that do not exist yet; return the names created. Existing topics are left
+    as they are."""
     with map_kafka_errors("topic creation"):
         admin = KafkaAdminClient(**client_config(settings), client_id="complaints-allocation-admin")
         try:
@@ -127,7 +136,9 @@ def ensure_topics(settings: CommonSettings, topics: list[str], partitions: int |
                     )
                     for t in missing
                 ]
-                with contextlib.suppress(kerrors.TopicAlreadyExistsError):  # another pod won the race
+                with contextlib.suppress(
+                    kerrors.TopicAlreadyExistsError
+                ):  # another pod won the race
                     admin.create_topics(new)
             return missing
         finally:
@@ -135,7 +146,8 @@ def ensure_topics(settings: CommonSettings, topics: list[str], partitions: int |
 
 
 def lag(consumer: KafkaConsumer) -> tuple[int, int]:
-    """(partitions owned, records behind the log end over them). Highwater marks come with fetches: no I/O."""
+    """(partitions owned, records behind the log end over them). Highwater marks come with fetches:
+    no I/O."""
     assignment, behind = consumer.assignment(), 0
     for tp in assignment:
         high = consumer.highwater(tp)
@@ -149,7 +161,8 @@ def lag(consumer: KafkaConsumer) -> tuple[int, int]:
 
 
 def rewind(consumer: KafkaConsumer, records: list[Any]) -> None:
-    """Seek every still-owned partition of ``records`` back to its first record, to process them again."""
+    """Seek every still-owned partition of ``records`` back to its first record, to process them
+    again."""
     first: dict[TopicPartition, int] = {}
     for r in records:
         tp = TopicPartition(r.topic, r.partition)

@@ -1,15 +1,19 @@
-"""The hot loop: one bounded micro-batch at a time, outputs and input offsets in one Kafka transaction.
+"""The hot loop: one bounded micro-batch at a time, outputs and input offsets in one Kafka
+transaction.
 
 Commit protocol, per micro-batch (DESIGN section 5):
-1. ``poll`` at most ``batch_max_messages`` records (``read_committed``; bounded fetch, so bounded memory).
+1. ``poll`` at most ``batch_max_messages`` records (``read_committed``; bounded fetch, so bounded
+   memory).
 2. Decode each record; a bad one becomes a DLQ record with its reason, never an exception.
-3. Route the good ones under the plan in force at the start of the batch (one strategy version per batch).
-4. ``begin_transaction``; send allocations, shadow results and DLQ records; add the next input offsets with
-   the consumer group metadata (KIP-447 fencing); ``commit_transaction``.
-5. On a transaction error: abort, seek every partition of the batch back to its first record, and retry it.
-   ``ProducerFencedError`` (a newer instance took over) is fatal: the process exits and is restarted.
-The batch is committed before the next ``poll``, so a rebalance never finds work in flight, and a SIGTERM
-(``stop`` set) lets the current batch finish before the loop returns.
+3. Route the good ones under the plan in force at the start of the batch (one strategy version per
+   batch).
+4. ``begin_transaction``; send allocations, shadow results and DLQ records; add the next input
+   offsets with the consumer group metadata (KIP-447 fencing); ``commit_transaction``.
+5. On a transaction error: abort, seek every partition of the batch back to its first record, and
+   retry it. ``ProducerFencedError`` (a newer instance took over) is fatal: the process exits and is
+   restarted.
+The batch is committed before the next ``poll``, so a rebalance never finds work in flight, and a
+SIGTERM (``stop`` set) lets the current batch finish before the loop returns.
 """
 
 from __future__ import annotations
@@ -74,8 +78,13 @@ class Loop:
         max_bytes: int,
         max_text_chars: int,
     ) -> None:
-        self.consumer, self.producer, self.plan, self.topics, self.hooks = consumer, producer, plan, topics, hooks
-        self.max_records, self.wait_ms = max_records, wait_ms
+        self.consumer = consumer
+        self.producer = producer
+        self.plan = plan
+        self.topics = topics
+        self.hooks = hooks
+        self.max_records = max_records
+        self.wait_ms = wait_ms
         self.limits = (max_bytes, max_text_chars)
         self._router: Router | None = None
 
@@ -109,21 +118,41 @@ class Loop:
             except ContractError as exc:
                 dead.append((rec, exc.code, str(exc)))
                 continue
-            items.append((rec, Item(c, Source(topic=rec.topic, partition=rec.partition, offset=rec.offset), started)))
+            items.append(
+                (
+                    rec,
+                    Item(
+                        c,
+                        Source(topic=rec.topic, partition=rec.partition, offset=rec.offset),
+                        started,
+                    ),
+                )
+            )
         by_item = {id(item): rec for rec, item in items}
         routed = router.route([item for _, item in items])
         dead += [(by_item[id(it)], exc.code, str(exc)) for it, exc in routed.failures]
         try:
             self.producer.begin_transaction()
             for item, alloc in routed.allocations:
-                self.producer.send(self.topics.allocations, key=item.complaint.complaint_id.encode(), value=dump(alloc))
+                self.producer.send(
+                    self.topics.allocations,
+                    key=item.complaint.complaint_id.encode(),
+                    value=dump(alloc),
+                )
             for shadow in routed.shadows:
-                self.producer.send(self.topics.shadow, key=shadow.complaint_id.encode(), value=dump(shadow))
+                self.producer.send(
+                    self.topics.shadow, key=shadow.complaint_id.encode(), value=dump(shadow)
+                )
             for rec, code, message in dead:
                 self.producer.send(
-                    self.topics.dlq, key=rec.key, value=rec.value, headers=dlq_headers(rec, code, message)
+                    self.topics.dlq,
+                    key=rec.key,
+                    value=rec.value,
+                    headers=dlq_headers(rec, code, message),
                 )
-            self.producer.send_offsets_to_transaction(self._next_offsets(records), self.consumer.group_metadata())
+            self.producer.send_offsets_to_transaction(
+                self._next_offsets(records), self.consumer.group_metadata()
+            )
             self.producer.commit_transaction()
         except kerrors.ProducerFencedError:
             raise
@@ -136,12 +165,15 @@ class Loop:
         self.hooks.committed(records, routed, dead, started)
 
     def _abort(self) -> None:
-        """Abort the open transaction. An abort that fails leaves the producer unusable (kafka-python treats
-        request timeouts as fatal): raise, so the process restarts and the same transactional id cleans up."""
+        """Abort the open transaction. An abort that fails leaves the producer unusable
+        (kafka-python treats request timeouts as fatal): raise, so the process restarts and the same
+        transactional id cleans up."""
         try:
             self.producer.abort_transaction()
         except kerrors.KafkaError as exc:
-            raise BrokerError(f"transaction abort failed; the producer is unusable: {exc!r}") from exc
+            raise BrokerError(
+                f"transaction abort failed; the producer is unusable: {exc!r}"
+            ) from exc
 
     @staticmethod
     def _next_offsets(records: list[Any]) -> dict[TopicPartition, OffsetAndMetadata]:

@@ -1,9 +1,10 @@
 """Every Prometheus metric of the project, in base units, with bounded labels.
 
-Label values come from bounded sets only: task names and labels from model manifests, model versions and
-arms from the strategy, DLQ reasons from ``consumer.errors.DLQ_REASONS``. Never a complaint id or text.
-The loop calls the small hook methods of ``ConsumerMetrics`` (in the manner of faust's sensors) instead of
-touching metric objects, so the hot path stays readable and the metric names live here alone.
+Label values come from bounded sets only: task names and labels from model manifests, model versions
+and arms from the strategy, DLQ reasons from ``consumer.errors.DLQ_REASONS``. Never a complaint id
+or text. The loop calls the small hook methods of ``ConsumerMetrics`` (in the manner of faust's
+sensors) instead of touching metric objects, so the hot path stays readable and the metric names
+live here alone.
 """
 
 from __future__ import annotations
@@ -19,11 +20,18 @@ class ConsumerMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         r = registry
-        self.consumed = Counter("allocator_messages_consumed_total", "Input records read from Kafka.", registry=r)
-        self.allocations = Counter(
-            "allocator_allocations_total", "Allocations published (committed transactions).", ["journey"], registry=r
+        self.consumed = Counter(
+            "allocator_messages_consumed_total", "Input records read from Kafka.", registry=r
         )
-        self.dlq = Counter("allocator_dlq_total", "Records sent to the DLQ, by reason.", ["reason"], registry=r)
+        self.allocations = Counter(
+            "allocator_allocations_total",
+            "Allocations published (committed transactions).",
+            ["journey"],
+            registry=r,
+        )
+        self.dlq = Counter(
+            "allocator_dlq_total", "Records sent to the DLQ, by reason.", ["reason"], registry=r
+        )
         self.predictions = Counter(
             "allocator_predictions_total",
             "Published predictions by task, label, model version and arm.",
@@ -31,10 +39,16 @@ class ConsumerMetrics:
             registry=r,
         )
         self.needs_review = Counter(
-            "allocator_needs_review_total", "Allocations routed to human review, by task.", ["task"], registry=r
+            "allocator_needs_review_total",
+            "Allocations routed to human review, by task.",
+            ["task"],
+            registry=r,
         )
         self.batch_size = Histogram(
-            "allocator_batch_size_messages", "Records per micro-batch.", buckets=BATCH_BUCKETS, registry=r
+            "allocator_batch_size_messages",
+            "Records per micro-batch.",
+            buckets=BATCH_BUCKETS,
+            registry=r,
         )
         self.batch_seconds = Histogram(
             "allocator_batch_duration_seconds",
@@ -56,23 +70,34 @@ class ConsumerMetrics:
             registry=r,
         )
         self.transactions = Counter(
-            "allocator_transactions_total", "Kafka transactions by outcome.", ["outcome"], registry=r
+            "allocator_transactions_total",
+            "Kafka transactions by outcome.",
+            ["outcome"],
+            registry=r,
         )
         self.lag = Gauge(
             "allocator_consumer_lag_messages",
             "Records behind the log end, summed over the partitions this pod owns.",
             registry=r,
         )
-        self.assigned = Gauge("allocator_assigned_partitions", "Partitions this pod owns.", registry=r)
-        self.strategy_version = Gauge("allocator_strategy_version", "Strategy version in force.", registry=r)
+        self.assigned = Gauge(
+            "allocator_assigned_partitions", "Partitions this pod owns.", registry=r
+        )
+        self.strategy_version = Gauge(
+            "allocator_strategy_version", "Strategy version in force.", registry=r
+        )
         self.strategy_refreshed = Gauge(
             "allocator_strategy_last_refresh_timestamp_seconds",
             "When the strategy was last read from Redis.",
             registry=r,
         )
-        self.store_up = Gauge("allocator_store_up", "1 when Redis answered the last strategy read.", registry=r)
+        self.store_up = Gauge(
+            "allocator_store_up", "1 when Redis answered the last strategy read.", registry=r
+        )
         self.strategy_rejected = Counter(
-            "allocator_strategy_rejected_total", "Strategy documents refused (invalid or unloadable).", registry=r
+            "allocator_strategy_rejected_total",
+            "Strategy documents refused (invalid or unloadable).",
+            registry=r,
         )
         self.model_info = Gauge(
             "allocator_model_info",
@@ -81,7 +106,10 @@ class ConsumerMetrics:
             registry=r,
         )
         self.model_load_failures = Counter(
-            "allocator_model_load_failures_total", "Model packages refused at load.", ["reason"], registry=r
+            "allocator_model_load_failures_total",
+            "Model packages refused at load.",
+            ["reason"],
+            registry=r,
         )
         self.shadow_agreement = Counter(
             "allocator_shadow_agreement_total",
@@ -96,8 +124,14 @@ class ConsumerMetrics:
             buckets=(-0.5, -0.2, -0.1, -0.05, 0, 0.05, 0.1, 0.2, 0.5),
             registry=r,
         )
-        self.drain_seconds = Gauge("allocator_last_drain_duration_seconds", "Duration of the last drain.", registry=r)
-        self.up = Gauge("allocator_consumer_ready", "1 when partitions are assigned and models loaded.", registry=r)
+        self.drain_seconds = Gauge(
+            "allocator_last_drain_duration_seconds", "Duration of the last drain.", registry=r
+        )
+        self.up = Gauge(
+            "allocator_consumer_ready",
+            "1 when partitions are assigned and models loaded.",
+            registry=r,
+        )
 
 
 class PromoterMetrics:
@@ -106,7 +140,10 @@ class PromoterMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         r = registry
         self.feedback = Counter(
-            "allocator_feedback_total", "Feedback records by outcome of the join.", ["outcome"], registry=r
+            "allocator_feedback_total",
+            "Feedback records by outcome of the join.",
+            ["outcome"],
+            registry=r,
         )
         self.outcomes = Counter(
             "allocator_live_outcomes_total",
@@ -140,14 +177,18 @@ class PromoterMetrics:
         )
         self.records = Counter(
             "allocator_promoter_records_total",
-            "Input records by kind (allocation, shadow, feedback) and outcome (stored, duplicate, malformed, ...).",
+            "Input records by kind (allocation, shadow, feedback) and outcome (stored, duplicate, "
+            "malformed, ...).",
             ["kind", "outcome"],
             registry=r,
         )
-        self.parked = Gauge("allocator_promoter_parked_feedback", "Feedback waiting for its allocation.", registry=r)
+        self.parked = Gauge(
+            "allocator_promoter_parked_feedback", "Feedback waiting for its allocation.", registry=r
+        )
         self.p_value = Gauge(
             "allocator_promoter_p_value",
-            "Always-valid p-value of each running experiment's tests (better, worse, recall_worse).",
+            "Always-valid p-value of each running experiment's tests (better, worse, "
+            "recall_worse).",
             ["task", "mode", "test"],
             registry=r,
         )
@@ -164,9 +205,15 @@ class PromoterMetrics:
             registry=r,
         )
         self.lag = Gauge(
-            "allocator_promoter_lag_messages", "Records behind the log end on the partitions owned.", registry=r
+            "allocator_promoter_lag_messages",
+            "Records behind the log end on the partitions owned.",
+            registry=r,
         )
-        self.up = Gauge("allocator_promoter_ready", "1 when partitions are assigned and Redis answers.", registry=r)
+        self.up = Gauge(
+            "allocator_promoter_ready",
+            "1 when partitions are assigned and Redis answers.",
+            registry=r,
+        )
 
 
 class ExplainerMetrics:
@@ -175,7 +222,10 @@ class ExplainerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         r = registry
         self.requests = Counter(
-            "allocator_explanations_total", "Explanation requests by HTTP status.", ["status"], registry=r
+            "allocator_explanations_total",
+            "Explanation requests by HTTP status.",
+            ["status"],
+            registry=r,
         )
         self.seconds = Histogram(
             "allocator_explanation_duration_seconds",

@@ -1,8 +1,10 @@
-"""Model packages (DESIGN section 3): a folder with ``model.onnx``, ``tokenizer.json`` and ``manifest.json``.
+"""Model packages (DESIGN section 3): a folder with ``model.onnx``, ``tokenizer.json`` and
+``manifest.json``.
 
-The manifest lists the sha256 of every other file; the *package digest* is the sha256 of the manifest
-bytes, so it pins every file. Loading verifies every digest and refuses a package that differs by one byte.
-A model is a set of task heads: adding a task means publishing a package whose manifest has that head.
+The manifest lists the sha256 of every other file; the *package digest* is the sha256 of the
+manifest bytes, so it pins every file. Loading verifies every digest and refuses a package that
+differs by one byte. A model is a set of task heads: adding a task means publishing a package whose
+manifest has that head.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ def file_sha256(path: Path) -> str:
 
 @dataclass(frozen=True)
 class TaskHead:
-    """One classification head of a model: an ONNX logits output and how to turn it into a decision."""
+    """One classification head of a model: an ONNX logits output and how to turn it into a
+    decision."""
 
     task: str
     output: str
@@ -54,7 +57,9 @@ class TaskHead:
             top_k=int(spec.get("top_k", 3)),
         )
         if head.kind == "binary" and head.positive_label not in head.labels:
-            raise PackageError(f"task {task!r}: binary head needs positive_label among its labels {head.labels}")
+            raise PackageError(
+                f"task {task!r}: binary head needs positive_label among its labels {head.labels}"
+            )
         return head
 
 
@@ -105,7 +110,8 @@ class ModelPackage:
 
 
 def read_manifest(folder: Path) -> tuple[dict[str, Any], str]:
-    """Parse and schema-check ``folder/manifest.json``; return it with its digest (no file checks)."""
+    """Parse and schema-check ``folder/manifest.json``; return it with its digest (no file
+    checks)."""
     path = Path(folder) / MANIFEST
     try:
         raw = path.read_bytes()
@@ -122,16 +128,18 @@ def read_manifest(folder: Path) -> tuple[dict[str, Any], str]:
 
 
 def load_package(folder: Path | str, expected_digest: str | None = None) -> ModelPackage:
-    """Verify every file of the package against its manifest (and the manifest against ``expected_digest``).
+    """Verify every file of the package against its manifest (and the manifest against
+    ``expected_digest``).
 
-    Raises ``IntegrityError`` naming the file and both digests on any mismatch, ``PackageError`` when the
-    package is incomplete or its manifest is invalid.
+    Raises ``IntegrityError`` naming the file and both digests on any mismatch, ``PackageError``
+    when the package is incomplete or its manifest is invalid.
     """
     folder = Path(folder)
     manifest, digest = read_manifest(folder)
     if expected_digest is not None and digest != expected_digest:
         raise IntegrityError(
-            f"{folder / MANIFEST}: sha256 {digest} differs from the registered package digest {expected_digest}"
+            f"{folder / MANIFEST}: sha256 {digest} differs from the registered package digest "
+            f"{expected_digest}"
         )
     files: dict[str, str] = manifest["files"]
     for needed in (manifest["onnx"]["file"], manifest["tokenizer"]["file"]):
@@ -164,5 +172,7 @@ def write_manifest(folder: Path | str, manifest: dict[str, Any]) -> ModelPackage
     problems = schemas.errors("model-manifest/v1", doc)
     if problems:
         raise PackageError("refusing to write an invalid manifest: " + "; ".join(problems[:5]))
-    (folder / MANIFEST).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    (folder / MANIFEST).write_text(
+        json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    )
     return load_package(folder)

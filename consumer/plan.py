@@ -1,8 +1,9 @@
-"""What a pod serves: a ``Plan`` (strategy + loaded models), rebuilt by a watcher thread when the strategy changes.
+"""What a pod serves: a ``Plan`` (strategy + loaded models), rebuilt by a watcher thread when the
+strategy changes.
 
-The loop reads ``watcher.plan`` once per micro-batch (one attribute read), so a switch never splits a batch.
-A strategy whose models fail to fetch or verify is refused and the previous plan stays; when Redis is
-unreachable the last good plan keeps serving and ``allocator_store_up`` says 0.
+The loop reads ``watcher.plan`` once per micro-batch (one attribute read), so a switch never splits
+a batch. A strategy whose models fail to fetch or verify is refused and the previous plan stays;
+when Redis is unreachable the last good plan keeps serving and ``allocator_store_up`` says 0.
 """
 
 from __future__ import annotations
@@ -37,7 +38,11 @@ class Plan:
 
 
 def build_plan(
-    strategy: Strategy, packages: dict[str, ModelPackage], previous: Plan | None, threads: int, max_sub_batch: int
+    strategy: Strategy,
+    packages: dict[str, ModelPackage],
+    previous: Plan | None,
+    threads: int,
+    max_sub_batch: int,
 ) -> Plan:
     """Load the models of ``strategy``, reusing sessions of ``previous`` with the same digest.
 
@@ -48,7 +53,9 @@ def build_plan(
     for ref, package in sorted(packages.items()):
         old = previous.models.get(ref) if previous else None
         models[ref] = (
-            old if old and old.package.digest == package.digest else OnnxModel(package, threads, max_sub_batch)
+            old
+            if old and old.package.digest == package.digest
+            else OnnxModel(package, threads, max_sub_batch)
         )
         key = TextEncoder.key_of(package)
         if key not in encoders:
@@ -58,15 +65,22 @@ def build_plan(
 
 
 def config_plan(model_dir: Path, threads: int, max_sub_batch: int) -> Plan:
-    """Serve one package for all its tasks as champion (strategy version 0): the no-Redis fallback."""
+    """Serve one package for all its tasks as champion (strategy version 0): the no-Redis
+    fallback."""
     package = load_package(model_dir)
     tasks = {t: TaskPlan(mode="champion", champion=package.ref) for t in package.heads}
-    strategy = Strategy(version=0, tasks=tasks, updated_by="configuration", reason=f"ALLOCATOR_MODEL_DIR={model_dir}")
+    strategy = Strategy(
+        version=0,
+        tasks=tasks,
+        updated_by="configuration",
+        reason=f"ALLOCATOR_MODEL_DIR={model_dir}",
+    )
     return build_plan(strategy, {package.ref: package}, None, threads, max_sub_batch)
 
 
 class StrategyWatcher:
-    """Follows the strategy in Redis (announcements, with a poll as a safety net) and publishes ``plan``."""
+    """Follows the strategy in Redis (announcements, with a poll as a safety net) and publishes
+    ``plan``."""
 
     def __init__(
         self,
@@ -78,8 +92,12 @@ class StrategyWatcher:
         max_sub_batch: int = 1,
         fallback: Plan | None = None,
     ) -> None:
-        self._store, self._registry, self._metrics = store, registry, metrics
-        self._poll_s, self._threads, self._max_sub_batch = poll_s, threads, max_sub_batch
+        self._store = store
+        self._registry = registry
+        self._metrics = metrics
+        self._poll_s = poll_s
+        self._threads = threads
+        self._max_sub_batch = max_sub_batch
         self.plan: Plan | None = fallback
         self.store_up = False
         self._stop = threading.Event()
@@ -95,13 +113,17 @@ class StrategyWatcher:
         self._thread.join(timeout=5)
 
     def refresh(self) -> None:
-        """Read the strategy; build and swap in a new plan when its version changed. Never raises."""
+        """Read the strategy; build and swap in a new plan when its version changed. Never
+        raises."""
         try:
             strategy = self._store.current()
             self._up(True)
         except StoreUnavailableError as exc:
             if self.store_up:
-                log.warning("strategy store unavailable; serving the last good plan", extra={"error": str(exc)})
+                log.warning(
+                    "strategy store unavailable; serving the last good plan",
+                    extra={"error": str(exc)},
+                )
             self._up(False)
             return
         except AllocationError as exc:
@@ -119,13 +141,17 @@ class StrategyWatcher:
             return
         self.plan = plan
         self._publish_info(plan)
-        log.info("strategy switched", extra={"strategy_version": strategy.version, "reason": strategy.reason})
+        log.info(
+            "strategy switched",
+            extra={"strategy_version": strategy.version, "reason": strategy.reason},
+        )
 
     def _reject(self, version: int, exc: Exception) -> None:
         self._rejected_version = version
         self._metrics.strategy_rejected.inc()
         log.error(
-            "strategy refused; keeping the last good plan", extra={"strategy_version": version, "error": str(exc)}
+            "strategy refused; keeping the last good plan",
+            extra={"strategy_version": version, "error": str(exc)},
         )
 
     def _up(self, up: bool) -> None:

@@ -1,7 +1,8 @@
-"""``allocator produce``: publish complaints from the CFPB CSV or JSON lines, at a rate or as fast as possible.
+"""``allocator produce``: publish complaints from the CFPB CSV or JSON lines, at a rate or as fast
+as possible.
 
-Rows without text are skipped, counted and reported; a missing file or wrong columns end with a clear
-``InputError`` (the CLI prints it and exits 2), never a traceback.
+Rows without text are skipped, counted and reported; a missing file or wrong columns end with a
+clear ``InputError`` (the CLI prints it and exits 2), never a traceback.
 """
 
 from __future__ import annotations
@@ -51,8 +52,11 @@ def _open(path: Path) -> io.TextIOBase:
     return path.open(encoding="utf-8", newline="")
 
 
-def csv_complaints(path: Path, report: Report, split: str | None = None) -> Iterator[dict[str, Any]]:
-    """complaint/v1 documents from a CSV with the CFPB columns (labels ride along under ``metadata``)."""
+def csv_complaints(
+    path: Path, report: Report, split: str | None = None
+) -> Iterator[dict[str, Any]]:
+    """complaint/v1 documents from a CSV with the CFPB columns (labels ride along under
+    ``metadata``)."""
     with _open(path) as f:
         reader = csv.DictReader(f)
         missing = [c for c in (TEXT, ID) if c not in (reader.fieldnames or [])]
@@ -73,7 +77,8 @@ def csv_complaints(path: Path, report: Report, split: str | None = None) -> Iter
 
 
 def jsonl_complaints(path: Path, report: Report) -> Iterator[dict[str, Any]]:
-    """complaint/v1 documents from JSON lines; lines that are not objects with a text are skipped."""
+    """complaint/v1 documents from JSON lines; lines that are not objects with a text are
+    skipped."""
     with _open(path) as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
@@ -102,7 +107,9 @@ def produce(
 ) -> Report:
     """Send ``docs`` keyed by complaint id; ``rate`` messages/s (0: as fast as possible)."""
     with map_kafka_errors("produce"):
-        producer = KafkaProducer(**client_config(settings), acks="all", linger_ms=10, enable_idempotence=True)
+        producer = KafkaProducer(
+            **client_config(settings), acks="all", linger_ms=10, enable_idempotence=True
+        )
     start = time.monotonic()
     bar = tqdm(total=limit, unit="msg", disable=not progress, desc=f"-> {topic}")
     try:
@@ -113,7 +120,9 @@ def produce(
                 delay = start + report.sent / rate - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-            producer.send(topic, key=str(doc["complaint_id"]).encode(), value=json.dumps(doc).encode())
+            producer.send(
+                topic, key=str(doc["complaint_id"]).encode(), value=json.dumps(doc).encode()
+            )
             report.sent += 1
             bar.update()
         with map_kafka_errors("produce flush"):

@@ -1,9 +1,10 @@
 """The model registry in Redis (DESIGN section 3): verified manifests and where each package lives.
 
 Keys (under the configured prefix): ``models`` is a hash from ``name@version`` to a JSON entry
-``{"manifest", "digest", "source", "registered_at"}``. Versions are immutable: registering the same ref with
-another digest is refused. A source is a local folder, or ``hf://owner/repo@<commit>`` (a Hugging Face Hub
-repo pinned by commit), fetched with ``huggingface_hub.snapshot_download`` into the model cache.
+``{"manifest", "digest", "source", "registered_at"}``. Versions are immutable: registering the same
+ref with another digest is refused. A source is a local folder, or ``hf://owner/repo@<commit>`` (a
+Hugging Face Hub repo pinned by commit), fetched with ``huggingface_hub.snapshot_download`` into the
+model cache.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ class ModelEntry:
 
 
 def fetch(source: dict[str, str], cache_dir: Path, offline: bool = False) -> Path:
-    """The local folder of a package source (downloads a hub repo at its pinned commit when needed)."""
+    """The local folder of a package source (downloads a hub repo at its pinned commit when
+    needed)."""
     if source["kind"] == "path":
         return Path(source["path"])
     if source["kind"] == "hub":
@@ -53,8 +55,12 @@ def fetch(source: dict[str, str], cache_dir: Path, offline: bool = False) -> Pat
                     local_files_only=offline,
                 )
             )
-        except Exception as exc:  # huggingface_hub raises many unrelated types; all mean "not fetched"
-            raise PackageError(f"hf://{source['repo']}@{source['commit']}: cannot fetch: {exc}") from exc
+        except (
+            Exception
+        ) as exc:  # huggingface_hub raises many unrelated types; all mean "not fetched"
+            raise PackageError(
+                f"hf://{source['repo']}@{source['commit']}: cannot fetch: {exc}"
+            ) from exc
     raise RegistryError(f"unknown package source kind {source['kind']!r}")
 
 
@@ -62,7 +68,9 @@ def parse_source(location: str) -> dict[str, str]:
     if location.startswith("hf://"):
         m = HUB_REF.match(location)
         if not m:
-            raise RegistryError(f"{location}: hub refs must be hf://owner/repo@<40-hex commit> (pinned)")
+            raise RegistryError(
+                f"{location}: hub refs must be hf://owner/repo@<40-hex commit> (pinned)"
+            )
         return {"kind": "hub", "repo": m["repo"], "commit": m["commit"]}
     path = Path(location).resolve()
     if not path.is_dir():
@@ -74,7 +82,11 @@ class Registry:
     """Register, list and resolve model versions; every load verifies the package digests."""
 
     def __init__(
-        self, client: redis.Redis, prefix: str, cache_dir: Path = Path(".cache/models"), hub_offline: bool = False
+        self,
+        client: redis.Redis,
+        prefix: str,
+        cache_dir: Path = Path(".cache/models"),
+        hub_offline: bool = False,
     ) -> None:
         self._r = client
         self._key = f"{prefix}models"
@@ -93,14 +105,20 @@ class Registry:
             datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         )
         value = json.dumps(
-            {"digest": entry.digest, "source": source, "manifest": entry.manifest, "registered_at": entry.registered_at}
+            {
+                "digest": entry.digest,
+                "source": source,
+                "manifest": entry.manifest,
+                "registered_at": entry.registered_at,
+            }
         )
         with map_redis_errors("register"):
             if not self._r.hsetnx(self._key, entry.ref, value):
                 old = self.get(entry.ref)
                 if old.digest != entry.digest:
                     raise RegistryError(
-                        f"{entry.ref} is already registered with digest {old.digest}; versions are immutable, "
+                        f"{entry.ref} is already registered with digest {old.digest}; versions are "
+                        "immutable, "
                         f"publish a new version instead of {entry.digest}"
                     )
                 return old
@@ -130,6 +148,9 @@ class Registry:
         return None if entry is None else entry.tasks
 
     def load(self, ref: str) -> ModelPackage:
-        """Fetch and verify ``ref`` against the digest recorded at registration (raises IntegrityError)."""
+        """Fetch and verify ``ref`` against the digest recorded at registration (raises
+        IntegrityError)."""
         entry = self.get(ref)
-        return load_package(fetch(entry.source, self._cache_dir, self._offline), expected_digest=entry.digest)
+        return load_package(
+            fetch(entry.source, self._cache_dir, self._offline), expected_digest=entry.digest
+        )

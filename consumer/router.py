@@ -1,13 +1,15 @@
 """Score a micro-batch under a plan and build its allocations and shadow records. No I/O here.
 
 Rules (DESIGN sections 2 and 4):
-1. Per task the strategy names the published arm (champion, or canary by sticky hash) and any shadow.
-2. Each model runs at most once per message, whatever the number of tasks that need it; models that share
-   a tokenizer share one tokenisation.
-3. ``vulnerable`` uses the head's calibrated threshold; ``journey`` is ``vulnerable`` when flagged, and
-   during any experiment also when the champion of ``vulnerable`` flags it (the guardrail).
+1. Per task the strategy names the published arm (champion, or canary by sticky hash) and any
+   shadow.
+2. Each model runs at most once per message, whatever the number of tasks that need it; models that
+   share a tokenizer share one tokenisation.
+3. ``vulnerable`` uses the head's calibrated threshold; ``journey`` is ``vulnerable`` when flagged,
+   and during any experiment also when the champion of ``vulnerable`` flags it (the guardrail).
 4. ``needs_review`` when a published head's top score is below its review threshold.
-5. A model failure is isolated to the messages that cause it: they come back as failures, the rest go on.
+5. A model failure is isolated to the messages that cause it: they come back as failures, the rest
+   go on.
 """
 
 from __future__ import annotations
@@ -59,15 +61,20 @@ class Routed:
 
 
 def decision_id(source: Source) -> str:
-    """Deterministic from the input coordinates, so a re-processed record is recognisable downstream."""
-    return hashlib.sha256(f"{source.topic}/{source.partition}/{source.offset}".encode()).hexdigest()[:32]
+    """Deterministic from the input coordinates, so a re-processed record is recognisable
+    downstream."""
+    return hashlib.sha256(
+        f"{source.topic}/{source.partition}/{source.offset}".encode()
+    ).hexdigest()[:32]
 
 
 def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def predict(head: TaskHead, probs: np.ndarray, model: ModelRef, arm: Arm, truncated: bool) -> Prediction:
+def predict(
+    head: TaskHead, probs: np.ndarray, model: ModelRef, arm: Arm, truncated: bool
+) -> Prediction:
     order = np.argsort(-probs)
     if head.kind == "binary":
         assert head.positive_label is not None
@@ -76,9 +83,16 @@ def predict(head: TaskHead, probs: np.ndarray, model: ModelRef, arm: Arm, trunca
         idx = pos if flagged else int(next(i for i in order if i != pos))
     else:
         idx = int(order[0])
-    top = tuple(Scored(label=head.labels[i], score=round(float(probs[i]), 6)) for i in order[: head.top_k])
+    top = tuple(
+        Scored(label=head.labels[i], score=round(float(probs[i]), 6)) for i in order[: head.top_k]
+    )
     return Prediction(
-        label=head.labels[idx], score=round(float(probs[idx]), 6), top_k=top, model=model, arm=arm, truncated=truncated
+        label=head.labels[idx],
+        score=round(float(probs[idx]), 6),
+        top_k=top,
+        model=model,
+        arm=arm,
+        truncated=truncated,
     )
 
 
@@ -119,7 +133,11 @@ class Router:
 
     def _score(
         self, items: Sequence[Item], wants: list[dict[str, Want]]
-    ) -> tuple[dict[str, dict[int, tuple[dict[str, np.ndarray], bool]]], dict[int, InferenceError], dict[str, float]]:
+    ) -> tuple[
+        dict[str, dict[int, tuple[dict[str, np.ndarray], bool]]],
+        dict[int, InferenceError],
+        dict[str, float],
+    ]:
         plan = self.plan
         needed: dict[str, set[int]] = defaultdict(set)
         guard = plan.strategy.tasks.get("vulnerable")
@@ -136,7 +154,9 @@ class Router:
             cache = encoded.setdefault(enc.key, {})
             todo = sorted(i for i in idx if i not in cache)
             if todo:
-                cache.update(zip(todo, enc.encode([items[i].complaint.text for i in todo]), strict=True))
+                cache.update(
+                    zip(todo, enc.encode([items[i].complaint.text for i in todo]), strict=True)
+                )
         outputs: dict[str, dict[int, tuple[dict[str, np.ndarray], bool]]] = {}
         failed: dict[int, InferenceError] = {}
         seconds: dict[str, float] = {}
@@ -148,14 +168,17 @@ class Router:
             for chunk in self._run(model, [cache[i] for i in rows], rows, failed):
                 for i, probs in chunk:
                     outputs[ref][i] = (probs, cache[i].truncated)
-            seconds[model.package.version] = seconds.get(model.package.version, 0.0) + time.perf_counter() - started
+            seconds[model.package.version] = (
+                seconds.get(model.package.version, 0.0) + time.perf_counter() - started
+            )
         return outputs, failed, seconds
 
     @staticmethod
     def _run(
         model: OnnxModel, encs: list[Encoded], rows: list[int], failed: dict[int, InferenceError]
     ) -> Iterator[list[tuple[int, dict[str, np.ndarray]]]]:
-        """Run the rows together; on failure, alone, so that one bad message does not sink the batch."""
+        """Run the rows together; on failure, alone, so that one bad message does not sink the
+        batch."""
         try:
             probs = model.run(encs)
             yield [(i, {t: p[k] for t, p in probs.items()}) for k, i in enumerate(rows)]
@@ -187,7 +210,9 @@ class Router:
             if shadow:
                 sprobs, strunc = outputs[shadow][i]
                 shead = plan.models[shadow].heads[task]
-                shadow_preds[task] = predict(shead, sprobs[task], self.refs[shadow], "shadow", strunc)
+                shadow_preds[task] = predict(
+                    shead, sprobs[task], self.refs[shadow], "shadow", strunc
+                )
         vulnerable = preds["vulnerable"].label == _positive(plan, want["vulnerable"][1])
         guard = plan.strategy.tasks["vulnerable"]
         reasons = [
@@ -199,7 +224,10 @@ class Router:
         if guard.mode != "champion" and not vulnerable:
             cprobs, _ = outputs[guard.champion][i]
             chead = plan.models[guard.champion].heads["vulnerable"]
-            if cprobs["vulnerable"][chead.labels.index(chead.positive_label or "yes")] >= chead.threshold:
+            if (
+                cprobs["vulnerable"][chead.labels.index(chead.positive_label or "yes")]
+                >= chead.threshold
+            ):
                 journey_vulnerable = True
                 reasons.append("vulnerable_guardrail")
         source, complaint = item.source, item.complaint

@@ -4,8 +4,8 @@ Kafka and Redis connection settings use their conventional names (``KAFKA_BOOTST
 ``REDIS_URL``, ...); everything else is prefixed ``ALLOCATOR_``. Nothing else in the code base reads
 ``os.environ``: build the object in the CLI entry point and pass it down.
 
-Secrets (``KAFKA_SASL_PASSWORD``, ``REDIS_PASSWORD``, ``ALLOCATOR_EXPLAINER_TOKEN``) may also come from files
-named after the field in ``ALLOCATOR_SECRETS_DIR`` (a mounted Kubernetes Secret).
+Secrets (``KAFKA_SASL_PASSWORD``, ``REDIS_PASSWORD``, ``ALLOCATOR_EXPLAINER_TOKEN``) may also come
+from files named after the field in ``ALLOCATOR_SECRETS_DIR`` (a mounted Kubernetes Secret).
 """
 
 from __future__ import annotations
@@ -43,7 +43,9 @@ class CommonSettings(BaseSettings):
         None, validation_alias=_alias("KAFKA_SASL_MECHANISM")
     )
     kafka_sasl_username: str | None = Field(None, validation_alias=_alias("KAFKA_SASL_USERNAME"))
-    kafka_sasl_password: SecretStr | None = Field(None, validation_alias=_alias("KAFKA_SASL_PASSWORD"))
+    kafka_sasl_password: SecretStr | None = Field(
+        None, validation_alias=_alias("KAFKA_SASL_PASSWORD")
+    )
     kafka_ssl_cafile: str | None = Field(None, validation_alias=_alias("KAFKA_SSL_CAFILE"))
     kafka_ssl_certfile: str | None = Field(None, validation_alias=_alias("KAFKA_SSL_CERTFILE"))
     kafka_ssl_keyfile: str | None = Field(None, validation_alias=_alias("KAFKA_SSL_KEYFILE"))
@@ -56,20 +58,28 @@ class CommonSettings(BaseSettings):
     redis_password: SecretStr | None = Field(None, validation_alias=_alias("REDIS_PASSWORD"))
     redis_ssl_ca_certs: str | None = Field(None, validation_alias=_alias("REDIS_SSL_CA_CERTS"))
     redis_prefix: str = Field("ca:", description="Prefix of every Redis key this deployment owns.")
-    redis_timeout_s: float = Field(1.0, gt=0, description="Socket timeout; a slow Redis must not stall the loop.")
+    redis_timeout_s: float = Field(
+        1.0, gt=0, description="Socket timeout; a slow Redis must not stall the loop."
+    )
 
     topic_complaints: str = "complaints"
     topic_allocations: str = "allocations"
     topic_shadow: str = "allocations.shadow"
     topic_dlq: str = "complaints.dlq"
     topic_feedback: str = "complaints.feedback"
-    topic_partitions: int = Field(6, ge=1, description="Partitions for topics this process creates.")
+    topic_partitions: int = Field(
+        6, ge=1, description="Partitions for topics this process creates."
+    )
     topic_replication: int = Field(1, ge=1)
     create_topics: bool = Field(True, description="Create missing topics at start-up.")
 
-    metrics_port: int = Field(9100, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz (0: any).")
+    metrics_port: int = Field(
+        9100, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz (0: any)."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    model_cache_dir: Path = Field(Path(".cache/models"), description="Where hub model packages are fetched.")
+    model_cache_dir: Path = Field(
+        Path(".cache/models"), description="Where hub model packages are fetched."
+    )
 
 
 class ConsumerSettings(CommonSettings):
@@ -77,40 +87,74 @@ class ConsumerSettings(CommonSettings):
 
     consumer_group: str = "complaints-allocation"
     instance_id: str = Field(
-        # the pod name, plus the pid so that processes sharing a host never share a transactional.id; in a
-        # container the pid is the same after a restart, so a restarted pod fences its own zombie at once
+        # the pod name, plus the pid so that processes sharing a host never share a
+        # transactional.id; in a container the pid is the same after a restart, so a restarted pod
+        # fences its own zombie at once
         default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}",
         description="Unique per live process, stable per pod; makes the transactional.id.",
     )
-    batch_max_messages: int = Field(64, ge=1, le=10_000, description="Upper bound of one micro-batch.")
-    batch_max_wait_ms: int = Field(100, ge=1, description="How long a poll waits to fill a micro-batch.")
-    max_message_bytes: int = Field(262_144, ge=1024, description="Larger inputs go to the DLQ as oversized.")
-    max_text_chars: int = Field(100_000, ge=1, description="Longer texts go to the DLQ as oversized.")
+    batch_max_messages: int = Field(
+        64, ge=1, le=10_000, description="Upper bound of one micro-batch."
+    )
+    batch_max_wait_ms: int = Field(
+        100, ge=1, description="How long a poll waits to fill a micro-batch."
+    )
+    max_message_bytes: int = Field(
+        262_144, ge=1024, description="Larger inputs go to the DLQ as oversized."
+    )
+    max_text_chars: int = Field(
+        100_000, ge=1, description="Longer texts go to the DLQ as oversized."
+    )
     transaction_timeout_ms: int = Field(
-        30_000, ge=1000, description="An open transaction of a crashed pod blocks read_committed readers this long."
+        30_000,
+        ge=1000,
+        description="An open transaction of a crashed pod blocks read_committed readers this long.",
     )
     model_dir: Path | None = Field(
-        None, description="A model package folder to serve as champion when Redis holds no strategy."
+        None,
+        description="A model package folder to serve as champion when Redis holds no strategy.",
     )
-    ort_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0 = the container CPU limit.")
+    ort_threads: int = Field(
+        0, ge=0, description="onnxruntime intra-op threads; 0 = the container CPU limit."
+    )
     max_sub_batch: int = Field(
-        1, ge=1, le=256, description="Texts per onnxruntime call (same-length groups only; 1 is fastest on CPU)."
+        1,
+        ge=1,
+        le=256,
+        description="Texts per onnxruntime call (same-length groups only; 1 is fastest on CPU).",
     )
-    hub_offline: bool = Field(False, description="Resolve hf:// model refs from the local cache only.")
-    strategy_poll_s: float = Field(1.0, gt=0, description="Fallback poll when no change announcement arrives.")
-    drain_timeout_s: float = Field(8.0, gt=0, description="SIGTERM: finish the batch in flight within this.")
+    hub_offline: bool = Field(
+        False, description="Resolve hf:// model refs from the local cache only."
+    )
+    strategy_poll_s: float = Field(
+        1.0, gt=0, description="Fallback poll when no change announcement arrives."
+    )
+    drain_timeout_s: float = Field(
+        8.0, gt=0, description="SIGTERM: finish the batch in flight within this."
+    )
 
 
 class PromoterSettings(CommonSettings):
     """Settings of ``allocator promoter``."""
 
     promoter_group: str = "complaints-allocation-promoter"
-    auto_apply: bool = Field(False, description="Write promote/rollback to the strategy; else recommend only.")
-    alpha: float = Field(0.05, gt=0, lt=1, description="Error rate of the always-valid sequential test.")
-    min_labels: int = Field(50, ge=1, description="No decision before this many labelled outcomes per arm.")
-    join_ttl_s: int = Field(30 * 86_400, ge=60, description="How long allocations wait for their feedback.")
+    auto_apply: bool = Field(
+        False, description="Write promote/rollback to the strategy; else recommend only."
+    )
+    alpha: float = Field(
+        0.05, gt=0, lt=1, description="Error rate of the always-valid sequential test."
+    )
+    min_labels: int = Field(
+        50, ge=1, description="No decision before this many labelled outcomes per arm."
+    )
+    join_ttl_s: int = Field(
+        30 * 86_400, ge=60, description="How long allocations wait for their feedback."
+    )
     promoter_canary_weight: float = Field(
-        0.1, gt=0, le=1, description="Share a shadow challenger serves as canary when its shadow test promotes it."
+        0.1,
+        gt=0,
+        le=1,
+        description="Share a shadow challenger serves as canary when its shadow test promotes it.",
     )
 
 
@@ -118,10 +162,16 @@ class ExplainerSettings(CommonSettings):
     """Settings of ``allocator explain serve``."""
 
     explainer_port: int = Field(8080, ge=0, le=65535)
-    explainer_token: SecretStr | None = Field(None, description="Bearer token; requests without it get 401.")
-    explainer_max_evals: int = Field(300, ge=10, description="SHAP model evaluations per explanation.")
+    explainer_token: SecretStr | None = Field(
+        None, description="Bearer token; requests without it get 401."
+    )
+    explainer_max_evals: int = Field(
+        300, ge=10, description="SHAP model evaluations per explanation."
+    )
     explainer_budget_s: float = Field(30.0, gt=0, description="Time budget of one explanation.")
-    explainer_concurrency: int = Field(2, ge=1, description="Explanations computed at once; others wait.")
+    explainer_concurrency: int = Field(
+        2, ge=1, description="Explanations computed at once; others wait."
+    )
     explainer_cache_size: int = Field(256, ge=0)
 
 
@@ -129,7 +179,8 @@ S = TypeVar("S", bound=CommonSettings)
 
 
 def load(cls: type[S]) -> S:
-    """Build settings once from the environment, reading secret files when their folder is mounted."""
+    """Build settings once from the environment, reading secret files when their folder is
+    mounted."""
     secrets_dir = os.environ.get("ALLOCATOR_SECRETS_DIR", DEFAULT_SECRETS_DIR)
     try:
         return cls(_secrets_dir=secrets_dir if os.path.isdir(secrets_dir) else None)

@@ -1,8 +1,9 @@
-"""Redis: the connection from settings, the one boundary where redis-py errors become ours, the strategy store.
+"""Redis: the connection from settings, the one boundary where redis-py errors become ours, the
+strategy store.
 
-Strategy keys (under the prefix): ``strategy`` (the JSON document in force), ``strategy:history`` (previous
-documents, newest first, capped) and the pub/sub channel ``strategy:changed`` (payload: the new version).
-Writes are compare-and-set on ``version``.
+Strategy keys (under the prefix): ``strategy`` (the JSON document in force), ``strategy:history``
+(previous documents, newest first, capped) and the pub/sub channel ``strategy:changed`` (payload:
+the new version). Writes are compare-and-set on ``version``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ HISTORY_LIMIT = 200
 
 
 def connect(settings: CommonSettings) -> redis.Redis:
-    """A Redis client with short timeouts: a slow or absent Redis must never stall the consumer loop."""
+    """A Redis client with short timeouts: a slow or absent Redis must never stall the consumer
+    loop."""
     kwargs: dict[str, object] = {
         "socket_timeout": settings.redis_timeout_s,
         "socket_connect_timeout": settings.redis_timeout_s,
@@ -58,7 +60,8 @@ class StrategyStore:
         self.channel = f"{prefix}strategy:changed"
 
     def current(self) -> Strategy | None:
-        """The strategy in force, validated against the registry (None when none was ever written)."""
+        """The strategy in force, validated against the registry (None when none was ever
+        written)."""
         with map_redis_errors("strategy read"):
             raw = self._r.get(self.key)
         return None if raw is None else parse(json.loads(cast(bytes, raw)), self._registry.tasks_of)
@@ -75,10 +78,14 @@ class StrategyStore:
             raws = self._r.lrange(self.history_key, 0, limit - 1)
         return [parse(json.loads(r)) for r in cast(list[bytes], raws)]
 
-    def write(self, tasks: Mapping[str, TaskPlan], expected_version: int, reason: str, who: str) -> Strategy:
-        """Replace the strategy if its version is still ``expected_version`` (0: none yet); announce it.
+    def write(
+        self, tasks: Mapping[str, TaskPlan], expected_version: int, reason: str, who: str
+    ) -> Strategy:
+        """Replace the strategy if its version is still ``expected_version`` (0: none yet); announce
+        it.
 
-        Raises ``StrategyConflictError`` when somebody wrote first, ``StrategyValidationError`` when refused.
+        Raises ``StrategyConflictError`` when somebody wrote first, ``StrategyValidationError`` when
+        refused.
         """
         current = self.current()
         version = current.version if current else 0
@@ -104,13 +111,20 @@ class StrategyStore:
             try:
                 self._r.transaction(txn, self.key)
             except redis.WatchError as exc:
-                raise StrategyConflictError("strategy changed during the write; read it again") from exc
+                raise StrategyConflictError(
+                    "strategy changed during the write; read it again"
+                ) from exc
         return new
 
     def update(
-        self, change: Callable[[Strategy | None], Mapping[str, TaskPlan]], reason: str, who: str, attempts: int = 5
+        self,
+        change: Callable[[Strategy | None], Mapping[str, TaskPlan]],
+        reason: str,
+        who: str,
+        attempts: int = 5,
     ) -> Strategy:
-        """Read-modify-write with retries on conflict: ``change`` maps the current strategy to new tasks."""
+        """Read-modify-write with retries on conflict: ``change`` maps the current strategy to new
+        tasks."""
         for _ in range(attempts):
             current = self.current()
             try:
@@ -120,7 +134,8 @@ class StrategyStore:
         raise StrategyConflictError(f"gave up after {attempts} conflicting writes")
 
     def rollback(self, reason: str, who: str) -> Strategy:
-        """Write the previous document's tasks again as a new version (history stays append-only)."""
+        """Write the previous document's tasks again as a new version (history stays
+        append-only)."""
         previous = self.history(1)
         tasks = strategy.rollback(previous[0] if previous else None)
         current = self.current()

@@ -1,10 +1,11 @@
-"""The deployment strategy (DESIGN section 4): the document, its validation, sticky arms and the transitions.
+"""The deployment strategy (DESIGN section 4): the document, its validation, sticky arms and the
+transitions.
 
-Transitions (``champion``, ``canary``, ``shadow``, ``promote``, ``end``, ``rollback``) are pure functions from
-the strategy in force to the new per-task plans; the ``allocator strategy`` commands and the promoter both
-call them, and ``consumer.store.StrategyStore`` writes their result (compare-and-set, history, announcement).
-``task=None`` means every task the transition applies to. Validation against the registry happens on write.
-This module does no I/O.
+Transitions (``champion``, ``canary``, ``shadow``, ``promote``, ``end``, ``rollback``) are pure
+functions from the strategy in force to the new per-task plans; the ``allocator strategy`` commands
+and the promoter both call them, and ``consumer.store.StrategyStore`` writes their result
+(compare-and-set, history, announcement). ``task=None`` means every task the transition applies to.
+Validation against the registry happens on write. This module does no I/O.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ Mode = Literal["champion", "canary", "shadow"]
 
 
 def bucket(salt: str, complaint_id: str) -> float:
-    """A uniform number in [0, 1) fixed by (salt, complaint id): sticky across pods, partitions and restarts."""
+    """A uniform number in [0, 1) fixed by (salt, complaint id): sticky across pods, partitions and
+    restarts."""
     digest = hashlib.sha256(f"{salt}\x00{complaint_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 
@@ -67,7 +69,8 @@ class TaskPlan:
 
 @dataclass(frozen=True)
 class Strategy:
-    """A validated strategy document. ``version`` 0 means "from configuration", never written to Redis."""
+    """A validated strategy document. ``version`` 0 means "from configuration", never written to
+    Redis."""
 
     version: int
     tasks: Mapping[str, TaskPlan]
@@ -101,8 +104,9 @@ HeadLookup = Callable[[str], Mapping[str, Any] | None]
 def parse(doc: Mapping[str, Any], heads_of: HeadLookup | None = None) -> Strategy:
     """Validate a strategy document against the schema and, with ``heads_of``, against the registry.
 
-    Refuses: schema violations, a missing routing task, an unknown model, a model without the task's head,
-    a challenger equal to the champion. Raises ``StrategyValidationError`` listing every problem.
+    Refuses: schema violations, a missing routing task, an unknown model, a model without the task's
+    head, a challenger equal to the champion. Raises ``StrategyValidationError`` listing every
+    problem.
     """
     problems = schemas.errors("strategy/v1", doc)
     if problems:
@@ -119,7 +123,9 @@ def parse(doc: Mapping[str, Any], heads_of: HeadLookup | None = None) -> Strateg
             if heads is None:
                 problems.append(f"{task}: model {ref} is not registered")
             elif task not in heads:
-                problems.append(f"{task}: model {ref} has no {task!r} head (it has {sorted(heads)})")
+                problems.append(
+                    f"{task}: model {ref} has no {task!r} head (it has {sorted(heads)})"
+                )
     if problems:
         raise StrategyValidationError("invalid strategy: " + "; ".join(problems))
     return Strategy(
@@ -132,7 +138,9 @@ def parse(doc: Mapping[str, Any], heads_of: HeadLookup | None = None) -> Strateg
     )
 
 
-def next_doc(current: Strategy | None, tasks: Mapping[str, TaskPlan], reason: str, who: str) -> dict[str, Any]:
+def next_doc(
+    current: Strategy | None, tasks: Mapping[str, TaskPlan], reason: str, who: str
+) -> dict[str, Any]:
     """The document that follows ``current`` with new ``tasks`` (version + 1)."""
     return {
         "schema": "strategy/v1",
@@ -144,14 +152,16 @@ def next_doc(current: Strategy | None, tasks: Mapping[str, TaskPlan], reason: st
     }
 
 
-# --- transitions ------------------------------------------------------------------------------------------
+# ---
+# transitions -------------------------------------------------------------------------------------
 
 
 def champion(
     current: Strategy | None, model: str, model_tasks: Collection[str], task: str | None = None
 ) -> dict[str, TaskPlan]:
-    """``model`` serves and is published for ``task``, or for every task both it and the strategy have
-    (every task of the model when there is no strategy yet). Any experiment on those tasks ends."""
+    """``model`` serves and is published for ``task``, or for every task both it and the strategy
+    have (every task of the model when there is no strategy yet). Any experiment on those tasks
+    ends."""
     tasks = dict(current.tasks) if current else {}
     targets = [task] if task else sorted(set(model_tasks) & set(tasks) if tasks else model_tasks)
     for t in targets:
@@ -159,32 +169,40 @@ def champion(
     return tasks
 
 
-def canary(current: Strategy | None, challenger: str, weight: float, task: str | None = None) -> dict[str, TaskPlan]:
-    """``challenger`` is published for a ``weight`` share of complaints; the champion keeps the rest.
+def canary(
+    current: Strategy | None, challenger: str, weight: float, task: str | None = None
+) -> dict[str, TaskPlan]:
+    """``challenger`` is published for a ``weight`` share of complaints; the champion keeps the
+    rest.
 
-    One salt per challenger: a complaint gets the same arm in every task, and raising the weight keeps
-    every complaint already in the canary there."""
+    One salt per challenger: a complaint gets the same arm in every task, and raising the weight
+    keeps every complaint already in the canary there."""
     return _each(
         current,
         task,
-        lambda plan: TaskPlan("canary", plan.champion, challenger, weight=weight, salt=f"canary:{challenger}"),
+        lambda plan: TaskPlan(
+            "canary", plan.champion, challenger, weight=weight, salt=f"canary:{challenger}"
+        ),
     )
 
 
 def shadow(
     current: Strategy | None, challenger: str, sample: float = 1.0, task: str | None = None
 ) -> dict[str, TaskPlan]:
-    """``challenger`` also scores a ``sample`` share of complaints; only the champion is ever published."""
+    """``challenger`` also scores a ``sample`` share of complaints; only the champion is ever
+    published."""
     return _each(
         current,
         task,
-        lambda plan: TaskPlan("shadow", plan.champion, challenger, sample=sample, salt=f"shadow:{challenger}"),
+        lambda plan: TaskPlan(
+            "shadow", plan.champion, challenger, sample=sample, salt=f"shadow:{challenger}"
+        ),
     )
 
 
 def promote(current: Strategy | None, task: str | None = None) -> dict[str, TaskPlan]:
-    """The challenger becomes champion. Without ``task``, tasks that run no experiment are left alone;
-    naming a task that runs none is an error."""
+    """The challenger becomes champion. Without ``task``, tasks that run no experiment are left
+    alone; naming a task that runs none is an error."""
 
     def move(plan: TaskPlan) -> TaskPlan:
         if plan.challenger is None:
@@ -208,9 +226,13 @@ def rollback(previous: Strategy | None) -> dict[str, TaskPlan]:
     return dict(previous.tasks)
 
 
-def _each(current: Strategy | None, task: str | None, move: Callable[[TaskPlan], TaskPlan]) -> dict[str, TaskPlan]:
+def _each(
+    current: Strategy | None, task: str | None, move: Callable[[TaskPlan], TaskPlan]
+) -> dict[str, TaskPlan]:
     if current is None:
-        raise StrategyError("no strategy yet: set a champion first (allocator strategy champion MODEL)")
+        raise StrategyError(
+            "no strategy yet: set a champion first (allocator strategy champion MODEL)"
+        )
     tasks = dict(current.tasks)
     if task is not None and task not in tasks:
         raise StrategyError(f"task {task!r} is not in the strategy")

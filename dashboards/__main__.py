@@ -1,4 +1,5 @@
-"""``python -m dashboards [--check] [--chart DIR]``: write the generated files, or check them for drift."""
+"""``python -m dashboards [--check] [--chart DIR]``: write the generated files, or check them for
+drift."""
 
 from __future__ import annotations
 
@@ -12,8 +13,12 @@ from dashboards.generate import CHART_DIR, files
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dashboards", description=__doc__)
-    parser.add_argument("--check", action="store_true", help="fail if a committed file differs from the code")
-    parser.add_argument("--chart", type=Path, default=CHART_DIR, help="chart directory (default: %(default)s)")
+    parser.add_argument(
+        "--check", action="store_true", help="fail if a committed file differs from the code"
+    )
+    parser.add_argument(
+        "--chart", type=Path, default=CHART_DIR, help="chart directory (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
 
     drifted = []
@@ -38,7 +43,10 @@ def main(argv: list[str] | None = None) -> int:
             path.write_text(text)
             print(f"wrote {path}")
     if drifted:
-        print(f"\n{len(drifted)} generated file(s) out of date: run `python -m dashboards`", file=sys.stderr)
+        print(
+            f"\n{len(drifted)} generated file(s) out of date: run `python -m dashboards`",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

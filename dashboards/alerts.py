@@ -44,8 +44,10 @@ ALERTS: tuple[Alert, ...] = (
         "15m",
         "warning",
         "Consumer lag is above 1000 and still growing",
-        "Lag is {{ $value | humanize }} records in {{ $labels.namespace }} and rising for 15 minutes: "
-        "input outpaces the consumers. Scale out (up to the partition count) or check for slow inference.",
+        "Lag is {{ $value | humanize }} records in {{ $labels.namespace }} and rising for 15 "
+        "minutes: "
+        "input outpaces the consumers. Scale out (up to the partition count) or check for slow "
+        "inference.",
         signals=(LAG, "sum by (namespace) (deriv(allocator_consumer_lag_messages[15m]))"),
     ),
     Alert(
@@ -63,7 +65,8 @@ ALERTS: tuple[Alert, ...] = (
         "10m",
         "warning",
         "More than 5% of complaints go to the DLQ",
-        "{{ $value | humanizePercentage }} of records in {{ $labels.namespace }} go to the DLQ. Check "
+        "{{ $value | humanizePercentage }} of records in {{ $labels.namespace }} go to the DLQ. "
+        "Check "
         "allocator_dlq_total by reason: a producer may be sending a new or broken format.",
         signals=("sum by (namespace) (rate(allocator_dlq_total[10m]))", CONSUMED),
     ),
@@ -84,7 +87,8 @@ ALERTS: tuple[Alert, ...] = (
         "10m",
         "warning",
         "More than 10% of Kafka transactions abort",
-        "Aborted transactions replay their batch: throughput suffers. Look for broker errors, fencing "
+        "Aborted transactions replay their batch: throughput suffers. Look for broker errors, "
+        "fencing "
         "(rebalances) or a transaction timeout shorter than a batch.",
         signals=("sum by (namespace) (rate(allocator_transactions_total[10m]))",),
     ),
@@ -95,20 +99,25 @@ ALERTS: tuple[Alert, ...] = (
         "15m",
         "warning",
         "p99 end-to-end latency above 30s",
-        "Complaints in {{ $labels.namespace }} take {{ $value | humanizeDuration }} (p99) from arrival to allocation.",
+        "Complaints in {{ $labels.namespace }} take {{ $value | humanizeDuration }} (p99) from "
+        "arrival to allocation.",
         signals=(
-            "histogram_quantile(0.99, sum by (namespace, le) (rate(allocator_end_to_end_latency_seconds_bucket[10m])))",
+            "histogram_quantile(0.99, sum by (namespace, le) "
+            "(rate(allocator_end_to_end_latency_seconds_bucket[10m])))",
         ),
     ),
     Alert(
         "AllocatorStrategyStale",
-        "time() - max by (namespace, pod) (allocator_strategy_last_refresh_timestamp_seconds) > 120",
+        "time() - max by (namespace, pod) (allocator_strategy_last_refresh_timestamp_seconds) > "
+        "120",
         "5m",
         "warning",
         "A pod has not read the strategy for over 2 minutes",
         "{{ $labels.pod }} serves its last good strategy but cannot refresh it: strategy changes "
         "(canary, rollback) do not reach it.",
-        signals=("time() - max by (namespace, pod) (allocator_strategy_last_refresh_timestamp_seconds)",),
+        signals=(
+            "time() - max by (namespace, pod) (allocator_strategy_last_refresh_timestamp_seconds)",
+        ),
     ),
     Alert(
         "AllocatorStoreDown",
@@ -126,7 +135,8 @@ ALERTS: tuple[Alert, ...] = (
         "0m",
         "warning",
         "A strategy document was refused",
-        "Pods in {{ $labels.namespace }} refused a strategy (invalid, or a model that failed to load) and "
+        "Pods in {{ $labels.namespace }} refused a strategy (invalid, or a model that failed to "
+        "load) and "
         "keep the previous one. Check `allocator strategy show` and the consumer logs.",
         signals=("sum by (namespace) (increase(allocator_strategy_rejected_total[10m]))",),
     ),
@@ -136,14 +146,16 @@ ALERTS: tuple[Alert, ...] = (
         "0m",
         "warning",
         "A model package was refused at load",
-        "{{ $labels.reason }}: a model package in {{ $labels.namespace }} failed verification (digest "
+        "{{ $labels.reason }}: a model package in {{ $labels.namespace }} failed verification "
+        "(digest "
         "mismatch, manifest, ONNX) and was not served.",
     ),
     Alert(
         "AllocatorLiveAccuracyBelowTarget",
         "max by (namespace, task, model_version, arm) (allocator_live_accuracy_ratio) < 0.75 "
         "and on (namespace, task, model_version, arm) "
-        "sum by (namespace, task, model_version, arm) (increase(allocator_live_outcomes_total[1d])) >= 100",
+        "sum by (namespace, task, model_version, arm) "
+        "(increase(allocator_live_outcomes_total[1d])) >= 100",
         "1h",
         "warning",
         "Live accuracy below 75%",
@@ -152,7 +164,8 @@ ALERTS: tuple[Alert, ...] = (
         "(`allocator strategy rollback`) or retraining.",
         signals=(
             "max by (namespace, task, model_version, arm) (allocator_live_accuracy_ratio)",
-            "sum by (namespace, task, model_version, arm) (increase(allocator_live_outcomes_total[1d]))",
+            "sum by (namespace, task, model_version, arm) "
+            "(increase(allocator_live_outcomes_total[1d]))",
         ),
     ),
     Alert(
@@ -163,7 +176,9 @@ ALERTS: tuple[Alert, ...] = (
         "Vulnerable-customer recall below 90%",
         "{{ $labels.model_version }} ({{ $labels.arm }}) misses vulnerable customers: recall "
         "{{ $value | humanizePercentage }}. They must follow the vulnerable journey; roll back.",
-        signals=("max by (namespace, model_version, arm) (allocator_live_vulnerable_recall_ratio)",),
+        signals=(
+            "max by (namespace, model_version, arm) (allocator_live_vulnerable_recall_ratio)",
+        ),
     ),
     Alert(
         "AllocatorPromoterNotReady",
@@ -171,17 +186,20 @@ ALERTS: tuple[Alert, ...] = (
         "15m",
         "warning",
         "The promoter is not ready",
-        "The promoter in {{ $labels.namespace }} has had no partitions or no Redis for 15 minutes: live accuracy "
+        "The promoter in {{ $labels.namespace }} has had no partitions or no Redis for 15 minutes: "
+        "live accuracy "
         "goes stale and no canary is promoted or rolled back.",
         signals=("max by (namespace) (allocator_promoter_ready)",),
     ),
     Alert(
         "AllocatorExplainerErrors",
-        f'sum by (namespace) (rate(allocator_explanations_total{{status=~"5.."}}[10m])) / {EXPLANATIONS} > 0.05',
+        f'sum by (namespace) (rate(allocator_explanations_total{{status=~"5.."}}[10m])) / '
+        f"{EXPLANATIONS} > 0.05",
         "10m",
         "warning",
         "More than 5% of explanation requests fail",
-        "The explainer in {{ $labels.namespace }} answers {{ $value | humanizePercentage }} of requests with "
+        "The explainer in {{ $labels.namespace }} answers {{ $value | humanizePercentage }} of "
+        "requests with "
         "a 5xx: regulator requests are failing.",
         signals=(EXPLANATIONS,),
     ),

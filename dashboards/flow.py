@@ -33,11 +33,14 @@ def batch_and_inference() -> Panel:
     return series(
         "Batch and inference time (p99)",
         "Wall time of one micro-batch (poll to commit) and onnxruntime "
-        "time per model per batch. Inference close to the batch time means the CPU is the bottleneck.",
+        "time per model per batch. Inference close to the batch time means the CPU is the "
+        "bottleneck.",
         "s",
         target(quantile(0.99, "allocator_batch_duration_seconds"), "batch p99"),
         target(
-            quantile(0.99, "allocator_inference_seconds", by="model_version"), "inference {{model_version}}", ref="B"
+            quantile(0.99, "allocator_inference_seconds", by="model_version"),
+            "inference {{model_version}}",
+            ref="B",
         ),
     )
 
@@ -45,7 +48,8 @@ def batch_and_inference() -> Panel:
 def batch_size() -> Panel:
     return series(
         "Mean batch size",
-        "Records per micro-batch (one Kafka transaction). Near batchMaxMessages under load; near 1 when idle.",
+        "Records per micro-batch (one Kafka transaction). Near batchMaxMessages under load; near 1 "
+        "when idle.",
         "short",
         target(
             f"sum(rate({sel('allocator_batch_size_messages_sum')}[$__rate_interval])) / "
@@ -58,7 +62,8 @@ def batch_size() -> Panel:
 def consumer_lag() -> Panel:
     return series(
         "Consumer lag",
-        "Records behind the log end, per pod (partitions it owns) and in total. The autoscaler targets this.",
+        "Records behind the log end, per pod (partitions it owns) and in total. The autoscaler "
+        "targets this.",
         "short",
         target(f"sum({sel('allocator_consumer_lag_messages')})", "total"),
         target(f"sum by (pod) ({sel('allocator_consumer_lag_messages')})", "{{pod}}", ref="B"),
@@ -76,7 +81,11 @@ def time_to_drain() -> Panel:
             f"clamp_min({rate('allocator_messages_consumed_total')}, 0.001)",
             "backlog at current rate",
         ),
-        target(f"max by (pod) ({sel('allocator_last_drain_duration_seconds')})", "last drain {{pod}}", ref="B"),
+        target(
+            f"max by (pod) ({sel('allocator_last_drain_duration_seconds')})",
+            "last drain {{pod}}",
+            ref="B",
+        ),
     )
 
 
@@ -94,7 +103,8 @@ def partitions() -> Panel:
 def dlq_by_reason() -> Panel:
     return series(
         "DLQ by reason",
-        "Records sent to complaints.dlq per reason (see consumer/errors.py). model_failure should stay at zero.",
+        "Records sent to complaints.dlq per reason (see consumer/errors.py). model_failure should "
+        "stay at zero.",
         "ops",
         target(rate("allocator_dlq_total", by="reason"), "{{reason}}"),
         stack=True,
@@ -137,7 +147,9 @@ def dlq_share_now() -> Panel:
         "DLQ records over records consumed.",
         "percentunit",
         target(
-            f"{rate('allocator_dlq_total')} / clamp_min({rate('allocator_messages_consumed_total')}, 1e-9)", "dlq share"
+            f"{rate('allocator_dlq_total')} / "
+            f"clamp_min({rate('allocator_messages_consumed_total')}, 1e-9)",
+            "dlq share",
         ),
         [(None, "green"), (0.01, "orange"), (0.05, "red")],
     )

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as dash_b
 
-from dashboards.panels import Panel, Variable, grid, quantile, rate, sel, series, single, target, updown
+from dashboards.panels import (
+    Panel,
+    Variable,
+    grid,
+    quantile,
+    rate,
+    sel,
+    series,
+    single,
+    target,
+    updown,
+)
 
 
 def strategy_version() -> Panel:
@@ -58,7 +69,11 @@ def models_served() -> Panel:
     return grid(
         "Models served",
         "One row per (task, arm): the model name, version and digest prefix.",
-        target(f"max by (task, arm, model_name, model_version, digest) ({sel('allocator_model_info')})", instant=True),
+        target(
+            "max by (task, arm, model_name, model_version, digest) "
+            f"({sel('allocator_model_info')})",
+            instant=True,
+        ),
     )
 
 
@@ -69,7 +84,8 @@ def predictions_by_label() -> Panel:
         "version: a shift in the mix after a promotion shows here first.",
         "ops",
         target(
-            rate("allocator_predictions_total", by="task, model_version, label"), "{{task}} {{model_version}} {{label}}"
+            rate("allocator_predictions_total", by="task, model_version, label"),
+            "{{task}} {{model_version}} {{label}}",
         ),
         stack=True,
         width=24,
@@ -80,7 +96,8 @@ def predictions_by_label() -> Panel:
 def traffic_by_arm() -> Panel:
     return series(
         "Traffic by arm",
-        "Predictions per task and strategy arm (champion, canary): the canary share should match its weight.",
+        "Predictions per task and strategy arm (champion, canary): the canary share should match "
+        "its weight.",
         "ops",
         target(rate("allocator_predictions_total", by="task, arm"), "{{task}} {{arm}}"),
         stack=True,
@@ -100,7 +117,8 @@ def needs_review() -> Panel:
 def shadow_agreement() -> Panel:
     return series(
         "Shadow agreement",
-        "Share of shadow predictions that agree with the published one, per task and shadow model version.",
+        "Share of shadow predictions that agree with the published one, per task and shadow model "
+        "version.",
         "percentunit",
         target(
             f"{rate('allocator_shadow_agreement_total', by='task, model_version', agree='true')} / "
@@ -131,9 +149,13 @@ def live_accuracy() -> Panel:
 def live_outcomes() -> Panel:
     return series(
         "Labelled outcomes",
-        "Predictions joined with feedback, by correctness: the evidence behind live accuracy and promotion decisions.",
+        "Predictions joined with feedback, by correctness: the evidence behind live accuracy and "
+        "promotion decisions.",
         "ops",
-        target(rate("allocator_live_outcomes_total", by="task, arm, correct"), "{{task}} {{arm}} {{correct}}"),
+        target(
+            rate("allocator_live_outcomes_total", by="task, arm, correct"),
+            "{{task}} {{arm}} {{correct}}",
+        ),
         stack=True,
     )
 
@@ -141,7 +163,8 @@ def live_outcomes() -> Panel:
 def feedback_and_decisions() -> Panel:
     return series(
         "Feedback joins and promoter decisions",
-        "Feedback records by join outcome, and canary/shadow decisions by action (applied or recommended).",
+        "Feedback records by join outcome, and canary/shadow decisions by action (applied or "
+        "recommended).",
         "ops",
         target(rate("allocator_feedback_total", by="outcome"), "feedback {{outcome}}"),
         target(
@@ -164,10 +187,15 @@ def label_delay() -> Panel:
 def experiment_evidence() -> Panel:
     return series(
         "Experiment evidence",
-        "Always-valid p-values of each running experiment's tests (better, worse, recall_worse): the promoter "
-        "acts when one falls below alpha (ALLOCATOR_ALPHA, 0.05 by default). And labels counted per arm.",
+        "Always-valid p-values of each running experiment's tests (better, worse, recall_worse): "
+        "the promoter "
+        "acts when one falls below alpha (ALLOCATOR_ALPHA, 0.05 by default). And labels counted "
+        "per arm.",
         "none",
-        target(f"max by (task, mode, test) ({sel('allocator_promoter_p_value')})", "p {{task}} {{mode}} {{test}}"),
+        target(
+            f"max by (task, mode, test) ({sel('allocator_promoter_p_value')})",
+            "p {{task}} {{mode}} {{test}}",
+        ),
         target(
             f"max by (task, mode, arm) ({sel('allocator_promoter_experiment_labels')})",
             "labels {{task}} {{mode}} {{arm}}",
@@ -179,10 +207,13 @@ def experiment_evidence() -> Panel:
 def promoter_health() -> Panel:
     return series(
         "Promoter input",
-        "Records the promoter reads by kind and outcome, feedback parked until its allocation arrives, and "
+        "Records the promoter reads by kind and outcome, feedback parked until its allocation "
+        "arrives, and "
         "its own lag. Parked feedback that only grows means allocations are missing.",
         "short",
-        target(rate("allocator_promoter_records_total", by="kind, outcome"), "{{kind}} {{outcome}} /s"),
+        target(
+            rate("allocator_promoter_records_total", by="kind, outcome"), "{{kind}} {{outcome}} /s"
+        ),
         target(f"sum({sel('allocator_promoter_parked_feedback')})", "parked feedback", ref="B"),
         target(f"sum({sel('allocator_promoter_lag_messages')})", "lag", ref="C"),
     )
@@ -191,7 +222,8 @@ def promoter_health() -> Panel:
 def promoter_batch() -> Panel:
     return series(
         "Promoter batch time and readiness",
-        "Wall time of one promoter batch (state transaction, offset commit, evaluation), and whether it is ready.",
+        "Wall time of one promoter batch (state transaction, offset commit, evaluation), and "
+        "whether it is ready.",
         "s",
         target(quantile(0.99, "allocator_promoter_batch_duration_seconds"), "batch p99"),
         target(f"max({sel('allocator_promoter_ready')})", "ready", ref="B"),
@@ -222,7 +254,9 @@ def build(variables: list[Variable]) -> dash_b.Dashboard:
     board = (
         dash_b.Dashboard("Complaints allocation / Models")
         .uid("ca-models")
-        .description("Strategy and models in force, predictions, shadow agreement, live accuracy, explainer.")
+        .description(
+            "Strategy and models in force, predictions, shadow agreement, live accuracy, explainer."
+        )
         .tags(["complaints-allocation"])
         .refresh("1m")
         .time("now-24h", "now")
@@ -231,13 +265,25 @@ def build(variables: list[Variable]) -> dash_b.Dashboard:
     for variable in variables:
         board = board.with_variable(variable)
     board = board.with_row(dash_b.Row("Strategy"))
-    for panel in (strategy_age(), store_up(), strategy_rejections(), strategy_version(), models_served()):
+    for panel in (
+        strategy_age(),
+        store_up(),
+        strategy_rejections(),
+        strategy_version(),
+        models_served(),
+    ):
         board = board.with_panel(panel)
     board = board.with_row(dash_b.Row("Predictions"))
     for panel in (predictions_by_label(), traffic_by_arm(), needs_review()):
         board = board.with_panel(panel)
     board = board.with_row(dash_b.Row("Quality"))
-    for panel in (shadow_agreement(), live_accuracy(), live_outcomes(), feedback_and_decisions(), label_delay()):
+    for panel in (
+        shadow_agreement(),
+        live_accuracy(),
+        live_outcomes(),
+        feedback_and_decisions(),
+        label_delay(),
+    ):
         board = board.with_panel(panel)
     board = board.with_row(dash_b.Row("Promoter"))
     for panel in (experiment_evidence(), promoter_health(), promoter_batch()):

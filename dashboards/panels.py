@@ -20,7 +20,8 @@ RATE = "$__rate_interval"
 
 
 def sel(metric: str, **labels: str) -> str:
-    """``metric{namespace=~"$namespace", k="v", ...}``; a value starting with ``~`` is a regex match."""
+    """``metric{namespace=~"$namespace", k="v", ...}``; a value starting with ``~`` is a regex
+    match."""
     matchers = ['namespace=~"$namespace"']
     for key, value in labels.items():
         op, value = ("=~", value[1:]) if value.startswith("~") else ("=", value)
@@ -37,10 +38,13 @@ def rate(metric: str, by: str = "", **labels: str) -> str:
 def quantile(q: float, histogram: str, by: str = "", **labels: str) -> str:
     """The q-quantile of a histogram over the rate window, optionally per ``by`` labels."""
     group = ", ".join(x for x in (by, "le") if x)
-    return f"histogram_quantile({q}, sum by ({group}) (rate({sel(histogram + '_bucket', **labels)}[{RATE}])))"
+    buckets = sel(histogram + "_bucket", **labels)
+    return f"histogram_quantile({q}, sum by ({group}) (rate({buckets}[{RATE}])))"
 
 
-def target(expr: str, legend: str = "", ref: str = "A", instant: bool = False) -> prometheus.Dataquery:
+def target(
+    expr: str, legend: str = "", ref: str = "A", instant: bool = False
+) -> prometheus.Dataquery:
     query = prometheus.Dataquery().expr(expr).ref_id(ref).legend_format(legend or "__auto")
     if instant:
         query = query.instant().format(prometheus_m.PromQueryFormat.TABLE)
@@ -75,7 +79,9 @@ def series(
         )
     )
     if stack:
-        panel = panel.stacking(common_b.StackingConfig().mode(common.StackingMode.NORMAL)).fill_opacity(40)
+        panel = panel.stacking(
+            common_b.StackingConfig().mode(common.StackingMode.NORMAL)
+        ).fill_opacity(40)
     for t in targets:
         panel = panel.with_target(t)
     return panel
@@ -114,7 +120,9 @@ def single(
     return panel
 
 
-def grid(title: str, description: str, query: prometheus.Dataquery, width: int = 24, height: int = 6) -> table.Panel:
+def grid(
+    title: str, description: str, query: prometheus.Dataquery, width: int = 24, height: int = 6
+) -> table.Panel:
     """A table of an instant query (one row per series)."""
     return (
         table.Panel()

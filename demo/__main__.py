@@ -1,5 +1,6 @@
-"""``python -m demo``: champion, two consumers, promoter and explainer on the local stack; real complaints stream,
-a challenger goes through shadow and a 20% canary, the humans' real labels come back, the promoter decides.
+"""``python -m demo``: champion, two consumers, promoter and explainer on the local stack; real
+complaints stream, a challenger goes through shadow and a 20% canary, the humans' real labels come
+back, the promoter decides.
 
     python -m demo [--quick] [--messages N] [--rate R]     (make demo)
     python -m demo --down                                  (make demo-down)
@@ -29,8 +30,12 @@ def stack_env() -> dict[str, str]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="tiny random models and a few hundred complaints (CI)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--quick", action="store_true", help="tiny random models and a few hundred complaints (CI)"
+    )
     ap.add_argument("--messages", type=int, help="complaints to stream (default 1600; quick: 300)")
     ap.add_argument("--rate", type=float, help="complaints per second (default 20; quick: 100)")
     ap.add_argument("--down", action="store_true", help="stop what a previous demo left running")
@@ -39,7 +44,9 @@ def main() -> int:
     if args.down:
         return procs_mod.down()
     messages = args.messages or (300 if args.quick else 1600)
-    demo = Demo.create(args.quick, messages, args.rate or (100.0 if args.quick else 20.0), stack_env())
+    demo = Demo.create(
+        args.quick, messages, args.rate or (100.0 if args.quick else 20.0), stack_env()
+    )
     started = time.monotonic()
     champion, challenger = demo.models()
     demo.cli("topics", "create")
@@ -57,10 +64,21 @@ def main() -> int:
         demo.stream(docs[: half // 2], screen, "champion only")
         demo.cli("strategy", "shadow", chall_ref, "--reason", "demo: challenger in shadow")
         demo.stream(docs[half // 2 : half], screen, "shadow")
-        # the promoter may already have earned the challenger a canary on some tasks: move only the others
+        # the promoter may already have earned the challenger a canary on some tasks: move only the
+        # others
         tasks = json.loads(demo.cli("strategy", "show", quiet=True))["tasks"]
         for task in sorted(t for t, plan in tasks.items() if plan["mode"] == "shadow"):
-            demo.cli("strategy", "canary", chall_ref, "--weight", "0.2", "--task", task, "--reason", "demo: 20% canary")
+            demo.cli(
+                "strategy",
+                "canary",
+                chall_ref,
+                "--weight",
+                "0.2",
+                "--task",
+                task,
+                "--reason",
+                "demo: 20% canary",
+            )
         demo.stream(docs[half:], screen, "canary 20%")
         time.sleep(5)  # the last feedback reaches the promoter
         screen.show("done")

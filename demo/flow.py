@@ -1,4 +1,5 @@
-"""The demo's steps, each done with the same commands an operator would type (printed at the end)."""
+"""The demo's steps, each done with the same commands an operator would type (printed at the
+end)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ from demo.screen import Screen
 from trainer.paths import DEFAULT_DATA as DATA
 
 ROOT = Path(__file__).resolve().parents[1]
-CACHE = Path(os.environ.get("CA_CACHE_DIR", Path.home() / ".cache" / "complaints-allocation")) / "demo"
+CACHE = (
+    Path(os.environ.get("CA_CACHE_DIR", Path.home() / ".cache" / "complaints-allocation")) / "demo"
+)
 
 
 @dataclass
@@ -58,12 +61,16 @@ class Demo:
             env[f"ALLOCATOR_TOPIC_{topic}"] = f"demo-{run}.{name}"
         return cls(quick, messages, rate, env)
 
-    # ---- commands -------------------------------------------------------------------------------------
+    # ----
+    # commands -------------------------------------------------------------------------------------
     def cli(self, *args: str, quiet: bool = False) -> str:
         """Run ``allocator ARGS`` as an operator would, record it, return its output."""
         self.commands.append("allocator " + shlex.join(args))
         done = subprocess.run(
-            [sys.executable, "-m", "consumer", *args], env={**os.environ, **self.env}, capture_output=True, text=True
+            [sys.executable, "-m", "consumer", *args],
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
         )
         if done.returncode:
             raise SystemExit(f"demo: `allocator {shlex.join(args)}` failed:\n{done.stderr[-2000:]}")
@@ -71,7 +78,8 @@ class Demo:
             print(f"$ allocator {shlex.join(args)}\n{done.stdout.strip()}")
         return done.stdout.strip()
 
-    # ---- models ---------------------------------------------------------------------------------------
+    # ----
+    # models ---------------------------------------------------------------------------------------
     def models(self) -> tuple[Path, Path]:
         """Champion and challenger packages, trained once and cached for the next run."""
         if self.quick:
@@ -87,7 +95,8 @@ class Demo:
         return self._train("champion"), self._challenger()
 
     def _challenger(self) -> Path:
-        # the full reference model (python -m bench.accuracy) when it is cached; else a bounded run on more rows
+        # the full reference model (python -m bench.accuracy) when it is cached; else a bounded run
+        # on more rows
         reference = CACHE.parent / "models" / "default"
         return reference if (reference / "manifest.json").is_file() else self._train("challenger")
 
@@ -111,14 +120,21 @@ class Demo:
         ]
         self.commands.append(shlex.join(["python", *cmd[1:]]))
         print(f"demo: training the {role} (bounded run, cached afterwards): {shlex.join(cmd[1:])}")
-        subprocess.run(cmd, check=True, env={**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")})
+        subprocess.run(
+            cmd,
+            check=True,
+            env={**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")},
+        )
         return package
 
-    # ---- processes ------------------------------------------------------------------------------------
+    # ----
+    # processes ------------------------------------------------------------------------------------
     def start(self, procs: Processes, token: str) -> Screen:
         ports = [free_port() for _ in range(4)]
         for i in range(2):
-            procs.start(f"consumer-{i}", ["consume"], {**self.env, "ALLOCATOR_METRICS_PORT": str(ports[i])})
+            procs.start(
+                f"consumer-{i}", ["consume"], {**self.env, "ALLOCATOR_METRICS_PORT": str(ports[i])}
+            )
         self.commands.append("allocator consume    # x2, each with its own ALLOCATOR_METRICS_PORT")
         procs.start(
             "promoter",
@@ -144,19 +160,27 @@ class Demo:
             },
         )
         self.commands.append("ALLOCATOR_EXPLAINER_TOKEN=... allocator explain serve")
-        return Screen(ports[:2], ports[2], f"http://127.0.0.1:{explainer_port}/v1/decisions/<id>/explanation")
+        return Screen(
+            ports[:2], ports[2], f"http://127.0.0.1:{explainer_port}/v1/decisions/<id>/explanation"
+        )
 
-    # ---- traffic and the humans' feedback -------------------------------------------------------------
+    # ---- traffic and the humans'
+    # feedback -------------------------------------------------------------
     def stream(self, docs: list[dict[str, Any]], screen: Screen, phase: str) -> None:
-        """Send ``docs`` at the demo rate and wait until each has its allocation, showing the live summary."""
-        producer = KafkaProducer(bootstrap_servers=self.env["KAFKA_BOOTSTRAP_SERVERS"], linger_ms=10)
+        """Send ``docs`` at the demo rate and wait until each has its allocation, showing the live
+        summary."""
+        producer = KafkaProducer(
+            bootstrap_servers=self.env["KAFKA_BOOTSTRAP_SERVERS"], linger_ms=10
+        )
         start, want = time.monotonic(), len(self.allocations) + len(docs)
         for i, doc in enumerate(docs):
             delay = start + i / self.rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
             producer.send(
-                self.env["ALLOCATOR_TOPIC_COMPLAINTS"], key=doc["complaint_id"].encode(), value=json.dumps(doc).encode()
+                self.env["ALLOCATOR_TOPIC_COMPLAINTS"],
+                key=doc["complaint_id"].encode(),
+                value=json.dumps(doc).encode(),
             )
             if i % max(1, int(self.rate * 2)) == 0:
                 screen.show(f"{phase}: sent {i}/{len(docs)}")
@@ -189,7 +213,9 @@ class Demo:
                             fb = feedback(allocation)
                             if fb is not None:
                                 writer.send(
-                                    self.env["ALLOCATOR_TOPIC_FEEDBACK"], key=r.key, value=json.dumps(fb).encode()
+                                    self.env["ALLOCATOR_TOPIC_FEEDBACK"],
+                                    key=r.key,
+                                    value=json.dumps(fb).encode(),
                                 )
             finally:
                 writer.close()
@@ -201,7 +227,8 @@ class Demo:
 
 
 def complaints(n: int, split: str = "test") -> Iterator[dict[str, Any]]:
-    """Real CFPB complaints of ``split`` (never the holdout), as ``allocator produce`` sends them."""
+    """Real CFPB complaints of ``split`` (never the holdout), as ``allocator produce`` sends
+    them."""
     from consumer.produce import Report, csv_complaints
 
     for i, doc in enumerate(csv_complaints(DATA, Report(), split)):

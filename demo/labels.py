@@ -11,12 +11,15 @@ _SPACE: LabelSpace | None = None
 
 
 def truth(metadata: dict[str, Any]) -> dict[str, str] | None:
-    """team, issue and vulnerable (``yes``/``no``) as people decided them; None when the row has no product."""
+    """team, issue and vulnerable (``yes``/``no``) as people decided them; None when the row has no
+    product."""
     global _SPACE
     _SPACE = _SPACE or load_label_space()
     try:
         team = _SPACE.team(metadata.get("product_family"), metadata.get("product"))
-    except Exception:  # a product no team map knows: no feedback for it, as a person would leave it open
+    except (
+        Exception
+    ):  # a product no team map knows: no feedback for it, as a person would leave it open
         return None
     return {
         "team": team,

@@ -1,4 +1,5 @@
-"""The demo's background processes: started with their own env and log, listed in a pid file for ``--down``."""
+"""The demo's background processes: started with their own env and log, listed in a pid file for
+``--down``."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ def free_port() -> int:
 
 
 class Processes:
-    """Starts ``python -m consumer ...`` children; stops them all on exit or Ctrl-C, and on ``--down``."""
+    """Starts ``python -m consumer ...`` children; stops them all on exit or Ctrl-C, and on
+    ``--down``."""
 
     def __init__(self, logs: Path) -> None:
         self.logs = logs

@@ -1,4 +1,5 @@
-"""The demo's final report: every figure is measured in this run, from the allocations it read back."""
+"""The demo's final report: every figure is measured in this run, from the allocations it read
+back."""
 
 from __future__ import annotations
 
@@ -13,11 +14,16 @@ if TYPE_CHECKING:
     from demo.flow import Demo
     from demo.screen import Screen
 
-HUMAN = {"team": 0.80, "issue": 0.71, "vulnerable_recall": 0.60}  # the triage team's figures to beat
+HUMAN = {
+    "team": 0.80,
+    "issue": 0.71,
+    "vulnerable_recall": 0.60,
+}  # the triage team's figures to beat
 
 
 def accuracy(allocations: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Per published model version: team and issue accuracy, vulnerable recall, and the counts behind them."""
+    """Per published model version: team and issue accuracy, vulnerable recall, and the counts
+    behind them."""
     hits: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for a in allocations:
         t = truth(a.get("metadata") or {})
@@ -36,28 +42,41 @@ def accuracy(allocations: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
             "n": h["n"],
             "team": h["team"] / h["n"],
             "issue": h["issue"] / h["n"],
-            "vulnerable_recall": h["flagged"] / h["vulnerable"] if h["vulnerable"] else float("nan"),
+            "vulnerable_recall": h["flagged"] / h["vulnerable"]
+            if h["vulnerable"]
+            else float("nan"),
             "vulnerable_n": h["vulnerable"],
         }
         for k, h in hits.items()
     }
 
 
-def report(demo: Demo, champion: str, challenger: str, token: str, screen: Screen, seconds: float) -> None:
+def report(
+    demo: Demo, champion: str, challenger: str, token: str, screen: Screen, seconds: float
+) -> None:
     print("\n" + "=" * 100)
     print(
-        f"complaints-allocation demo: {len(demo.allocations)} allocations in {seconds / 60:.1f} min "
-        f"({'tiny random models' if demo.quick else 'fine-tuned MiniLM models'}; CFPB data, test split)"
+        f"complaints-allocation demo: {len(demo.allocations)} allocations in {seconds / 60:.1f} "
+        "min "
+        f"({'tiny random models' if demo.quick else 'fine-tuned MiniLM models'}; CFPB data, test "
+        "split)"
     )
     print("\n".join(screen.lines))
-    print("\nAccuracy of the published decisions against the humans' real labels (human team's figures in brackets)")
+    print(
+        "\nAccuracy of the published decisions against the humans' real labels (human team's "
+        "figures in brackets)"
+    )
     print(f"{'published by':28} {'n':>6} {'team':>8} {'issue':>8} {'vuln. recall':>13}")
     for key, m in sorted(accuracy(demo.allocations).items(), key=lambda kv: kv[0] != "all"):
         print(
-            f"{key:28} {m['n']:6d} {m['team']:8.1%} {m['issue']:8.1%} {m['vulnerable_recall']:8.1%} "
+            f"{key:28} {m['n']:6d} {m['team']:8.1%} {m['issue']:8.1%} "
+            f"{m['vulnerable_recall']:8.1%} "
             f"(n={m['vulnerable_n']})"
         )
-    print(f"{'human team':28} {'':6} {HUMAN['team']:8.0%} {HUMAN['issue']:8.0%} {HUMAN['vulnerable_recall']:8.0%}")
+    print(
+        f"{'human team':28} {'':6} {HUMAN['team']:8.0%} {HUMAN['issue']:8.0%} "
+        f"{HUMAN['vulnerable_recall']:8.0%}"
+    )
     print(f"\nChampion {champion}, challenger {challenger}. Strategy history (newest first):")
     print(demo.cli("strategy", "history", quiet=True))
     print("\nPromoter (its evidence, as `allocator promoter status` prints it):")
@@ -65,7 +84,8 @@ def report(demo: Demo, champion: str, challenger: str, token: str, screen: Scree
     print(_evidence(status))
     _explanation(demo)
     print(
-        "\nEvery step by hand (same environment: KAFKA_BOOTSTRAP_SERVERS, REDIS_URL and the ALLOCATOR_* names "
+        "\nEvery step by hand (same environment: KAFKA_BOOTSTRAP_SERVERS, REDIS_URL and the "
+        "ALLOCATOR_* names "
         "of .stack/demo-env):"
     )
     for cmd in dict.fromkeys(demo.commands):
@@ -90,9 +110,12 @@ def _evidence(status: str) -> str:
             f"{name} {a.get('correct', 0)}/{a.get('n', 0)} ({(a.get('accuracy') or 0):.1%})"
             for name, a in sorted(arms.items())
         )
-        p_values = ", ".join(f"{k}={ev[k]:.3g}" for k in ("p_better", "p_worse", "p_recall_worse") if k in ev)
+        p_values = ", ".join(
+            f"{k}={ev[k]:.3g}" for k in ("p_better", "p_worse", "p_recall_worse") if k in ev
+        )
         lines.append(
-            f"{exp.get('task')}: {exp.get('mode')} {exp.get('challenger')} vs {exp.get('champion')}: "
+            f"{exp.get('task')}: {exp.get('mode')} {exp.get('challenger')} vs "
+            f"{exp.get('champion')}: "
             f"{arm_text}; decision {decision.get('action', '?')}: {decision.get('reason', '')}"
             + (f" [{p_values}]" if p_values else "")
         )
@@ -120,7 +143,9 @@ def _explanation(demo: Demo) -> None:
         quiet=True,
     )
     doc = json.loads(out.read_text())
-    tokens = sorted(zip(doc.get("tokens", []), doc.get("values", []), strict=False), key=lambda tv: -tv[1])[:8]
+    tokens = sorted(
+        zip(doc.get("tokens", []), doc.get("values", []), strict=False), key=lambda tv: -tv[1]
+    )[:8]
     print(
         f"\nWhy decision {allocation['decision_id']} went to team {allocation['team']!r} "
         f"(SHAP, model {allocation['predictions']['team']['model']['version']}): "

@@ -1,4 +1,5 @@
-"""The live one-screen summary: scraped from the processes' own ``/metrics``, as Prometheus would."""
+"""The live one-screen summary: scraped from the processes' own ``/metrics``, as Prometheus
+would."""
 
 from __future__ import annotations
 
@@ -19,16 +20,25 @@ def scrape(port: int) -> Samples:
             text = r.read().decode()
     except OSError:
         return []
-    return [(s.name, s.labels, s.value) for fam in text_string_to_metric_families(text) for s in fam.samples]
+    return [
+        (s.name, s.labels, s.value)
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    ]
 
 
 def total(samples: Samples, name: str, **match: str) -> float:
-    return sum(v for n, labels, v in samples if n == name and all(labels.get(k) == x for k, x in match.items()))
+    return sum(
+        v
+        for n, labels, v in samples
+        if n == name and all(labels.get(k) == x for k, x in match.items())
+    )
 
 
 def quantile(samples: Samples, name: str, q: float) -> float | None:
-    """Quantile of a histogram summed over processes, since the processes started: the first bucket bound
-    that holds ``q`` of the samples (an upper bound; histogram_quantile would interpolate inside it)."""
+    """Quantile of a histogram summed over processes, since the processes started: the first bucket
+    bound that holds ``q`` of the samples (an upper bound; histogram_quantile would interpolate
+    inside it)."""
     buckets: dict[float, float] = defaultdict(float)
     for n, labels, v in samples:
         if n == f"{name}_bucket":
@@ -65,16 +75,19 @@ class Screen:
         )
         agree = total(consumers, "allocator_shadow_agreement_total", agree="true")
         shadowed = agree + total(consumers, "allocator_shadow_agreement_total", agree="false")
+        versions = (v for n, _, v in consumers if n == "allocator_strategy_version")
+        strategy_version = int(max(versions, default=0))
         out = [
             f"complaints/s {rate:6.1f}   allocated {int(done):6d}"
             f"   DLQ {int(total(consumers, 'allocator_dlq_total')):4d}"
             f"   lag {int(total(consumers, 'allocator_consumer_lag_messages')):5d}"
             f"   latency p50 {_ms(p50)} p99 {_ms(p99)}",
-            f"strategy v{int(max((v for n, _, v in consumers if n == 'allocator_strategy_version'), default=0))}: "
-            + ", ".join(f"{t}:{a}={m}" for t, a, m in served),
+            f"strategy v{strategy_version}: " + ", ".join(f"{t}:{a}={m}" for t, a, m in served),
         ]
         if shadowed:
-            out.append(f"shadow agreement {agree / shadowed:6.1%} of {int(shadowed)} task predictions")
+            out.append(
+                f"shadow agreement {agree / shadowed:6.1%} of {int(shadowed)} task predictions"
+            )
         acc = sorted(
             (lb["task"], lb["model_version"], lb["arm"], v)
             for n, lb, v in promoter
@@ -86,7 +99,10 @@ class Screen:
         if promoter:
             out.append(f"feedback joined {int(joined)}")
         if self.explainer_url:
-            out.append(f"metrics: http://127.0.0.1:{self.consumer_ports[0]}/metrics   explainer: {self.explainer_url}")
+            out.append(
+                f"metrics: http://127.0.0.1:{self.consumer_ports[0]}/metrics   explainer: "
+                f"{self.explainer_url}"
+            )
         self.lines = out
         return out
 

@@ -1,9 +1,11 @@
-"""The explainer (DESIGN section 7): token-level SHAP for one past decision, on the exact model package (by
-digest) and input (by sha256) that made it; JSON for machines, HTML for people, over an authenticated HTTP API.
+"""The explainer (DESIGN section 7): token-level SHAP for one past decision, on the exact model
+package (by digest) and input (by sha256) that made it; JSON for machines, HTML for people, over an
+authenticated HTTP API.
 
-Modules, from the bottom up: ``errors`` (the explainer's branch of the exception tree and its HTTP mapping),
-``tokens`` (what the model saw, for shap's masker), ``attribution`` (SHAP), ``models`` (registry lookup and
-digest check), ``sources`` (records by coordinates), ``index`` (decision id → allocation), ``limits`` (cache and
-slots), ``service`` (one request), ``report`` and ``html`` (the outputs), ``openapi`` and ``http`` (the API),
-``app`` and ``cli`` (wiring). Imports ``consumer``; nothing imports ``explainer`` but the CLI.
+Modules, from the bottom up: ``errors`` (the explainer's branch of the exception tree and its HTTP
+mapping), ``tokens`` (what the model saw, for shap's masker), ``attribution`` (SHAP), ``models``
+(registry lookup and digest check), ``sources`` (records by coordinates), ``index`` (decision id →
+allocation), ``limits`` (cache and slots), ``service`` (one request), ``report`` and ``html`` (the
+outputs), ``openapi`` and ``http`` (the API), ``app`` and ``cli`` (wiring). Imports ``consumer``;
+nothing imports ``explainer`` but the CLI.
 """

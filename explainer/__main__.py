@@ -1,4 +1,5 @@
-"""``python -m explainer serve|DECISION_ID ...``: the ``allocator explain`` command on its own (same arguments)."""
+"""``python -m explainer serve|DECISION_ID ...``: the ``allocator explain`` command on its own (same
+arguments)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Wiring of ``allocator explain serve`` and of the one-shot ``allocator explain DECISION_ID``.
 
-serve: settings → Redis registry, Kafka record reader, allocation indexer thread → service → HTTP server; shap
-is imported and its kernels compiled in a background thread, and ``/readyz`` says ready once that is done and
-the index has caught up. SIGTERM/SIGINT stop the server, then the indexer.
+serve: settings → Redis registry, Kafka record reader, allocation indexer thread → service → HTTP
+server; shap is imported and its kernels compiled in a background thread, and ``/readyz`` says ready
+once that is done and the index has caught up. SIGTERM/SIGINT stop the server, then the indexer.
 """
 
 from __future__ import annotations
@@ -60,7 +60,9 @@ def build(settings: ExplainerSettings, metrics: ExplainerMetrics | None = None) 
     records = KafkaRecords(settings)
     index = DecisionIndex()
     indexer = AllocationIndexer(settings, settings.topic_allocations, index)
-    service = ExplainService(ModelCache(registry, threads), records, limits, settings.topic_allocations, index, metrics)
+    service = ExplainService(
+        ModelCache(registry, threads), records, limits, settings.topic_allocations, index, metrics
+    )
     return Parts(service, records, index, indexer)
 
 
@@ -68,7 +70,10 @@ def serve(settings: ExplainerSettings, stop: threading.Event | None = None) -> i
     """Run the HTTP API until SIGTERM/SIGINT (or ``stop``); return 0."""
     logs.setup(settings.log_level)
     if settings.explainer_token is None or not settings.explainer_token.get_secret_value():
-        raise ConfigError("ALLOCATOR_EXPLAINER_TOKEN (or a file explainer_token in ALLOCATOR_SECRETS_DIR) is required")
+        raise ConfigError(
+            "ALLOCATOR_EXPLAINER_TOKEN (or a file explainer_token in ALLOCATOR_SECRETS_DIR) is "
+            "required"
+        )
     require_shap()  # fail at start, with one line, in an image without the `explain` extra
     stop = stop or threading.Event()
     registry = CollectorRegistry()
@@ -90,7 +95,10 @@ def serve(settings: ExplainerSettings, stop: threading.Event | None = None) -> i
         if parts.indexer.error:
             return False, f"indexer: {parts.indexer.error}"
         if not parts.indexer.caught_up:
-            return False, f"indexing {settings.topic_allocations}: {parts.indexer.indexed} decisions so far"
+            return (
+                False,
+                f"indexing {settings.topic_allocations}: {parts.indexer.indexed} decisions so far",
+            )
         if not warmed.is_set():
             return False, "warming up shap"
         return True, f"ready: {len(parts.index)} decisions indexed"

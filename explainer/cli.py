@@ -1,12 +1,14 @@
 """``allocator explain``: serve the HTTP API, or explain one decision from a shell.
 
     allocator explain serve
-    allocator explain DECISION_ID [--task T] [--label L] [--html out.html] [--json out.json] [--text-file F]
+    allocator explain DECISION_ID [--task T] [--label L] [--html out.html] [--json out.json]
+    [--text-file F]
                                   [--allocation record.json] [--index-timeout S]
 
-The one-shot form finds the allocation like the server does (reading the allocations topic until the decision
-shows up, or from ``--allocation``), writes the full ``explanation/v1`` JSON to stdout unless ``--json`` names a
-file, and a one-line summary to stderr. Settings come from the environment (``ExplainerSettings``).
+The one-shot form finds the allocation like the server does (reading the allocations topic until the
+decision shows up, or from ``--allocation``), writes the full ``explanation/v1`` JSON to stdout
+unless ``--json`` names a file, and a one-line summary to stderr. Settings come from the environment
+(``ExplainerSettings``).
 """
 
 from __future__ import annotations
@@ -51,9 +53,13 @@ def _one_shot(args: argparse.Namespace) -> int:
             except ValueError as exc:
                 raise InputError(f"{args.allocation}: not JSON ({exc})") from exc
             if allocation.decision_id != args.target:
-                raise InputError(f"{args.allocation} holds decision {allocation.decision_id}, not {args.target}")
+                raise InputError(
+                    f"{args.allocation} holds decision {allocation.decision_id}, not {args.target}"
+                )
         else:
-            parts.indexer.catch_up(args.index_timeout, until=lambda: parts.index.get(args.target) is not None)
+            parts.indexer.catch_up(
+                args.index_timeout, until=lambda: parts.index.get(args.target) is not None
+            )
             allocation = parts.service.find(args.target)
         doc, _ = parts.service.explain(allocation, args.task, args.label, text)
     finally:
@@ -81,7 +87,8 @@ def _one_shot(args: argparse.Namespace) -> int:
     print(
         f"{doc['task']}={doc['label']}: p={doc['output']:.4f} base={doc['base_value']:.4f} "
         f"additivity error {add['error']:.1e} ({'ok' if add['ok'] else 'FAILED'}); "
-        f"{doc['explainer']['evals']} evaluations in {doc['explainer']['seconds']:.2f} s; model {doc['model']['ref']}",
+        f"{doc['explainer']['evals']} evaluations in {doc['explainer']['seconds']:.2f} s; model "
+        f"{doc['model']['ref']}",
         file=sys.stderr,
     )
     return 0
@@ -99,19 +106,32 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def add_explain_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``explain`` to the ``allocator`` subcommands (``consumer.cli.build_parser`` calls this)."""
+    """Add ``explain`` to the ``allocator`` subcommands (``consumer.cli.build_parser`` calls
+    this)."""
     p = sub.add_parser(
         "explain",
         help="SHAP explanation of a past decision, or `explain serve` for the HTTP API",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("target", metavar="DECISION_ID|serve", help="a decision id, or `serve` to run the HTTP API")
+    p.add_argument(
+        "target", metavar="DECISION_ID|serve", help="a decision id, or `serve` to run the HTTP API"
+    )
     p.add_argument("--task", help="task to explain (default: team)")
     p.add_argument("--label", help="label to explain (default: the decided one)")
     p.add_argument("--html", metavar="FILE", help="also write the HTML page here")
     p.add_argument("--json", metavar="FILE", help="write the JSON here instead of stdout")
-    p.add_argument("--text-file", metavar="FILE", help="the complaint text (default: read from its source offset)")
-    p.add_argument("--allocation", metavar="FILE", help="the allocation/v1 record as JSON (default: find it by id)")
-    p.add_argument("--index-timeout", type=float, default=120.0, help="seconds to search the allocations topic")
+    p.add_argument(
+        "--text-file",
+        metavar="FILE",
+        help="the complaint text (default: read from its source offset)",
+    )
+    p.add_argument(
+        "--allocation",
+        metavar="FILE",
+        help="the allocation/v1 record as JSON (default: find it by id)",
+    )
+    p.add_argument(
+        "--index-timeout", type=float, default=120.0, help="seconds to search the allocations topic"
+    )
     p.set_defaults(func=_explain)

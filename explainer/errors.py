@@ -1,22 +1,25 @@
 """Errors of the explainer, grafted onto the project's one exception tree (``consumer.errors``).
 
     AllocationError
-    └── ExplainerError                          ``status`` (HTTP) and ``code`` (stable reason) on every class
-        ├── BadRequestError(InputError)         400 bad_request: unknown task or label, malformed body
-        ├── DecisionNotFoundError               404 decision_not_found: no allocation with this decision id
-        ├── InputMismatchError(ContractError)   409 input_mismatch: sha256(text) differs from input_sha256
-        ├── ModelDigestMismatchError(IntegrityError)
-        │                                       409 model_digest_mismatch: name@version is registered with
-        │                                           another digest than the one that made the decision
-        ├── InputGoneError                      410 input_gone: the source offset is no longer retained
-        ├── ModelNotRegisteredError(UnknownModelError)
-        │                                       424 model_not_registered: the decision's model is not in the registry
-        ├── BusyError                           429 busy: every computation slot stayed taken (Retry-After)
-        └── BudgetExceededError                 504 budget_exceeded: SHAP did not finish within the time budget
+    └── ExplainerError                          ``status`` (HTTP) and ``code`` (stable reason) on
+    every class
+        ├── BadRequestError(InputError)         400 bad_request: unknown task or label, malformed
+        body ├── DecisionNotFoundError               404 decision_not_found: no allocation with this
+        decision id ├── InputMismatchError(ContractError)   409 input_mismatch: sha256(text) differs
+        from input_sha256 ├── ModelDigestMismatchError(IntegrityError)
+        │                                       409 model_digest_mismatch: name@version is
+        registered with │                                           another digest than the one that
+        made the decision ├── InputGoneError                      410 input_gone: the source offset
+        is no longer retained ├── ModelNotRegisteredError(UnknownModelError)
+        │                                       424 model_not_registered: the decision's model is
+        not in the registry ├── BusyError                           429 busy: every computation slot
+        stayed taken (Retry-After) └── BudgetExceededError                 504 budget_exceeded: SHAP
+        did not finish within the time budget
 
-``http_error`` is the one boundary where any error becomes an HTTP status and code; errors of the consumer tree
-that can surface here (Redis or Kafka down, a registered package that fails verification) are mapped there too,
-and ``tests/unit/test_explainer_errors.py`` checks that every class of the tree has a deliberate mapping.
+``http_error`` is the one boundary where any error becomes an HTTP status and code; errors of the
+consumer tree that can surface here (Redis or Kafka down, a registered package that fails
+verification) are mapped there too, and ``tests/unit/test_explainer_errors.py`` checks that every
+class of the tree has a deliberate mapping.
 """
 
 from __future__ import annotations
@@ -87,7 +90,11 @@ _UPSTREAM: tuple[tuple[type[Exception], int, str], ...] = (
     (PackageError, 424, "model_unavailable"),  # it cannot be fetched or loaded
     (InferenceError, 500, "model_failure"),
     (ModelError, 500, "model_error"),
-    (ContractError, 422, "invalid_record"),  # the record at the coordinates is not a valid complaint
+    (
+        ContractError,
+        422,
+        "invalid_record",
+    ),  # the record at the coordinates is not a valid complaint
     (RegistryError, 500, "registry_error"),
     (StrategyError, 500, "strategy_error"),
     (ConfigError, 500, "config_error"),

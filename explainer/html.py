@@ -1,9 +1,10 @@
-"""A self-contained HTML page of an ``explanation/v1`` document, for people: no scripts, no external assets.
+"""A self-contained HTML page of an ``explanation/v1`` document, for people: no scripts, no external
+assets.
 
-The complaint text is shown whole, each token the model saw on a background from ``PALETTE`` by the sign and
-size of its value relative to the largest one (five solid steps each way, so that a screenshot test can look
-for the exact colours); text the long-text policy cut is hatched grey. Every string from the document is
-escaped.
+The complaint text is shown whole, each token the model saw on a background from ``PALETTE`` by the
+sign and size of its value relative to the largest one (five solid steps each way, so that a
+screenshot test can look for the exact colours); text the long-text policy cut is hatched grey.
+Every string from the document is escaped.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from importlib import resources
 from string import Template
 from typing import Any
 
-# ColorBrewer Reds and Blues (light to dark): red raises the probability of the label, blue lowers it.
+# ColorBrewer Reds and Blues (light to dark): red raises the probability of the label, blue lowers
+# it.
 PALETTE = {
     "p": ("#fee5d9", "#fcbba1", "#fc9272", "#fb6a4a", "#de2d26"),
     "n": ("#eff3ff", "#c6dbef", "#9ecae1", "#6baed6", "#3182bd"),
 }
-_MIN_SHARE = 0.05  # tokens below 5% of the largest |value| are left plain: noise would only distract
+# tokens below 5% of the largest |value| are left plain: noise would only distract
+_MIN_SHARE = 0.05
 
 
 def level(value: float, scale: float) -> int:
@@ -42,16 +45,24 @@ def _css() -> str:
 def _highlighted(doc: dict[str, Any]) -> str:
     text: str = doc["text"]
     scale = max((abs(v) for v in doc["values"]), default=0.0)
-    marks = [(s, e, "tok", v, t) for (s, e), v, t in zip(doc["offsets"], doc["values"], doc["tokens"], strict=True)]
+    marks = [
+        (s, e, "tok", v, t)
+        for (s, e), v, t in zip(doc["offsets"], doc["values"], doc["tokens"], strict=True)
+    ]
     marks += [(s, e, "cut", 0.0, "") for s, e in doc["dropped_spans"]]
     out, pos = [], 0
     for start, end, kind, value, token in sorted(marks):
-        if start < pos:  # overlapping spans cannot happen with a sane tokenizer; never print text twice
+        if (
+            start < pos
+        ):  # overlapping spans cannot happen with a sane tokenizer; never print text twice
             continue
         out.append(html.escape(text[pos:start]))
         piece = html.escape(text[start:end])
         if kind == "cut":
-            out.append(f'<span class="dropped" title="not seen by the model (long-text policy)">{piece}</span>')
+            out.append(
+                '<span class="dropped" title="not seen by the model (long-text '
+                f'policy)">{piece}</span>'
+            )
         else:
             lv = level(value, scale)
             cls = f"t {'p' if value > 0 else 'n'}{lv}" if lv else "t"
@@ -83,13 +94,18 @@ def _facts(doc: dict[str, Any]) -> str:
     m, add, rep, ex = doc["model"], doc["additivity"], doc["reproduction"], doc["explainer"]
 
     def check(ok: bool | None) -> str:
-        return "" if ok is None else ('<span class="ok">ok</span>' if ok else '<span class="bad">FAILED</span>')
+        return (
+            ""
+            if ok is None
+            else ('<span class="ok">ok</span>' if ok else '<span class="bad">FAILED</span>')
+        )
 
     rows = [
         ("Task / explained label", f"{doc['task']} / {doc['label']}"),
         (
             "Decided label",
-            f"{doc['predicted']['label']} (score {doc['predicted']['score']:.4f}, arm {doc['predicted']['arm']})",
+            f"{doc['predicted']['label']} (score {doc['predicted']['score']:.4f}, arm "
+            f"{doc['predicted']['arm']})",
         ),
         ("Model", f"{m['name']}@{m['version']}"),
         ("Model package sha256", f"<code>{html.escape(m['sha256'])}</code>"),
@@ -104,40 +120,49 @@ def _facts(doc: dict[str, Any]) -> str:
             "Additivity",
             f"base {add['base_value']:.6f} + sum {add['sum_values']:+.6f} = "
             f"{add['base_value'] + add['sum_values']:.6f} vs model {add['model_output']:.6f} "
-            f"({add['space']}, |error| {add['error']:.1e} &le; {add['tolerance']:g}) {check(add['ok'])}",
+            f"({add['space']}, |error| {add['error']:.1e} &le; {add['tolerance']:g}) "
+            f"{check(add['ok'])}",
         ),
         (
             "Reproduces the decision",
             "label not in the recorded top-k"
             if rep["recorded_score"] is None
-            else f"recorded {rep['recorded_score']:.6f}, recomputed {rep['recomputed_score']:.6f} {check(rep['ok'])}",
+            else f"recorded {rep['recorded_score']:.6f}, "
+            f"recomputed {rep['recomputed_score']:.6f} {check(rep['ok'])}",
         ),
         (
             "Explainer",
-            f"{ex['algorithm']}; {ex['masker']}; {ex['evals']} of max {ex['max_evals']} evaluations in "
+            f"{ex['algorithm']}; {ex['masker']}; {ex['evals']} of max {ex['max_evals']} "
+            "evaluations in "
             f"{ex['seconds']:.2f} s; shap {ex['shap_version']}",
         ),
     ]
     # these cells hold markup of ours, and their document strings are escaped where they are built
     safe = {"Model package sha256", "Input sha256", "Additivity", "Reproduces the decision"}
     return "\n".join(
-        f"    <tr><th>{html.escape(k)}</th><td>{v if k in safe else html.escape(v)}</td></tr>" for k, v in rows
+        f"    <tr><th>{html.escape(k)}</th><td>{v if k in safe else html.escape(v)}</td></tr>"
+        for k, v in rows
     )
 
 
 def render(doc: dict[str, Any]) -> str:
     """The HTML page of ``doc`` (an ``explanation/v1`` document)."""
-    template = Template(resources.files("explainer").joinpath("templates", "explanation.html").read_text("utf-8"))
+    template = Template(
+        resources.files("explainer").joinpath("templates", "explanation.html").read_text("utf-8")
+    )
     reasons = doc["top_reasons"]
-    # a reason sums a word's occurrences, so bars get their own scale: the largest reason is the full bar
+    # a reason sums a word's occurrences, so bars get their own scale: the largest reason is the
+    # full bar
     bar_scale = max((abs(w["value"]) for w in (*reasons["for"], *reasons["against"])), default=0.0)
     legend = "".join(
-        f'<span class="sw" style="background:{c}"></span>' for c in (*reversed(PALETTE["n"]), *PALETTE["p"])
+        f'<span class="sw" style="background:{c}"></span>'
+        for c in (*reversed(PALETTE["n"]), *PALETTE["p"])
     )
     note = ""
     if doc["truncated"]:
         note = (
-            '<p class="note">The text is longer than the model reads: hatched parts were cut by the model '
+            '<p class="note">The text is longer than the model reads: hatched parts were cut by '
+            "the model "
             "package's long-text policy and played no part in the decision.</p>"
         )
     e = html.escape

@@ -1,12 +1,15 @@
-"""The explainer's HTTP API on the standard library's ``ThreadingHTTPServer`` (no web framework in the image).
+"""The explainer's HTTP API on the standard library's ``ThreadingHTTPServer`` (no web framework in
+the image).
 
 Routes (``explainer.openapi`` describes them):
 - ``GET /v1/decisions/{decision_id}/explanation?task=&label=&format=json|html``   bearer token
-- ``POST /v1/explanations[?format=json|html]`` with ``{"allocation": {...}, "text"?, "task"?, "label"?}``  bearer
+- ``POST /v1/explanations[?format=json|html]`` with ``{"allocation": {...}, "text"?, "task"?,
+  "label"?}``  bearer
 - ``GET /healthz``, ``/readyz``, ``/metrics``, ``/openapi.json``: no token (probes and Prometheus).
-Auth: ``Authorization: Bearer <token>``, compared in constant time; 401 otherwise. Every ``/v1`` request writes
-one audit log line (logger ``explainer.audit``): who (a fingerprint of the presented token, never the token),
-route, decision id, task, label, format, status, error code, cache hit, duration. Never the complaint text.
+Auth: ``Authorization: Bearer <token>``, compared in constant time; 401 otherwise. Every ``/v1``
+request writes one audit log line (logger ``explainer.audit``): who (a fingerprint of the presented
+token, never the token), route, decision id, task, label, format, status, error code, cache hit,
+duration. Never the complaint text.
 """
 
 from __future__ import annotations
@@ -37,12 +40,15 @@ log = logging.getLogger(__name__)
 
 DECISION_PATH = re.compile(r"^/v1/decisions/(?P<id>[^/]+)/explanation$")
 DECISION_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
-MAX_BODY_BYTES = 2 * 1024 * 1024  # an allocation record plus a 100,000-character text fits with room
+MAX_BODY_BYTES = (
+    2 * 1024 * 1024
+)  # an allocation record plus a 100,000-character text fits with room
 Check = Callable[[], tuple[bool, str]]
 
 
 def fingerprint(token: str | None) -> str:
-    """Who made a request, for the audit log: a short hash of the presented token, never the token."""
+    """Who made a request, for the audit log: a short hash of the presented token, never the
+    token."""
     return "anonymous" if not token else "token:" + hashlib.sha256(token.encode()).hexdigest()[:12]
 
 
@@ -103,7 +109,8 @@ class ExplainerServer:
                 fields: dict[str, Any] = {
                     "method": method,
                     "route": route or "unknown",
-                    # the decision asked for, even when the request is then refused (a safe-looking id only)
+                    # the decision asked for, even when the request is then refused (a safe-looking
+                    # id only)
                     "decision_id": m["id"] if m and DECISION_ID.match(m["id"]) else None,
                     "task": query.get("task"),
                     "label": query.get("label"),
@@ -116,7 +123,12 @@ class ExplainerServer:
                     if presented is None or not hmac.compare_digest(_digest(presented), expected):
                         status, code = 401, "unauthorized"
                         self._drain()
-                        self._error(401, code, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+                        self._error(
+                            401,
+                            code,
+                            "missing or wrong bearer token",
+                            {"WWW-Authenticate": "Bearer"},
+                        )
                     elif route is None:
                         status, code = 404, "not_found"
                         self._drain()
@@ -127,9 +139,15 @@ class ExplainerServer:
                         self._send(200, body, ctype)
                 except AllocationError as exc:
                     status, code = http_error(exc)
-                    extra = {"Retry-After": str(max(1, round(service.limits.budget_s)))} if status == 429 else {}
+                    extra = (
+                        {"Retry-After": str(max(1, round(service.limits.budget_s)))}
+                        if status == 429
+                        else {}
+                    )
                     self._error(status, code, str(exc), extra)
-                except Exception:  # a bug: 500 without details to the client, the traceback to our log
+                except (
+                    Exception
+                ):  # a bug: 500 without details to the client, the traceback to our log
                     status, code = 500, "internal"
                     log.exception("explanation failed", extra={"route": route})
                     self._error(500, code, "internal error (logged)")
@@ -143,7 +161,11 @@ class ExplainerServer:
                     audit.info("explanation request", extra=fields)
 
             def _explain(
-                self, m: re.Match[str] | None, query: dict[str, str], raw: bytes, fields: dict[str, Any]
+                self,
+                m: re.Match[str] | None,
+                query: dict[str, str],
+                raw: bytes,
+                fields: dict[str, Any],
             ) -> tuple[bytes, str, str]:
                 fmt = query.get("format", "json")
                 if fmt not in ("json", "html"):
@@ -171,7 +193,8 @@ class ExplainerServer:
                 return json.dumps(doc).encode(), "application/json", cache
 
             def _drain(self) -> None:
-                """Read an unwanted body: closing a socket with unread data resets it before the client reads."""
+                """Read an unwanted body: closing a socket with unread data resets it before the
+                client reads."""
                 length = self.headers.get("Content-Length") or "0"
                 if length.isdigit() and int(length) <= MAX_BODY_BYTES:
                     self.rfile.read(int(length))
@@ -193,7 +216,9 @@ class ExplainerServer:
                     raise BadRequestError(f"body is not JSON: {exc}") from exc
                 allowed = {"allocation", "text", "task", "label"}
                 if not isinstance(req, dict) or not set(req) <= allowed or "allocation" not in req:
-                    raise BadRequestError(f"body must be an object with allocation and optionally {allowed}")
+                    raise BadRequestError(
+                        f"body must be an object with allocation and optionally {allowed}"
+                    )
                 for key in ("text", "task", "label"):
                     if req.get(key) is not None and not isinstance(req[key], str):
                         raise BadRequestError(f"{key} must be a string")
@@ -204,11 +229,15 @@ class ExplainerServer:
                 scheme, _, value = auth.partition(" ")
                 return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
-            def _error(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+            def _error(
+                self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+            ) -> None:
                 body = json.dumps({"error": code, "message": message}).encode()
                 self._send(status, body, "application/json", headers)
 
-            def _send(self, status: int, body: bytes, ctype: str, headers: dict[str, str] | None = None) -> None:
+            def _send(
+                self, status: int, body: bytes, ctype: str, headers: dict[str, str] | None = None
+            ) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
@@ -224,7 +253,9 @@ class ExplainerServer:
         self.server = ThreadingHTTPServer((host, port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
-        self._thread = threading.Thread(target=self.server.serve_forever, name="explainer-http", daemon=True)
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, name="explainer-http", daemon=True
+        )
 
     def start(self) -> ExplainerServer:
         self._thread.start()

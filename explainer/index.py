@@ -1,15 +1,16 @@
 """Find an allocation by decision id: a bounded in-memory index of the ``allocations`` topic.
 
-The topic is keyed by complaint id, so a decision id alone says nothing about where its record is. Each
-explainer process runs one ``AllocationIndexer`` thread that reads the topic (``read_committed``: aborted
-allocations are never indexed; no consumer group: every replica indexes every partition) and keeps
-``decision_id → (partition, offset, timestamp)``. The record itself is read again on demand, so an entry costs
-~250 bytes, not the record.
+The topic is keyed by complaint id, so a decision id alone says nothing about where its record is.
+Each explainer process runs one ``AllocationIndexer`` thread that reads the topic
+(``read_committed``: aborted allocations are never indexed; no consumer group: every replica indexes
+every partition) and keeps ``decision_id → (partition, offset, timestamp)``. The record itself is
+read again on demand, so an entry costs ~250 bytes, not the record.
 
-Bounds: entries older than ``lookback_s`` (by Kafka record timestamp) are dropped, and at most ``max_entries``
-are kept (oldest first out). At start the indexer seeks each partition to the first offset inside the lookback
-window, and ``caught_up`` turns true once it has read up to the end offsets seen at start (readiness).
-A decision outside the window is 404 by id but can still be explained by POSTing its allocation record.
+Bounds: entries older than ``lookback_s`` (by Kafka record timestamp) are dropped, and at most
+``max_entries`` are kept (oldest first out). At start the indexer seeks each partition to the first
+offset inside the lookback window, and ``caught_up`` turns true once it has read up to the end
+offsets seen at start (readiness). A decision outside the window is 404 by id but can still be
+explained by POSTing its allocation record.
 """
 
 from __future__ import annotations
@@ -35,10 +36,14 @@ _REFRESH_PARTITIONS_S = 30.0
 
 
 class DecisionIndex:
-    """Thread-safe bounded map from decision id to the (partition, offset) of its allocation record."""
+    """Thread-safe bounded map from decision id to the (partition, offset) of its allocation
+    record."""
 
-    def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES, lookback_s: float = DEFAULT_LOOKBACK_S) -> None:
-        self.max_entries, self.lookback_s = max_entries, lookback_s
+    def __init__(
+        self, max_entries: int = DEFAULT_MAX_ENTRIES, lookback_s: float = DEFAULT_LOOKBACK_S
+    ) -> None:
+        self.max_entries = max_entries
+        self.lookback_s = lookback_s
         self._entries: OrderedDict[str, tuple[int, int, float]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -69,13 +74,20 @@ class DecisionIndex:
 
 
 class AllocationIndexer:
-    """Fills a ``DecisionIndex`` from the allocations topic, in a daemon thread or step by step (``poll_once``)."""
+    """Fills a ``DecisionIndex`` from the allocations topic, in a daemon thread or step by step
+    (``poll_once``)."""
 
-    def __init__(self, settings: CommonSettings, topic: str, index: DecisionIndex, poll_ms: int = 500) -> None:
-        self.topic, self.index, self._poll_ms = topic, index, poll_ms
+    def __init__(
+        self, settings: CommonSettings, topic: str, index: DecisionIndex, poll_ms: int = 500
+    ) -> None:
+        self.topic = topic
+        self.index = index
+        self._poll_ms = poll_ms
         self._settings = settings
         self._consumer: KafkaConsumer | None = None
-        self._targets: dict[TopicPartition, int] = {}  # end offsets seen when a partition was assigned
+        self._targets: dict[
+            TopicPartition, int
+        ] = {}  # end offsets seen when a partition was assigned
         self._assigned_at = 0.0
         self.caught_up = False
         self.indexed = 0
@@ -107,19 +119,24 @@ class AllocationIndexer:
             try:
                 self.poll_once()
                 self.error = None
-            except Exception as exc:  # keep indexing: the broker may come back; /readyz reports the error
+            except (
+                Exception
+            ) as exc:  # keep indexing: the broker may come back; /readyz reports the error
                 self.error = f"{type(exc).__name__}: {exc}"
                 log.warning("allocation indexer failed; retrying", extra={"error": self.error})
                 self.close()
                 self._stop.wait(2.0)
 
     def poll_once(self) -> int:
-        """Assign new partitions when due, poll once and index what came; returns records indexed."""
+        """Assign new partitions when due, poll once and index what came; returns records
+        indexed."""
         with map_kafka_errors("allocation indexer"):
             c = self._client()
             if time.monotonic() - self._assigned_at > _REFRESH_PARTITIONS_S:
                 self._assign(c)
-            if not self._targets:  # the topic does not exist yet: nothing was decided, nothing to index
+            if (
+                not self._targets
+            ):  # the topic does not exist yet: nothing was decided, nothing to index
                 self.caught_up = True
                 self._stop.wait(self._poll_ms / 1000)
                 return 0
@@ -140,13 +157,18 @@ class AllocationIndexer:
                 isolation_level="read_committed",
                 fetch_max_bytes=8 * 1024 * 1024,
             )
-            self._targets, self._assigned_at = {}, 0.0
+            self._targets = {}
+            self._assigned_at = 0.0
         return self._consumer
 
     def _assign(self, c: KafkaConsumer) -> None:
         self._assigned_at = time.monotonic()
         parts = c.partitions_for_topic(self.topic) or set()
-        new = [tp for tp in (TopicPartition(self.topic, p) for p in sorted(parts)) if tp not in self._targets]
+        new = [
+            tp
+            for tp in (TopicPartition(self.topic, p) for p in sorted(parts))
+            if tp not in self._targets
+        ]
         if not new:
             return
         c.assign([*self._targets, *new])
@@ -157,7 +179,10 @@ class AllocationIndexer:
             found = starts.get(tp)
             c.seek(tp, found.offset if found is not None else ends[tp])
             self._targets[tp] = ends[tp]
-        log.info("indexing allocations", extra={"topic": self.topic, "partitions": [tp.partition for tp in new]})
+        log.info(
+            "indexing allocations",
+            extra={"topic": self.topic, "partitions": [tp.partition for tp in new]},
+        )
 
     def _index(self, rec: Any) -> int:
         try:
@@ -173,8 +198,9 @@ class AllocationIndexer:
         return 1
 
     def catch_up(self, timeout_s: float, until: Callable[[], bool] | None = None) -> bool:
-        """Poll in this thread until caught up with the end offsets seen at start, or until ``until()`` is true
-        (the one-shot CLI stops as soon as its decision is indexed); returns whether it caught up."""
+        """Poll in this thread until caught up with the end offsets seen at start, or until
+        ``until()`` is true (the one-shot CLI stops as soon as its decision is indexed); returns
+        whether it caught up."""
         deadline = time.monotonic() + timeout_s
         while not self.caught_up and time.monotonic() < deadline:
             self.poll_once()

@@ -1,10 +1,12 @@
 """Bounds on the explainer's work: a result LRU with single flight, and computation slots.
 
-- ``ResultCache``: at most ``size`` results; a key being computed is computed once, and concurrent requests for
-  it wait for that result instead of starting their own (a failed computation is not cached: all waiters retry).
-- ``Slots``: at most ``concurrency`` SHAP computations at once. A request waits up to ``wait_s`` for a slot;
-  at most ``max_waiting`` requests wait, and the others (or one that waited too long) get ``BusyError``
-  (HTTP 429 with ``Retry-After``), so a burst never turns into unbounded threads holding memory.
+- ``ResultCache``: at most ``size`` results; a key being computed is computed once, and concurrent
+  requests for it wait for that result instead of starting their own (a failed computation is not
+  cached: all waiters retry).
+- ``Slots``: at most ``concurrency`` SHAP computations at once. A request waits up to ``wait_s`` for
+  a slot; at most ``max_waiting`` requests wait, and the others (or one that waited too long) get
+  ``BusyError`` (HTTP 429 with ``Retry-After``), so a burst never turns into unbounded threads
+  holding memory.
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ class ResultCache(Generic[V]):
                 self._items.popitem(last=False)
 
     def get_or_compute(self, key: Hashable, compute: Callable[[], V]) -> tuple[V, bool]:
-        """``(value, hit)``: the cached value, or the one ``compute`` returns (computed once per key at a time)."""
+        """``(value, hit)``: the cached value, or the one ``compute`` returns (computed once per key
+        at a time)."""
         while True:
             with self._lock:
                 if key in self._items:
@@ -71,7 +74,8 @@ class ResultCache(Generic[V]):
 
 class Slots:
     def __init__(self, concurrency: int, wait_s: float, max_waiting: int | None = None) -> None:
-        self.concurrency, self.wait_s = concurrency, wait_s
+        self.concurrency = concurrency
+        self.wait_s = wait_s
         self.max_waiting = 4 * concurrency if max_waiting is None else max_waiting
         self._sem = threading.BoundedSemaphore(concurrency)
         self._waiting = 0
@@ -83,7 +87,9 @@ class Slots:
         if not self._sem.acquire(blocking=False):
             with self._lock:
                 if self._waiting >= self.max_waiting:
-                    raise BusyError(f"{self._waiting} explanations already wait for {self.concurrency} slots")
+                    raise BusyError(
+                        f"{self._waiting} explanations already wait for {self.concurrency} slots"
+                    )
                 self._waiting += 1
             try:
                 got = self._sem.acquire(timeout=self.wait_s)

@@ -1,10 +1,12 @@
-"""The ``explanation/v1`` document: what the HTTP API returns as JSON and what the HTML page is rendered from.
+"""The ``explanation/v1`` document: what the HTTP API returns as JSON and what the HTML page is
+rendered from.
 
-Shape (the OpenAPI description in ``explainer.openapi`` has the full schema, and a test validates against it):
-``tokens``, ``offsets`` (character spans in ``text``) and ``values`` are parallel arrays over the tokens the
-model saw, special tokens left out (their value is always 0). Values are contributions to the *probability*
-of ``label``: ``base_value + sum(values)`` reproduces ``output`` (the model on the unmasked input) within
-``ADDITIVITY_TOLERANCE``; ``reproduction`` compares ``output`` with the score the allocation recorded.
+Shape (the OpenAPI description in ``explainer.openapi`` has the full schema, and a test validates
+against it): ``tokens``, ``offsets`` (character spans in ``text``) and ``values`` are parallel
+arrays over the tokens the model saw, special tokens left out (their value is always 0). Values are
+contributions to the *probability* of ``label``: ``base_value + sum(values)`` reproduces ``output``
+(the model on the unmasked input) within ``ADDITIVITY_TOLERANCE``; ``reproduction`` compares
+``output`` with the score the allocation recorded.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from consumer.contracts.messages import Allocation
 from explainer.attribution import ALGORITHM, OUTPUT_SPACE, Attribution
 
 SCHEMA = "explanation/v1"
-ADDITIVITY_TOLERANCE = 1e-4  # probability units; Owen values are exactly efficient, this is float32 noise
+# probability units; Owen values are exactly efficient, this is float32 noise
+ADDITIVITY_TOLERANCE = 1e-4
 REPRODUCTION_TOLERANCE = 1e-4  # the allocation records scores rounded to 6 decimals
 TOP_REASONS = 8
 
@@ -34,7 +37,9 @@ def words(att: Attribution) -> list[dict[str, Any]]:
     """Word-level contributions: word pieces (``##x``) summed into the word they continue."""
     out: list[dict[str, Any]] = []
     view = att.view
-    for token, off, special, value in zip(view.tokens, view.offsets, view.special, att.values, strict=True):
+    for token, off, special, value in zip(
+        view.tokens, view.offsets, view.special, att.values, strict=True
+    ):
         if special or off is None:
             continue
         if token.startswith("##") and out and out[-1]["end"] == off[0]:
@@ -47,11 +52,14 @@ def words(att: Attribution) -> list[dict[str, Any]]:
 
 
 def top_reasons(att: Attribution, n: int = TOP_REASONS) -> dict[str, list[dict[str, Any]]]:
-    """The words that raise (``for``) and lower (``against``) the probability most. Occurrences of one word
-    (case-insensitive) are summed: a word repeated twenty times is one reason, with its ``count`` and ``spans``."""
+    """The words that raise (``for``) and lower (``against``) the probability most. Occurrences of
+    one word (case-insensitive) are summed: a word repeated twenty times is one reason, with its
+    ``count`` and ``spans``."""
     grouped: dict[str, dict[str, Any]] = {}
     for w in words(att):
-        g = grouped.setdefault(w["text"].lower(), {"text": w["text"], "value": 0.0, "count": 0, "spans": []})
+        g = grouped.setdefault(
+            w["text"].lower(), {"text": w["text"], "value": 0.0, "count": 0, "spans": []}
+        )
         g["value"] += w["value"]
         g["count"] += 1
         g["spans"].append([w["start"], w["end"]])
@@ -61,14 +69,19 @@ def top_reasons(att: Attribution, n: int = TOP_REASONS) -> dict[str, list[dict[s
     return {"for": pos, "against": neg}
 
 
-def document(allocation: Allocation, task: str, att: Attribution, budget_s: float, text_from: str) -> dict[str, Any]:
-    """The explanation of ``task`` of ``allocation`` from ``att``; ``text_from`` is ``kafka`` or ``request``."""
+def document(
+    allocation: Allocation, task: str, att: Attribution, budget_s: float, text_from: str
+) -> dict[str, Any]:
+    """The explanation of ``task`` of ``allocation`` from ``att``; ``text_from`` is ``kafka`` or
+    ``request``."""
     pred = allocation.predictions[task]
     view = att.view
     keep = [i for i, s in enumerate(view.special) if not s]
     total = sum(att.values)
     recorded = (
-        pred.score if att.label == pred.label else next((s.score for s in pred.top_k if s.label == att.label), None)
+        pred.score
+        if att.label == pred.label
+        else next((s.score for s in pred.top_k if s.label == att.label), None)
     )
     return {
         "schema": SCHEMA,
@@ -111,7 +124,9 @@ def document(allocation: Allocation, task: str, att: Attribution, budget_s: floa
             "recomputed_score": att.output,
             "abs_diff": None if recorded is None else abs(att.output - recorded),
             "tolerance": REPRODUCTION_TOLERANCE,
-            "ok": None if recorded is None else abs(att.output - recorded) <= REPRODUCTION_TOLERANCE,
+            "ok": None
+            if recorded is None
+            else abs(att.output - recorded) <= REPRODUCTION_TOLERANCE,
         },
         "top_reasons": top_reasons(att),
         "explainer": {

@@ -1,7 +1,8 @@
-"""Read single Kafka records by coordinates: the complaint text a decision scored, or an indexed allocation.
+"""Read single Kafka records by coordinates: the complaint text a decision scored, or an indexed
+allocation.
 
-A ``KafkaRecords`` reader has no consumer group: it assigns the one partition, seeks and reads one record
-(``read_committed``, so an aborted allocation is never returned). Outcomes:
+A ``KafkaRecords`` reader has no consumer group: it assigns the one partition, seeks and reads one
+record (``read_committed``, so an aborted allocation is never returned). Outcomes:
 - offset below the partition's log start (deleted by retention), or the record at the offset is gone
   (compaction, an aborted transaction): ``InputGoneError`` (410);
 - topic or partition unknown: ``InputGoneError`` too (the topic was deleted);
@@ -32,7 +33,8 @@ _ANY_CHARS = 10_000_000
 
 class RecordSource(Protocol):
     def read(self, topic: str, partition: int, offset: int) -> bytes | None:
-        """The value of the record at exactly these coordinates (errors as the module docstring says)."""
+        """The value of the record at exactly these coordinates (errors as the module docstring
+        says)."""
         ...
 
 
@@ -46,7 +48,8 @@ class KafkaRecords:
     """Thread-safe single-record reads over one reused, group-less consumer."""
 
     def __init__(self, settings: CommonSettings, timeout_s: float = 10.0) -> None:
-        self._settings, self._timeout_s = settings, timeout_s
+        self._settings = settings
+        self._timeout_s = timeout_s
         self._lock = threading.Lock()
         self._consumer: KafkaConsumer | None = None
 
@@ -76,9 +79,13 @@ class KafkaRecords:
             start = c.beginning_offsets([tp])[tp]
             end = c.end_offsets([tp])[tp]
             if offset < start:
-                raise InputGoneError(f"{where}: input no longer retained (log starts at offset {start})")
+                raise InputGoneError(
+                    f"{where}: input no longer retained (log starts at offset {start})"
+                )
             if offset >= end:
-                raise DecisionNotFoundError(f"{where}: no record at this offset (log ends at {end})")
+                raise DecisionNotFoundError(
+                    f"{where}: no record at this offset (log ends at {end})"
+                )
             c.seek(tp, offset)
             deadline = time.monotonic() + self._timeout_s
             while time.monotonic() < deadline:
@@ -86,7 +93,9 @@ class KafkaRecords:
                     if rec.offset == offset:
                         return rec.value
                     if rec.offset > offset:
-                        raise InputGoneError(f"{where}: record no longer retained (next is {rec.offset})")
+                        raise InputGoneError(
+                            f"{where}: record no longer retained (next is {rec.offset})"
+                        )
         raise BrokerError(f"{where}: no record within {self._timeout_s:g} s")
 
     def close(self) -> None:
@@ -97,8 +106,8 @@ class KafkaRecords:
 
 
 class MemoryRecords:
-    """In-memory ``RecordSource``: one list of values per (topic, partition), offsets from 0; ``retain_from``
-    simulates retention deleting the records below an offset."""
+    """In-memory ``RecordSource``: one list of values per (topic, partition), offsets from 0;
+    ``retain_from`` simulates retention deleting the records below an offset."""
 
     def __init__(self) -> None:
         self.records: dict[tuple[str, int], list[bytes | None]] = {}

@@ -1,9 +1,11 @@
-"""Test doubles shipped with the code: decisions made by the consumer's own router, without Kafka or Redis.
+"""Test doubles shipped with the code: decisions made by the consumer's own router, without Kafka or
+Redis.
 
-``decide`` scores a complaint exactly as a consumer pod would (``consumer.router.Router`` under a champion-only
-plan) and appends the complaint to a ``MemoryRecords`` log, so the allocation's source coordinates resolve.
-``memory_registry`` is the real ``Registry`` over fakeredis (a dev dependency), and ``MemoryWorld`` wires an
-``ExplainService`` over both, with an index, as ``explainer.app`` wires the real one.
+``decide`` scores a complaint exactly as a consumer pod would (``consumer.router.Router`` under a
+champion-only plan) and appends the complaint to a ``MemoryRecords`` log, so the allocation's source
+coordinates resolve. ``memory_registry`` is the real ``Registry`` over fakeredis (a dev dependency),
+and ``MemoryWorld`` wires an ``ExplainService`` over both, with an index, as ``explainer.app`` wires
+the real one.
 """
 
 from __future__ import annotations
@@ -25,7 +27,11 @@ from explainer.sources import MemoryRecords
 
 
 def decide(
-    package: ModelPackage, complaint: Complaint, records: MemoryRecords, topic: str = "complaints", version: int = 1
+    package: ModelPackage,
+    complaint: Complaint,
+    records: MemoryRecords,
+    topic: str = "complaints",
+    version: int = 1,
 ) -> Allocation:
     """The allocation a consumer serving ``package`` as champion publishes for ``complaint``."""
     offset = records.append(topic, 0, dump(complaint))
@@ -45,8 +51,9 @@ def memory_registry(prefix: str = "test:", cache_dir: Path = Path(".cache/models
 
 
 class MemoryWorld:
-    """A registry (with ``package_dir`` registered unless told otherwise), a complaints log, an allocations index
-    and the service over them. ``decide`` makes a decision and indexes its allocation."""
+    """A registry (with ``package_dir`` registered unless told otherwise), a complaints log, an
+    allocations index and the service over them. ``decide`` makes a decision and indexes its
+    allocation."""
 
     def __init__(
         self,
@@ -73,7 +80,9 @@ class MemoryWorld:
         )
 
     def decide(self, text: str, complaint_id: str = "c-1") -> Allocation:
-        allocation = decide(self.package, Complaint(complaint_id=complaint_id, text=text), self.records)
+        allocation = decide(
+            self.package, Complaint(complaint_id=complaint_id, text=text), self.records
+        )
         offset = self.records.append("allocations", 0, dump(allocation))
         self.index.put(allocation.decision_id, 0, offset, time.time())
         return allocation

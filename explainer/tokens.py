@@ -1,8 +1,10 @@
-"""The tokens a model actually scored, with their character offsets, and a tokenizer shap's Text masker accepts.
+"""The tokens a model actually scored, with their character offsets, and a tokenizer shap's Text
+masker accepts.
 
-Contract: ``TokenView.ids`` equals ``consumer.inference.TextEncoder.encode([text])[0].ids`` (the package's
-tokeniser and long-text policy), so a SHAP explanation attributes exactly the input the consumer scored.
-Tokens cut by the long-text policy are not features: they get no value, and ``dropped`` names their text span.
+Contract: ``TokenView.ids`` equals ``consumer.inference.TextEncoder.encode([text])[0].ids`` (the
+package's tokeniser and long-text policy), so a SHAP explanation attributes exactly the input the
+consumer scored. Tokens cut by the long-text policy are not features: they get no value, and
+``dropped`` names their text span.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ SEP_CANDIDATES = ("[SEP]", "</s>")
 
 @dataclass(frozen=True)
 class TokenView:
-    """One text as the model saw it: ids, offsets (special tokens have ``None``) and what was cut."""
+    """One text as the model saw it: ids, offsets (special tokens have ``None``) and what was
+    cut."""
 
     text: str
     ids: tuple[int, ...]
@@ -38,11 +41,13 @@ class TokenView:
 
     @property
     def body(self) -> list[int]:
-        """Positions of the text tokens (the SHAP features): every kept token but the special ones."""
+        """Positions of the text tokens (the SHAP features): every kept token but the special
+        ones."""
         return [i for i, s in enumerate(self.special) if not s]
 
     def with_body(self, rows: np.ndarray) -> np.ndarray:
-        """Model inputs from masked feature rows ``[n, len(body)]``: the special tokens put back in place."""
+        """Model inputs from masked feature rows ``[n, len(body)]``: the special tokens put back in
+        place."""
         full = np.tile(np.asarray(self.ids, dtype=np.int64), (len(rows), 1))
         full[:, self.body] = rows
         return full
@@ -51,9 +56,10 @@ class TokenView:
 def kept_positions(full: list[int], kept: list[int], policy: str) -> list[int]:
     """Positions of ``full`` (the untruncated ids) that make up ``kept`` (the encoder's output).
 
-    Every policy keeps ``[CLS]``, a head of the body, a tail of the body and ``[SEP]``; only the split between
-    head and tail is unknown, and when repeated text makes it ambiguous ``head_tail`` takes the encoder's own
-    split (a quarter of the room for the head), so that offsets point at the occurrence the model saw.
+    Every policy keeps ``[CLS]``, a head of the body, a tail of the body and ``[SEP]``; only the
+    split between head and tail is unknown, and when repeated text makes it ambiguous ``head_tail``
+    takes the encoder's own split (a quarter of the room for the head), so that offsets point at the
+    occurrence the model saw.
     """
     if full == kept:
         return list(range(len(full)))
@@ -62,7 +68,9 @@ def kept_positions(full: list[int], kept: list[int], policy: str) -> list[int]:
         raise PackageError("the encoder's ids are not a head and tail of the tokenisation")
     body, kbody = np.asarray(full[1:-1]), np.asarray(kept[1:-1])
     prefix = int(np.argmin(np.append(body[:room] == kbody, False)))  # longest common prefix
-    suffix = int(np.argmin(np.append(body[::-1][:room] == kbody[::-1], False)))  # longest common suffix
+    suffix = int(
+        np.argmin(np.append(body[::-1][:room] == kbody[::-1], False))
+    )  # longest common suffix
     valid = [h for h in range(min(prefix, room), -1, -1) if room - h <= suffix]
     if not valid:
         raise PackageError("the encoder's ids are not a head and tail of the tokenisation")
@@ -89,7 +97,8 @@ class PackageTokens:
         pos = kept_positions(full, kept, self.policy)
         special = [bool(enc.special_tokens_mask[p]) for p in pos]
         offsets = [
-            None if s else (int(enc.offsets[p][0]), int(enc.offsets[p][1])) for p, s in zip(pos, special, strict=True)
+            None if s else (int(enc.offsets[p][0]), int(enc.offsets[p][1]))
+            for p, s in zip(pos, special, strict=True)
         ]
         dropped = []
         for a, b in itertools.pairwise(pos):
@@ -108,18 +117,22 @@ class PackageTokens:
 
 
 class ShapTokenizer:
-    """The subset of the Hugging Face tokenizer API that ``shap.maskers.Text`` calls, over ``PackageTokens``.
+    """The subset of the Hugging Face tokenizer API that ``shap.maskers.Text`` calls, over
+    ``PackageTokens``.
 
-    It returns the *kept, non-special* tokens of a text: the masker's features are exactly the text tokens the
-    model scored. Special tokens are left out on purpose: the Partition explainer spreads a group's credit over
-    all its members, so an unmaskable ``[CLS]`` inside a group would take a share of the credit that belongs to
-    text; the model function puts them back (``TokenView.with_body``).
+    It returns the *kept, non-special* tokens of a text: the masker's features are exactly the text
+    tokens the model scored. Special tokens are left out on purpose: the Partition explainer spreads
+    a group's credit over all its members, so an unmaskable ``[CLS]`` inside a group would take a
+    share of the credit that belongs to text; the model function puts them back
+    (``TokenView.with_body``).
     """
 
     def __init__(self, tokens: PackageTokens) -> None:
         self._tokens = tokens
-        self.mask_token, self.mask_token_id = tokens.mask_token, tokens.mask_id
-        self.sep_token, self.sep_token_id = tokens.sep_token, tokens.sep_id
+        self.mask_token = tokens.mask_token
+        self.mask_token_id = tokens.mask_id
+        self.sep_token = tokens.sep_token
+        self.sep_token_id = tokens.sep_id
 
     def __call__(self, s: str, return_offsets_mapping: bool = False, **_: Any) -> dict[str, Any]:
         view = self._tokens.view(s)

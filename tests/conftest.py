@@ -7,7 +7,8 @@ Services, session-scoped, first match wins:
 3. otherwise the test is skipped with a message naming the variables.
 
 Per test: ``unique`` names, ``topic_factory`` topics (deleted after), ``redis_prefix`` keys (deleted
-after), a guard that fails a test which leaves threads behind, and the root logger put back as it was.
+after), a guard that fails a test which leaves threads behind, and the root logger put back as it
+was.
 """
 
 from __future__ import annotations
@@ -25,13 +26,19 @@ import pytest
 if TYPE_CHECKING:
     import redis
 
-SKIP_HINT = "set KAFKA_BOOTSTRAP_SERVERS / REDIS_URL or run `make test`, which starts the local stack"
+SKIP_HINT = (
+    "set KAFKA_BOOTSTRAP_SERVERS / REDIS_URL or run `make test`, which starts the local stack"
+)
 
 
 def _unavailable(what: str) -> None:
-    """Skip, unless the run promised services (``make test`` sets CA_REQUIRE_SERVICES=1): then fail."""
+    """Skip, unless the run promised services (``make test`` sets CA_REQUIRE_SERVICES=1): then
+    fail."""
     if os.environ.get("CA_REQUIRE_SERVICES"):
-        pytest.fail(f"no {what}, but CA_REQUIRE_SERVICES is set: the local stack did not come up", pytrace=False)
+        pytest.fail(
+            f"no {what}, but CA_REQUIRE_SERVICES is set: the local stack did not come up",
+            pytrace=False,
+        )
     pytest.skip(f"no {what}: {SKIP_HINT}")
 
 
@@ -95,7 +102,8 @@ def unique() -> str:
 
 @pytest.fixture
 def topic_factory(kafka_bootstrap: str, unique: str) -> Iterator[Callable[..., str]]:
-    """``make(name="t", partitions=1) -> topic``: creates ``<name>-<unique>[-n]``; all deleted after."""
+    """``make(name="t", partitions=1) -> topic``: creates ``<name>-<unique>[-n]``; all deleted
+    after."""
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
 
@@ -149,9 +157,10 @@ def _leaky(thread: threading.Thread) -> bool:
 
 @pytest.fixture(autouse=True)
 def root_logging_restored() -> Iterator[None]:
-    """Puts the root logger's handlers and level back after each test. A test that runs a CLI in-process
-    (``logs.setup``) leaves a handler on that test's captured stderr; pytest closes the stream afterwards,
-    and every later log line then printed a "--- Logging error ---" traceback into the run's output."""
+    """Puts the root logger's handlers and level back after each test. A test that runs a CLI
+    in-process (``logs.setup``) leaves a handler on that test's captured stderr; pytest closes the
+    stream afterwards, and every later log line then printed a "--- Logging error ---" traceback
+    into the run's output."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     yield
@@ -167,5 +176,7 @@ def no_leaked_threads() -> Iterator[None]:
     deadline = time.monotonic() + THREAD_GRACE_SECONDS
     while leaked := [t for t in threading.enumerate() if t not in before and _leaky(t)]:
         if time.monotonic() >= deadline:
-            pytest.fail(f"test left threads running: {sorted(t.name for t in leaked)}", pytrace=False)
+            pytest.fail(
+                f"test left threads running: {sorted(t.name for t in leaked)}", pytrace=False
+            )
         time.sleep(0.05)

@@ -1,4 +1,5 @@
-"""Building blocks of the e2e tests: unique topic sets, consumer environments, real and malformed inputs."""
+"""Building blocks of the e2e tests: unique topic sets, consumer environments, real and malformed
+inputs."""
 
 from __future__ import annotations
 
@@ -21,15 +22,28 @@ MALFORMED: list[tuple[bytes, str]] = [
     (b"\xff\xfe\x00 not utf-8", "not_utf8"),
     (b'{"schema": "complaint/v1", ', "not_json"),
     (b'["a list"]', "not_object"),
-    (json.dumps({"schema": "complaint/v9", "complaint_id": "x", "text": "t"}).encode(), "unknown_schema"),
-    (json.dumps({"schema": "complaint/v1", "complaint_id": "x", "text": "   "}).encode(), "empty_text"),
-    (json.dumps({"schema": "complaint/v1", "complaint_id": "", "text": "hello"}).encode(), "schema_violation"),
-    (json.dumps({"schema": "complaint/v1", "complaint_id": "x", "text": "y" * 300_000}).encode(), "oversized"),
+    (
+        json.dumps({"schema": "complaint/v9", "complaint_id": "x", "text": "t"}).encode(),
+        "unknown_schema",
+    ),
+    (
+        json.dumps({"schema": "complaint/v1", "complaint_id": "x", "text": "   "}).encode(),
+        "empty_text",
+    ),
+    (
+        json.dumps({"schema": "complaint/v1", "complaint_id": "", "text": "hello"}).encode(),
+        "schema_violation",
+    ),
+    (
+        json.dumps({"schema": "complaint/v1", "complaint_id": "x", "text": "y" * 300_000}).encode(),
+        "oversized",
+    ),
 ]
 
 
 def topic_env(unique: str, bootstrap: str, redis_url: str, partitions: int = 4) -> dict[str, str]:
-    """Environment of consumers that use their own topics, group and Redis prefix; creates the topics."""
+    """Environment of consumers that use their own topics, group and Redis prefix; creates the
+    topics."""
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "REDIS_URL": redis_url,
@@ -48,7 +62,14 @@ def topic_env(unique: str, bootstrap: str, redis_url: str, partitions: int = 4) 
         "ALLOCATOR_TRANSACTION_TIMEOUT_MS": "10000",
     }
     s = CommonSettings(kafka_bootstrap_servers=bootstrap, topic_partitions=partitions)
-    ensure_topics(s, [env[k] for k in env if k.startswith("ALLOCATOR_TOPIC_") and k != "ALLOCATOR_TOPIC_PARTITIONS"])
+    ensure_topics(
+        s,
+        [
+            env[k]
+            for k in env
+            if k.startswith("ALLOCATOR_TOPIC_") and k != "ALLOCATOR_TOPIC_PARTITIONS"
+        ],
+    )
     return env
 
 
@@ -59,10 +80,14 @@ def real_complaints(n: int, split: str = "test") -> list[dict[str, Any]]:
 class Feeder(threading.Thread):
     """Sends documents (and raw malformed values) at ``rate`` per second in the background."""
 
-    def __init__(self, bootstrap: str, topic: str, items: list[tuple[bytes, bytes]], rate: float) -> None:
+    def __init__(
+        self, bootstrap: str, topic: str, items: list[tuple[bytes, bytes]], rate: float
+    ) -> None:
         super().__init__(daemon=True)
         self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-        self.topic, self.items, self.rate = topic, items, rate
+        self.topic = topic
+        self.items = items
+        self.rate = rate
         self.sent = 0
 
     def run(self) -> None:

@@ -9,7 +9,8 @@ _BUILT: dict[int, Path] = {}
 
 
 def tiny_package(root: Path, seed: int = 0) -> Path:
-    """A verified tiny package folder for ``seed``; later calls copy the first build (8 s saved each)."""
+    """A verified tiny package folder for ``seed``; later calls copy the first build (8 s saved
+    each)."""
     if seed not in _BUILT:
         from trainer.tiny import build_tiny
 

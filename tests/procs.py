@@ -1,4 +1,5 @@
-"""Run ``allocator`` processes in tests: real subprocesses with their own env, logs and metrics port."""
+"""Run ``allocator`` processes in tests: real subprocesses with their own env, logs and metrics
+port."""
 
 from __future__ import annotations
 
@@ -46,9 +47,13 @@ class Proc:
                 if line.get("msg") == msg:
                     return line
             if self.p.poll() is not None:
-                raise AssertionError(f"process exited {self.p.returncode}: {self.log.read_text()[-3000:]}")
+                raise AssertionError(
+                    f"process exited {self.p.returncode}: {self.log.read_text()[-3000:]}"
+                )
             time.sleep(0.1)
-        raise AssertionError(f"no {msg!r} log line within {timeout}s: {self.log.read_text()[-3000:]}")
+        raise AssertionError(
+            f"no {msg!r} log line within {timeout}s: {self.log.read_text()[-3000:]}"
+        )
 
     def metrics(self) -> str:
         port = self.wait_log("consuming")["metrics_port"]
@@ -72,7 +77,8 @@ class Proc:
 
 
 def read_all(bootstrap: str, topic: str, idle_ms: int = 3000) -> list[Any]:
-    """Every committed record of ``topic`` (read_committed), until the topic is idle for ``idle_ms``."""
+    """Every committed record of ``topic`` (read_committed), until the topic is idle for
+    ``idle_ms``."""
     c = KafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -88,11 +94,15 @@ def read_all(bootstrap: str, topic: str, idle_ms: int = 3000) -> list[Any]:
 
 
 def wait_count(bootstrap: str, topics: Iterable[str], want: int, timeout: float) -> dict[str, int]:
-    """Poll committed record counts of ``topics`` until their sum reaches ``want`` (or time runs out)."""
+    """Poll committed record counts of ``topics`` until their sum reaches ``want`` (or time runs
+    out)."""
     deadline = time.time() + timeout
     counts: dict[str, int] = {}
     c = KafkaConsumer(
-        bootstrap_servers=bootstrap, isolation_level="read_committed", auto_offset_reset="earliest", group_id=None
+        bootstrap_servers=bootstrap,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
+        group_id=None,
     )
     try:
         c.subscribe(list(topics))

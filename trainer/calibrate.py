@@ -1,15 +1,16 @@
 """Decision thresholds, calibrated on the validation split only (never test, never holdout).
 
 - ``review_threshold`` (multiclass): the lowest top-score threshold at which the predictions kept
-  (top score >= threshold) reach ``target_accuracy`` on validation; the rest go to human review. When no
-  threshold reaches the target with at least ``min_coverage`` of rows kept, the threshold with the best
-  kept accuracy at that coverage is used and ``target_met`` is false.
+  (top score >= threshold) reach ``target_accuracy`` on validation; the rest go to human review.
+  When no threshold reaches the target with at least ``min_coverage`` of rows kept, the threshold
+  with the best kept accuracy at that coverage is used and ``target_met`` is false.
 - ``threshold`` (binary, the ``vulnerable`` head), one of three policies:
-  ``recall`` (the default): the highest threshold whose recall reaches ``min_recall`` (0.60, the human
-  team's recall), i.e. find at least as many vulnerable customers as people do with the fewest flags;
-  ``fbeta``: the threshold maximising F-beta; ``precision``: the highest recall whose precision is at least
-  ``min_precision``. ``recall`` and ``precision`` fall back to F-beta when their target is unreachable.
-  (F2 was the first default; with a weak signal, AUC 0.64 on validation, it flagged ~70% of complaints.)
+  ``recall`` (the default): the highest threshold whose recall reaches ``min_recall`` (0.60, the
+  human team's recall), i.e. find at least as many vulnerable customers as people do with the fewest
+  flags; ``fbeta``: the threshold maximising F-beta; ``precision``: the highest recall whose
+  precision is at least ``min_precision``. ``recall`` and ``precision`` fall back to F-beta when
+  their target is unreachable. (F2 was the first default; with a weak signal, AUC 0.64 on
+  validation, it flagged ~70% of complaints.)
 Each returns the threshold with the validation figures it was chosen on, recorded in the manifest.
 """
 
@@ -29,13 +30,20 @@ def review_threshold(
     top_sorted, correct_sorted = top[order], correct[order]
     kept = np.arange(1, len(top) + 1)
     acc = np.cumsum(correct_sorted) / kept
-    # Candidate cut after position i keeps rows 0..i; only cut where the score changes (ties move together).
-    valid = np.r_[top_sorted[1:] < top_sorted[:-1], True] & (kept >= max(1, int(np.ceil(min_coverage * len(top)))))
+    # Candidate cut after position i keeps rows 0..i; only cut where the score changes (ties move
+    # together).
+    valid = np.r_[top_sorted[1:] < top_sorted[:-1], True] & (
+        kept >= max(1, int(np.ceil(min_coverage * len(top))))
+    )
     if not valid.any():
         valid[-1] = True
     ok = valid & (acc >= target_accuracy)
     target_met = bool(ok.any())
-    i = int(np.flatnonzero(ok)[-1]) if target_met else int(np.flatnonzero(valid)[np.argmax(acc[valid])])
+    i = (
+        int(np.flatnonzero(ok)[-1])
+        if target_met
+        else int(np.flatnonzero(valid)[np.argmax(acc[valid])])
+    )
     threshold = 0.0 if i == len(top) - 1 else float(top_sorted[i])
     return {
         "review_threshold": threshold,
@@ -49,7 +57,8 @@ def review_threshold(
 
 
 def _pr_curve(p_pos: np.ndarray, y_pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Thresholds (descending unique scores) with recall and precision of flagging score >= threshold."""
+    """Thresholds (descending unique scores) with recall and precision of flagging score >=
+    threshold."""
     order = np.argsort(-p_pos, kind="stable")
     s, t = p_pos[order], y_pos[order].astype(float)
     last_of_tie = np.r_[s[1:] < s[:-1], True]
@@ -69,10 +78,13 @@ def binary_threshold(
 ) -> dict[str, Any]:
     thr, rec, prec = _pr_curve(p_pos, y_pos)
     b2 = beta * beta
-    fbeta = np.where(prec + rec > 0, (1 + b2) * prec * rec / np.maximum(b2 * prec + rec, 1e-12), 0.0)
+    fbeta = np.where(
+        prec + rec > 0, (1 + b2) * prec * rec / np.maximum(b2 * prec + rec, 1e-12), 0.0
+    )
     chosen = policy
     if policy == "recall" and (rec >= min_recall).any():
-        # thresholds descend, so the first one reaching the recall target flags the fewest complaints
+        # thresholds descend, so the first one reaching the recall target flags the fewest
+        # complaints
         i = int(np.flatnonzero(rec >= min_recall)[0])
     elif policy == "precision" and (prec >= min_precision).any():
         ok = np.flatnonzero(prec >= min_precision)

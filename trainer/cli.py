@@ -1,7 +1,8 @@
-"""``python -m trainer <command>``: tiny, train, compare, push, register. Exit 2 on bad input, no traceback.
+"""``python -m trainer <command>``: tiny, train, compare, push, register. Exit 2 on bad input, no
+traceback.
 
-``train`` takes every ``TrainConfig`` field as a flag (``--max-length 128`` or ``--max_length=128``, the
-form W&B sweep agents pass), on top of ``--config FILE``.
+``train`` takes every ``TrainConfig`` field as a flag (``--max-length 128`` or ``--max_length=128``,
+the form W&B sweep agents pass), on top of ``--config FILE``.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ def _train(args: argparse.Namespace) -> int:
     if args.push_to_hub:
         from trainer.publish import ensure_repo
 
-        ensure_repo(args.push_to_hub)  # a missing token or a wrong repo fails now, not after hours of training
+        ensure_repo(
+            args.push_to_hub
+        )  # a missing token or a wrong repo fails now, not after hours of training
     pkg = run(cfg, Path(args.out or f"artifacts/runs/{cfg.version}"), resume=args.resume)
     location = str(pkg.path)
     if args.push_to_hub:
@@ -111,10 +114,20 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         names = sorted({f"--{f.name}", f"--{f.name.replace('_', '-')}"}, key=len)
         default = TrainConfig().__getattribute__(f.name)
         if f.name in SOURCE_FIELDS:
-            parser.add_argument(*names, dest=f.name, action="append", help=f"{f.name} source (repeatable)")
+            parser.add_argument(
+                *names, dest=f.name, action="append", help=f"{f.name} source (repeatable)"
+            )
             continue
-        kind = _bool if isinstance(default, bool) else _json if isinstance(default, dict | tuple) else type(default)
-        parser.add_argument(*names, dest=f.name, type=kind, default=None, help=f"default {default!r}")
+        kind = (
+            _bool
+            if isinstance(default, bool)
+            else _json
+            if isinstance(default, dict | tuple)
+            else type(default)
+        )
+        parser.add_argument(
+            *names, dest=f.name, type=kind, default=None, help=f"default {default!r}"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,14 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="fine-tune, export, calibrate and package a model")
     train.add_argument(
         "--config",
-        help="YAML or JSON file of TrainConfig fields, or a shipped recipe by name (default: the published one)",
+        help="YAML or JSON file of TrainConfig fields, or a shipped recipe by name "
+        "(default: the published one)",
     )
     train.add_argument(
         "--out",
         help="output folder (package/, checkpoints/, report); "
         "default artifacts/runs/<version>, so each sweep run gets its own",
     )
-    train.add_argument("--resume", action="store_true", help="continue from out/checkpoints/last.pt")
+    train.add_argument(
+        "--resume", action="store_true", help="continue from out/checkpoints/last.pt"
+    )
     train.add_argument(
         "--push-to-hub",
         metavar="OWNER/REPO",
@@ -156,17 +172,29 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--data", default=str(DEFAULT_DATA))
     comp.add_argument("--split", default="test", choices=["val", "test"], help="never the holdout")
     comp.add_argument("--limit", type=int, default=0, help="at most this many rows (0: all)")
-    comp.add_argument("--out", default="compare-report", help="folder for report.json and report.md")
-    comp.add_argument("--wandb-mode", default="disabled", help="log the report to W&B unless disabled")
+    comp.add_argument(
+        "--out", default="compare-report", help="folder for report.json and report.md"
+    )
+    comp.add_argument(
+        "--wandb-mode", default="disabled", help="log the report to W&B unless disabled"
+    )
     comp.set_defaults(func=_compare)
 
-    push = sub.add_parser("push", help="push a package to a hub model repo; prints its pinned hf:// ref")
+    push = sub.add_parser(
+        "push", help="push a package to a hub model repo; prints its pinned hf:// ref"
+    )
     push.add_argument("package", help="package folder (verified before anything is uploaded)")
-    push.add_argument("--repo", required=True, metavar="OWNER/REPO", help="hub model repo (created private)")
-    push.add_argument("--register", action="store_true", help="register the pushed hf:// ref in Redis")
+    push.add_argument(
+        "--repo", required=True, metavar="OWNER/REPO", help="hub model repo (created private)"
+    )
+    push.add_argument(
+        "--register", action="store_true", help="register the pushed hf:// ref in Redis"
+    )
     push.set_defaults(func=_push)
 
-    reg = sub.add_parser("register", help="register a package as a challenger in the Redis registry")
+    reg = sub.add_parser(
+        "register", help="register a package as a challenger in the Redis registry"
+    )
     reg.add_argument("package", help="package folder or pinned hf://owner/repo@<commit> ref")
     reg.set_defaults(func=_register)
     return parser
@@ -174,7 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     # Root at WARNING: onnxruntime's quantiser logs one INFO line per tensor on the root logger.
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("trainer").setLevel(logging.INFO)
     args = build_parser().parse_args(argv)
     try:

@@ -1,10 +1,11 @@
 """``python -m trainer compare``: champion vs challenger, both ONNX packages, on the same rows.
 
-Per task and model: accuracy and macro-F1 of the served decision (binary thresholds applied), recall and
-precision of ``vulnerable``, the share accepted without review and its accuracy; per task the exact McNemar
-test on paired correctness; latency per text (batch 1, one thread, the consumer's serving shape). Writes
-``report.json`` and ``report.md``; logs to W&B when given an active tracker. Only ``val`` and ``test``
-are allowed: comparing is choosing, and the holdout is never used to choose (``bench.accuracy`` reports it).
+Per task and model: accuracy and macro-F1 of the served decision (binary thresholds applied), recall
+and precision of ``vulnerable``, the share accepted without review and its accuracy; per task the
+exact McNemar test on paired correctness; latency per text (batch 1, one thread, the consumer's
+serving shape). Writes ``report.json`` and ``report.md``; logs to W&B when given an active tracker.
+Only ``val`` and ``test`` are allowed: comparing is choosing, and the holdout is never used to
+choose (``bench.accuracy`` reports it).
 """
 
 from __future__ import annotations
@@ -36,12 +37,18 @@ def latency_ms(scorer: OnnxScorer, texts: list[str]) -> dict[str, float]:
         start = time.perf_counter()
         scorer.score([t], batch_size=1)
         times.append((time.perf_counter() - start) * 1000)
-    return {"mean": float(np.mean(times)), "p50": float(np.median(times)), "p95": float(np.percentile(times, 95))}
+    return {
+        "mean": float(np.mean(times)),
+        "p50": float(np.median(times)),
+        "p95": float(np.percentile(times, 95)),
+    }
 
 
-def model_metrics(pkg: ModelPackage, scores: Scores, df: pd.DataFrame) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Metrics per task and the per-row correctness (for McNemar) on the rows labelled for the task. Gold
-    labels a head lacks count as wrong."""
+def model_metrics(
+    pkg: ModelPackage, scores: Scores, df: pd.DataFrame
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Metrics per task and the per-row correctness (for McNemar) on the rows labelled for the task.
+    Gold labels a head lacks count as wrong."""
     pred = decisions(pkg.heads, scores)
     metrics: dict[str, Any] = {}
     correct: dict[str, np.ndarray] = {}
@@ -51,7 +58,11 @@ def model_metrics(pkg: ModelPackage, scores: Scores, df: pd.DataFrame) -> tuple[
         y = indices(df[task], head.labels)
         known = y != IGNORE
         y, p = y[known], pred[task][known]
-        pos = head.labels.index(head.positive_label) if head.kind == "binary" and head.positive_label else None
+        pos = (
+            head.labels.index(head.positive_label)
+            if head.kind == "binary" and head.positive_label
+            else None
+        )
         m = task_metrics(y, p, len(head.labels), pos)
         if head.kind == "multiclass":
             kept = scores.probs(task)[known].max(axis=1) >= head.review_threshold
@@ -82,7 +93,9 @@ def compare(
             "latency_ms": latency_ms(scorer, texts[:latency_rows]),
         }
     shared = sorted(set(correct["champion"]) & set(correct["challenger"]))
-    result["mcnemar"] = {t: mcnemar_exact(correct["champion"][t], correct["challenger"][t]) for t in shared}
+    result["mcnemar"] = {
+        t: mcnemar_exact(correct["champion"][t], correct["challenger"][t]) for t in shared
+    }
     if tracker is not None and tracker.active:
         flat = {
             f"compare/{role}/{t}/{k}": v
@@ -90,7 +103,9 @@ def compare(
             for t, tm in m["tasks"].items()
             for k, v in tm.items()
         }
-        flat.update({f"compare/mcnemar/{t}/p_value": r["p_value"] for t, r in result["mcnemar"].items()})
+        flat.update(
+            {f"compare/mcnemar/{t}/p_value": r["p_value"] for t, r in result["mcnemar"].items()}
+        )
         tracker.log(flat)
         tracker.summary({"compare": result})
     return result
@@ -109,13 +124,33 @@ def markdown(result: dict[str, Any], split: str) -> str:
     ]
     for task in sorted(set(champ["tasks"]) | set(chall["tasks"])):
         a, b = champ["tasks"].get(task, {}), chall["tasks"].get(task, {})
-        for k in ("accuracy", "macro_f1", "recall", "precision", "accepted_share", "accepted_accuracy"):
+        for k in (
+            "accuracy",
+            "macro_f1",
+            "recall",
+            "precision",
+            "accepted_share",
+            "accepted_accuracy",
+        ):
             if k in a or k in b:
-                lines.append(f"| {task} | {k} | {a.get(k, float('nan')):.4f} | {b.get(k, float('nan')):.4f} |")
-    lines += ["", "| task | only champion right | only challenger right | McNemar exact p |", "|---|---:|---:|---:|"]
+                lines.append(
+                    f"| {task} | {k} | {a.get(k, float('nan')):.4f} | {b.get(k, float('nan')):.4f} "
+                    "|"
+                )
+    lines += [
+        "",
+        "| task | only champion right | only challenger right | McNemar exact p |",
+        "|---|---:|---:|---:|",
+    ]
     for task, r in result["mcnemar"].items():
-        lines.append(f"| {task} | {r['only_a_correct']} | {r['only_b_correct']} | {r['p_value']:.4g} |")
-    lines += ["", "| latency ms/text (batch 1, 1 thread) | champion | challenger |", "|---|---:|---:|"]
+        lines.append(
+            f"| {task} | {r['only_a_correct']} | {r['only_b_correct']} | {r['p_value']:.4g} |"
+        )
+    lines += [
+        "",
+        "| latency ms/text (batch 1, 1 thread) | champion | challenger |",
+        "|---|---:|---:|",
+    ]
     for k in ("mean", "p50", "p95"):
         lines.append(f"| {k} | {champ['latency_ms'][k]:.1f} | {chall['latency_ms'][k]:.1f} |")
     return "\n".join(lines) + "\n"
@@ -127,7 +162,9 @@ def compare_cli(args: argparse.Namespace) -> int:
     df = splits.training_rows(splits.prepare([frame]), args.split)  # refuses the holdout
     if args.limit:
         df = df.sample(n=min(args.limit, len(df)), random_state=0).reset_index(drop=True)
-    tracker = Tracker.start("complaints-allocation", vars(args) | {"func": None}, args.wandb_mode, "compare")
+    tracker = Tracker.start(
+        "complaints-allocation", vars(args) | {"func": None}, args.wandb_mode, "compare"
+    )
     try:
         result = compare(load_package(args.champion), load_package(args.challenger), df, tracker)
     finally:

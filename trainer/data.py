@@ -1,20 +1,22 @@
-"""Training data sources, normalised to one frame: ``complaint_id, text, team, issue, vulnerable, split``.
+"""Training data sources, normalised to one frame: ``complaint_id, text, team, issue, vulnerable,
+split``.
 
 Sources (``load_source`` picks by path):
 
 - CSV / CSV.gz / Parquet with the CFPB columns of the shared file (``Consumer complaint narrative``,
   ``Product``, ``Issue``, ``Tags``, ``Complaint ID``, optional ``product_family`` and ``split``);
-- a Hugging Face ``datasets`` dataset: a folder written by ``save_to_disk``, a local folder of data files, or
-  ``hf:<hub id>`` (e.g. ``hf:CFPB/consumer-finance-complaints``, whose ``Complaint Text``/``Sub Product``
-  style names are matched case- and punctuation-insensitively);
-- a feedback export, ``*.jsonl``: one ``{complaint_id, text, team, issue, vulnerable}`` per line, labels
-  decided by people (``team`` is already a team name).
+- a Hugging Face ``datasets`` dataset: a folder written by ``save_to_disk``, a local folder of data
+  files, or ``hf:<hub id>`` (e.g. ``hf:CFPB/consumer-finance-complaints``, whose ``Complaint
+  Text``/``Sub Product`` style names are matched case- and punctuation-insensitively);
+- a feedback export, ``*.jsonl``: one ``{complaint_id, text, team, issue, vulnerable}`` per line,
+  labels decided by people (``team`` is already a team name).
 
 Rows that cannot be labelled (empty text, unknown product or team) are dropped and counted in
-``LoadReport.dropped`` by reason, never silently. ``split`` is kept when the source has it, else empty
-(``splits.assign`` fills it). A task the source does not record (no ``Issue`` or no ``Tags`` column, or an
-empty ``Issue``) gets ``labels.UNKNOWN`` for that row, counted in ``LoadReport.unlabelled``: the row still
-teaches the tasks it has labels for (e.g. the shared ``product_only.csv.gz``, team only).
+``LoadReport.dropped`` by reason, never silently. ``split`` is kept when the source has it, else
+empty (``splits.assign`` fills it). A task the source does not record (no ``Issue`` or no ``Tags``
+column, or an empty ``Issue``) gets ``labels.UNKNOWN`` for that row, counted in
+``LoadReport.unlabelled``: the row still teaches the tasks it has labels for (e.g. the shared
+``product_only.csv.gz``, team only).
 """
 
 from __future__ import annotations
@@ -40,7 +42,13 @@ COLUMNS = ["complaint_id", "text", *LABEL_COLUMNS, "split"]
 SPLITS = ("train", "val", "test", "holdout")
 # Normalised source column name -> our field; first match wins.
 ALIASES: dict[str, tuple[str, ...]] = {
-    "text": ("consumer_complaint_narrative", "complaint_text", "narrative", "text", "complaint_what_happened"),
+    "text": (
+        "consumer_complaint_narrative",
+        "complaint_text",
+        "narrative",
+        "text",
+        "complaint_what_happened",
+    ),
     "product": ("product",),
     "product_family": ("product_family",),
     "issue": ("issue",),
@@ -102,7 +110,9 @@ def _clean_text(value: Any) -> str:
     return str(value).strip()
 
 
-def normalise(records: Iterable[dict[str, Any]], space: LabelSpace, report: LoadReport) -> pd.DataFrame:
+def normalise(
+    records: Iterable[dict[str, Any]], space: LabelSpace, report: LoadReport
+) -> pd.DataFrame:
     """Turn CFPB-style records (already renamed to our field names) into labelled rows."""
     rows = []
     for rec in records:
@@ -112,7 +122,9 @@ def normalise(records: Iterable[dict[str, Any]], space: LabelSpace, report: Load
             report.dropped["empty_text"] += 1
             continue
         try:
-            team = space.team(_clean_text(rec.get("product_family")) or None, _clean_text(rec.get("product")))
+            team = space.team(
+                _clean_text(rec.get("product_family")) or None, _clean_text(rec.get("product"))
+            )
         except LabelMapError:
             report.dropped["unknown_product"] += 1
             continue
@@ -143,7 +155,8 @@ def _issue(rec: dict[str, Any], space: LabelSpace, report: LoadReport) -> str:
 
 
 def _vulnerable(rec: dict[str, Any], key: str, space: LabelSpace, report: LoadReport) -> str:
-    """``yes``/``no`` from the field (an empty ``Tags`` cell means no tag), ``UNKNOWN`` when the source lacks it."""
+    """``yes``/``no`` from the field (an empty ``Tags`` cell means no tag), ``UNKNOWN`` when the
+    source lacks it."""
     if key not in rec:
         report.unlabelled["vulnerable"] += 1
         return UNKNOWN
@@ -156,7 +169,9 @@ def _frame(rows: Sequence[tuple[str, ...]], report: LoadReport) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS, dtype=object)
 
 
-def _renamed(frame_records: Iterable[dict[str, Any]], columns: Iterable[str]) -> Iterable[dict[str, Any]]:
+def _renamed(
+    frame_records: Iterable[dict[str, Any]], columns: Iterable[str]
+) -> Iterable[dict[str, Any]]:
     mapping = _pick(columns)
     if "text" not in mapping:
         raise DataError(f"no complaint text column among {list(columns)}")
@@ -167,13 +182,18 @@ def _renamed(frame_records: Iterable[dict[str, Any]], columns: Iterable[str]) ->
 def _read_table(path: Path) -> pd.DataFrame:
     try:
         parquet = path.suffix == ".parquet"
-        return pd.read_parquet(path) if parquet else pd.read_csv(path, dtype=str, keep_default_na=False)
+        return (
+            pd.read_parquet(path)
+            if parquet
+            else pd.read_csv(path, dtype=str, keep_default_na=False)
+        )
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot read {path}: {exc}") from exc
 
 
 def _dataset_parts(source: str, split: str | None = None) -> list[tuple[str, Any]]:
-    """(split name, Dataset) pairs of a ``save_to_disk`` folder, else of ``load_dataset`` (``hf:`` stripped).
+    """(split name, Dataset) pairs of a ``save_to_disk`` folder, else of ``load_dataset`` (``hf:``
+    stripped).
 
     A ``DatasetDict`` gives one pair per split; a single Dataset gives ``(split or "", dataset)``.
     """
@@ -197,11 +217,15 @@ def load_table(path: Path, space: LabelSpace) -> tuple[pd.DataFrame, LoadReport]
     return normalise(_renamed(df.to_dict("records"), df.columns), space, report), report
 
 
-def load_hf(source: str, space: LabelSpace, split: str | None = None) -> tuple[pd.DataFrame, LoadReport]:
-    """A ``datasets`` dataset: ``save_to_disk`` folder, local data folder, or hub id (``hf:`` prefix stripped).
+def load_hf(
+    source: str, space: LabelSpace, split: str | None = None
+) -> tuple[pd.DataFrame, LoadReport]:
+    """A ``datasets`` dataset: ``save_to_disk`` folder, local data folder, or hub id (``hf:`` prefix
+    stripped).
 
-    A ``DatasetDict`` contributes every split; when the dataset has no ``split`` column its split names
-    (train/validation/test) become the row's split only if they are ours (``validation`` -> ``val``).
+    A ``DatasetDict`` contributes every split; when the dataset has no ``split`` column its split
+    names (train/validation/test) become the row's split only if they are ours (``validation`` ->
+    ``val``).
     """
     report = LoadReport(source)
     frames = []
@@ -219,7 +243,8 @@ def load_hf(source: str, space: LabelSpace, split: str | None = None) -> tuple[p
 
 
 def load_feedback(path: Path, space: LabelSpace) -> tuple[pd.DataFrame, LoadReport]:
-    """The promoter's JSONL export of feedback joined with complaint text; labels decided by people."""
+    """The promoter's JSONL export of feedback joined with complaint text; labels decided by
+    people."""
     report = LoadReport(str(path))
     rows = []
     for rec in _json_lines(path):
@@ -230,14 +255,17 @@ def load_feedback(path: Path, space: LabelSpace) -> tuple[pd.DataFrame, LoadRepo
         elif team not in space.teams:
             report.dropped["unknown_team"] += 1
         else:
-            issue, vulnerable = _issue(rec, space, report), _vulnerable(rec, "vulnerable", space, report)
+            issue, vulnerable = (
+                _issue(rec, space, report),
+                _vulnerable(rec, "vulnerable", space, report),
+            )
             rows.append((_clean_id(rec.get("complaint_id")), text, team, issue, vulnerable, ""))
     return _frame(rows, report), report
 
 
 def load_texts(source: str) -> list[str]:
-    """The non-empty narratives of any source ``load_source`` reads, labels ignored (masked-LM adaptation
-    reads unlabelled archives such as the shared ``unlabelled.csv.gz``)."""
+    """The non-empty narratives of any source ``load_source`` reads, labels ignored (masked-LM
+    adaptation reads unlabelled archives such as the shared ``unlabelled.csv.gz``)."""
     kind = _kind(source)
     records: list[dict[str, Any]]
     if kind == "dataset":
@@ -264,7 +292,8 @@ def load_source(source: str, space: LabelSpace) -> tuple[pd.DataFrame, LoadRepor
 
 
 def _kind(source: str) -> str:
-    """``dataset`` (``hf:`` or a folder), ``jsonl`` or ``table``; a path that is neither is an error."""
+    """``dataset`` (``hf:`` or a folder), ``jsonl`` or ``table``; a path that is neither is an
+    error."""
     path = Path(source)
     if source.startswith("hf:") or path.is_dir():
         return "dataset"
@@ -274,8 +303,8 @@ def _kind(source: str) -> str:
 
 
 def _json_lines(path: Path) -> list[dict[str, Any]]:
-    """The objects of a JSON Lines file, blank lines skipped; a line that is not a JSON object is an error
-    naming its line number."""
+    """The objects of a JSON Lines file, blank lines skipped; a line that is not a JSON object is an
+    error naming its line number."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:

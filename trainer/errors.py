@@ -5,8 +5,8 @@ ModelError
 │   ├── ParityError      fp32 ONNX logits differ from PyTorch by more than the tolerance
 │   └── QuantizationError the int8 graph agrees with the fp32 graph on too few labels
 RegistryError
-└── PublishError         the model hub refused a package push or could not be reached (names the repo)
-InputError
+└── PublishError         the model hub refused a package push or could not be reached (names the
+repo) InputError
 └── DataError            a training data source is missing, malformed or has no usable rows
 """
 

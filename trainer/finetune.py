@@ -1,6 +1,7 @@
 """Fine-tunes of one base model on one encoded dataset: the main run, and for a uniform model soup
-(``soup_seeds``; Wortsman et al., ICML 2022) one more run per seed from the same initialisation, averaged into
-the main one. Each run has its own checkpoint folder, so a soup resumes like a single run."""
+(``soup_seeds``; Wortsman et al., ICML 2022) one more run per seed from the same initialisation,
+averaged into the main one. Each run has its own checkpoint folder, so a soup resumes like a single
+run."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class FineTune:
-    """Fine-tunes of one base model on one encoded dataset: the main run and, for a soup, its ingredients."""
+    """Fine-tunes of one base model on one encoded dataset: the main run and, for a soup, its
+    ingredients."""
 
     base: str
     space: LabelSpace
@@ -36,29 +38,44 @@ class FineTune:
     steps_before: int = 0  # W&B steps already used before these fine-tunes (the masked-LM stage)
 
     def run(
-        self, cfg: TrainConfig, ckpt_dir: Path, *, init_seed: int | None = None, prefix: str = "", step_offset: int = 0
+        self,
+        cfg: TrainConfig,
+        ckpt_dir: Path,
+        *,
+        init_seed: int | None = None,
+        prefix: str = "",
+        step_offset: int = 0,
     ) -> tuple[model.MultiTaskModel, dict[str, Any]]:
-        """One fine-tune: heads initialised from ``init_seed`` (default ``cfg.seed``); batch order from
-        ``cfg.seed``. Metrics are logged under ``prefix`` at ``step + step_offset`` (W&B steps only grow). The
-        summary has ``val_accuracy`` when the last epoch's evaluation was of the final weights."""
+        """One fine-tune: heads initialised from ``init_seed`` (default ``cfg.seed``); batch order
+        from ``cfg.seed``. Metrics are logged under ``prefix`` at ``step + step_offset`` (W&B steps
+        only grow). The summary has ``val_accuracy`` when the last epoch's evaluation was of the
+        final weights."""
         init = cfg.seed if init_seed is None else init_seed
-        net = model.build(model.load_encoder(self.base), self.space.tasks, init, dropout=cfg.dropout)
+        net = model.build(
+            model.load_encoder(self.base), self.space.tasks, init, dropout=cfg.dropout
+        )
         if init != cfg.seed:
-            # An ingredient shares the main run's initialisation but draws its own dropout masks. The main
-            # run keeps the random stream build() left, so a run without a soup is the same as before.
+            # An ingredient shares the main run's initialisation but draws its own dropout masks.
+            # The main run keeps the random stream build() left, so a run without a soup is the same
+            # as before.
             torch.manual_seed(cfg.seed)
         if cfg.freeze_embeddings:
-            # The 30k x hidden word-embedding matrix is half the parameters; training it changed 16 of 1,591
-            # validation team decisions, 8 each way (docs/trainer.md), so it stays as pretrained.
+            # The 30k x hidden word-embedding matrix is half the parameters; training it changed 16
+            # of 1,591 validation team decisions, 8 each way (docs/trainer.md), so it stays as
+            # pretrained.
             net.encoder.get_input_embeddings().weight.requires_grad_(False)
 
         def on_log(metrics: dict[str, float], step: int) -> None:
-            self.tracker.log({prefix + k: v for k, v in metrics.items()}, step=self.steps_before + step_offset + step)
+            self.tracker.log(
+                {prefix + k: v for k, v in metrics.items()},
+                step=self.steps_before + step_offset + step,
+            )
 
         last: dict[str, Any] = {}
 
         def on_eval(epoch: int, step: int) -> None:
-            """Validation accuracy (PyTorch, argmax) after each epoch, for the progress log and W&B."""
+            """Validation accuracy (PyTorch, argmax) after each epoch, for the progress log and
+            W&B."""
             last.update(step=step, accuracy=self.val_accuracy(net))
             accs = {f"{prefix}epoch_val/{t}/accuracy": a for t, a in last["accuracy"].items()}
             log.info("epoch %d (step %d): %s", epoch, step, accs)
@@ -75,15 +92,18 @@ class FineTune:
             on_log=on_log,
             on_eval=on_eval,
         )
-        if last.get("step") == summary["steps"]:  # no update after the last evaluation: spare the soup a rerun
+        if (
+            last.get("step") == summary["steps"]
+        ):  # no update after the last evaluation: spare the soup a rerun
             summary["val_accuracy"] = last["accuracy"]
         return net, summary
 
     def soup(
         self, cfg: TrainConfig, net: model.MultiTaskModel, summary: dict[str, Any], out: Path
     ) -> tuple[model.MultiTaskModel, dict[str, Any]]:
-        """Fine-tune one ingredient per ``cfg.soup_seeds`` from ``net``'s initialisation and average them all
-        into ``net`` (uniform soup). The summary keeps each ingredient's and the soup's validation accuracy."""
+        """Fine-tune one ingredient per ``cfg.soup_seeds`` from ``net``'s initialisation and average
+        them all into ``net`` (uniform soup). The summary keeps each ingredient's and the soup's
+        validation accuracy."""
         ingredients = {str(cfg.seed): self._with_val_accuracy(net, summary)}
         others = []
         for i, seed in enumerate(cfg.soup_seeds, start=1):
@@ -102,9 +122,12 @@ class FineTune:
         self.tracker.log({f"soup/epoch_val/{t}/accuracy": a for t, a in accuracy.items()})
         return net, {**summary, "soup": {"ingredients": ingredients, "val_accuracy": accuracy}}
 
-    def _with_val_accuracy(self, net: model.MultiTaskModel, summary: dict[str, Any]) -> dict[str, Any]:
-        """``summary`` with the final weights' validation accuracy: the one ``run`` kept from the last epoch's
-        evaluation, or (a run stopped between epoch ends, or resumed already finished) a fresh one."""
+    def _with_val_accuracy(
+        self, net: model.MultiTaskModel, summary: dict[str, Any]
+    ) -> dict[str, Any]:
+        """``summary`` with the final weights' validation accuracy: the one ``run`` kept from the
+        last epoch's evaluation, or (a run stopped between epoch ends, or resumed already finished)
+        a fresh one."""
         return {**summary, "val_accuracy": summary.get("val_accuracy") or self.val_accuracy(net)}
 
     def val_accuracy(self, net: model.MultiTaskModel) -> dict[str, float]:

@@ -1,15 +1,16 @@
-"""Versioned label maps: CFPB product family -> team, CFPB issue name -> issue label, tags -> vulnerable.
+"""Versioned label maps: CFPB product family -> team, CFPB issue name -> issue label, tags ->
+vulnerable.
 
-Both maps are JSON files under ``trainer/config`` whose ``version`` goes into every manifest's lineage
-(``label_maps_version``), so a package says which mapping produced its labels.
+Both maps are JSON files under ``trainer/config`` whose ``version`` goes into every manifest's
+lineage (``label_maps_version``), so a package says which mapping produced its labels.
 
-- ``team_map.v1.json``: ``family_to_team`` (9 families -> 6 teams) and ``product_to_family`` (raw CFPB
-  ``Product`` names, for sources without a ``product_family`` column). An unknown family or product raises
-  ``LabelMapError``: a silent default would train a wrong router.
-- ``issue_map.v1.json``: ``synonyms`` (old CFPB wording -> current wording) and ``labels`` (the issues kept,
-  each with at least ``min_train_rows`` training rows after merging, plus ``other``). Every issue not in
-  ``labels`` (rare, or never seen in training: e.g. a name the CFPB introduces next year) maps to ``other``
-  explicitly; ``LabelSpace.unseen_issues`` lets callers count them.
+- ``team_map.v1.json``: ``family_to_team`` (9 families -> 6 teams) and ``product_to_family`` (raw
+  CFPB ``Product`` names, for sources without a ``product_family`` column). An unknown family or
+  product raises ``LabelMapError``: a silent default would train a wrong router.
+- ``issue_map.v1.json``: ``synonyms`` (old CFPB wording -> current wording) and ``labels`` (the
+  issues kept, each with at least ``min_train_rows`` training rows after merging, plus ``other``).
+  Every issue not in ``labels`` (rare, or never seen in training: e.g. a name the CFPB introduces
+  next year) maps to ``other`` explicitly; ``LabelSpace.unseen_issues`` lets callers count them.
 """
 
 from __future__ import annotations
@@ -29,14 +30,18 @@ from consumer.errors import ConfigError
 TEAM_MAP = "team_map.v1.json"
 ISSUE_MAP = "issue_map.v1.json"
 VULNERABLE_LABELS = ("no", "yes")
-# A row's label for a task its source does not record (e.g. a Product-only file has no Issue and no Tags).
-# Such a row trains and is scored only on the tasks it has labels for; it is never read as "other" or "no".
+# A row's label for a task its source does not record (e.g. a Product-only file has no Issue and no
+# Tags). Such a row trains and is scored only on the tasks it has labels for; it is never read as
+# "other" or "no".
 UNKNOWN = ""
-IGNORE = -100  # the index of an UNKNOWN label: what torch's cross-entropy ignores and metrics leave out
+IGNORE = (
+    -100
+)  # the index of an UNKNOWN label: what torch's cross-entropy ignores and metrics leave out
 
 
 def indices(values: Iterable[str], labels: Sequence[str]) -> np.ndarray:
-    """Label indices of ``values`` in ``labels``; ``UNKNOWN`` gives ``IGNORE``, any other stranger -1."""
+    """Label indices of ``values`` in ``labels``; ``UNKNOWN`` gives ``IGNORE``, any other
+    stranger -1."""
     pos = {name: i for i, name in enumerate(labels)}
     return np.array([IGNORE if v == UNKNOWN else pos.get(v, -1) for v in values], dtype=np.int64)
 
@@ -51,7 +56,11 @@ def _load(name_or_path: str | Path) -> dict[str, Any]:
         if path.is_file():
             raw = path.read_text(encoding="utf-8")
         else:
-            raw = resources.files("trainer.config").joinpath(str(name_or_path)).read_text(encoding="utf-8")
+            raw = (
+                resources.files("trainer.config")
+                .joinpath(str(name_or_path))
+                .read_text(encoding="utf-8")
+            )
         return dict(json.loads(raw))
     except (OSError, ValueError) as exc:
         raise LabelMapError(f"cannot read label map {name_or_path}: {exc}") from exc
@@ -77,7 +86,9 @@ class LabelSpace:
     def __post_init__(self) -> None:
         object.__setattr__(self, "teams", tuple(sorted(set(self.family_to_team.values()))))
         if self.other_issue not in self.issue_labels:
-            raise LabelMapError(f"issue map: fallback label {self.other_issue!r} must be one of its labels")
+            raise LabelMapError(
+                f"issue map: fallback label {self.other_issue!r} must be one of its labels"
+            )
 
     @property
     def tasks(self) -> dict[str, tuple[str, ...]]:
@@ -87,11 +98,15 @@ class LabelSpace:
     def family(self, product_family: str | None, product: str | None = None) -> str:
         if product_family:
             if product_family not in self.family_to_team:
-                raise LabelMapError(f"unknown product family {product_family!r}: add it to {TEAM_MAP}")
+                raise LabelMapError(
+                    f"unknown product family {product_family!r}: add it to {TEAM_MAP}"
+                )
             return product_family
         if product and product in self.product_to_family:
             return self.product_to_family[product]
-        raise LabelMapError(f"unknown CFPB product {product!r}: add it to product_to_family in {TEAM_MAP}")
+        raise LabelMapError(
+            f"unknown CFPB product {product!r}: add it to product_to_family in {TEAM_MAP}"
+        )
 
     def team(self, product_family: str | None, product: str | None = None) -> str:
         return self.family_to_team[self.family(product_family, product)]
@@ -101,15 +116,19 @@ class LabelSpace:
         return self.issue_synonyms.get(name, name)
 
     def issue(self, issue: str | None) -> str:
-        """The issue label: the merged name if kept, else ``other`` (rare, empty, or unseen in training)."""
+        """The issue label: the merged name if kept, else ``other`` (rare, empty, or unseen in
+        training)."""
         if not issue or not str(issue).strip():
             return self.other_issue
         name = self.canonical_issue(str(issue))
         return name if name in self.issue_labels else self.other_issue
 
     def unseen_issues(self, issues: Iterable[str]) -> Counter[str]:
-        """Raw issue names that fall back to ``other`` (for logging how much an export leans on it)."""
-        return Counter(i for i in issues if i and self.issue(i) == self.other_issue and i != self.other_issue)
+        """Raw issue names that fall back to ``other`` (for logging how much an export leans on
+        it)."""
+        return Counter(
+            i for i in issues if i and self.issue(i) == self.other_issue and i != self.other_issue
+        )
 
     @staticmethod
     def vulnerable(tags: object) -> str:
@@ -122,7 +141,9 @@ class LabelSpace:
         return "no" if text in ("", "nan", "none", "no", "false", "0") else "yes"
 
 
-def load_label_space(team_map: str | Path = TEAM_MAP, issue_map: str | Path = ISSUE_MAP) -> LabelSpace:
+def load_label_space(
+    team_map: str | Path = TEAM_MAP, issue_map: str | Path = ISSUE_MAP
+) -> LabelSpace:
     """Read both maps (package files by default, or paths) and check them."""
     teams, issues = _load(team_map), _load(issue_map)
     try:
@@ -145,12 +166,17 @@ def load_label_space(team_map: str | Path = TEAM_MAP, issue_map: str | Path = IS
 
 
 def derive_issue_labels(
-    train_issues: Iterable[str], synonyms: dict[str, str], min_train_rows: int, other_label: str = "Other"
+    train_issues: Iterable[str],
+    synonyms: dict[str, str],
+    min_train_rows: int,
+    other_label: str = "Other",
 ) -> tuple[list[str], Counter[str]]:
-    """Rebuild an issue map's ``labels`` from training rows only: merge synonyms, keep frequent issues.
+    """Rebuild an issue map's ``labels`` from training rows only: merge synonyms, keep frequent
+    issues.
 
-    Returns the labels (kept issues sorted by frequency, then ``other_label`` last) and merged counts. Used
-    to write a new map version and by the test that checks v1 matches the shared training split.
+    Returns the labels (kept issues sorted by frequency, then ``other_label`` last) and merged
+    counts. Used to write a new map version and by the test that checks v1 matches the shared
+    training split.
     """
     syn = {normalise_issue(k): v for k, v in synonyms.items()}
     counts: Counter[str] = Counter()
@@ -158,6 +184,8 @@ def derive_issue_labels(
         if raw and str(raw).strip():
             name = normalise_issue(str(raw))
             counts[syn.get(name, name)] += 1
-    kept = [n for n, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if c >= min_train_rows]
+    kept = [
+        n for n, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if c >= min_train_rows
+    ]
     kept = [n for n in kept if n != other_label]
     return [*kept, other_label], counts

@@ -1,25 +1,30 @@
-"""A lexical model compiled into the served graph next to the encoder: wide (words) and deep (transformer).
+"""A lexical model compiled into the served graph next to the encoder: wide (words) and deep
+(transformer).
 
-Why: the fine-tuned encoder reads the first ``max_length`` wordpieces (128 by default; 64% of narratives are
-longer), while a bag of words reads the whole text and errs differently. On validation, the two are right
-on different rows often enough that their mix beats either (docs/trainer.md, "Wide and deep").
+Why: the fine-tuned encoder reads the first ``max_length`` wordpieces (128 by default; 64% of
+narratives are longer), while a bag of words reads the whole text and errs differently. On
+validation, the two are right on different rows often enough that their mix beats either
+(docs/trainer.md, "Wide and deep").
 
-What the graph computes, per text (ids as the package's tokenizer gives them, ``read_length`` at most):
+What the graph computes, per text (ids as the package's tokenizer gives them, ``read_length`` at
+most):
 
-- **features**: counts of every wordpiece that is not a special token, and of every pair of adjacent ones
-  hashed into ``buckets`` slots (``vocab + (a * PRIME + b) % buckets``); sublinear tf ``1 + ln(count)``,
-  times an idf fitted on the training rows (smooth idf; 0 for a feature seen in fewer than 2 training rows),
-  scaled to unit L2 norm: TF-IDF, on the serving tokenizer's own units, so it needs no second tokenizer;
-- **wide logits**: one multinomial logistic regression per task (scikit-learn, fitted on the training rows
-  labelled for that task), as one matrix over all tasks;
-- **deep logits**: the fine-tuned ``MultiTaskModel`` on the first ``encoder_length`` ids (re-cut in the graph
-  exactly as ``trainer.tokens.TextEncoder`` cuts at that length with the ``head`` policy, so the encoder sees
-  the ids it was trained on);
+- **features**: counts of every wordpiece that is not a special token, and of every pair of adjacent
+  ones hashed into ``buckets`` slots (``vocab + (a * PRIME + b) % buckets``); sublinear tf ``1 +
+  ln(count)``, times an idf fitted on the training rows (smooth idf; 0 for a feature seen in fewer
+  than 2 training rows), scaled to unit L2 norm: TF-IDF, on the serving tokenizer's own units, so it
+  needs no second tokenizer;
+- **wide logits**: one multinomial logistic regression per task (scikit-learn, fitted on the
+  training rows labelled for that task), as one matrix over all tasks;
+- **deep logits**: the fine-tuned ``MultiTaskModel`` on the first ``encoder_length`` ids (re-cut in
+  the graph exactly as ``trainer.tokens.TextEncoder`` cuts at that length with the ``head`` policy,
+  so the encoder sees the ids it was trained on);
 - **output** per task: ``(1 - weight) * log_softmax(deep) + weight * log_softmax(wide)``, a weighted
   geometric mean of the two distributions; the consumer's softmax normalises it.
 
-The graph keeps the contract's interface (``input_ids``, ``attention_mask`` in; ``<task>_logits`` out), so
-the consumer, explainer and registry serve it with no change: only the package's tokenizer reads further.
+The graph keeps the contract's interface (``input_ids``, ``attention_mask`` in; ``<task>_logits``
+out), so the consumer, explainer and registry serve it with no change: only the package's tokenizer
+reads further.
 """
 
 from __future__ import annotations
@@ -40,8 +45,11 @@ PRIME = 1_000_003  # pairs hash as a * PRIME + b: below 2**63 for any vocabulary
 MISSING_LOGIT = -30.0  # a label with no training row: the wide model never picks it
 
 
-def count(rows: Sequence[Sequence[int]], vocab_size: int, buckets: int, special_ids: Iterable[int]) -> sp.csr_matrix:
-    """Raw counts ``[len(rows), vocab_size + buckets]``: kept unigrams and hashed adjacent pairs of kept ids."""
+def count(
+    rows: Sequence[Sequence[int]], vocab_size: int, buckets: int, special_ids: Iterable[int]
+) -> sp.csr_matrix:
+    """Raw counts ``[len(rows), vocab_size + buckets]``: kept unigrams and hashed adjacent pairs of
+    kept ids."""
     indptr, cols = [0], []
     special = np.asarray(sorted(special_ids), dtype=np.int64)
     for row in rows:
@@ -84,9 +92,11 @@ class Features:
         return sp.csr_matrix(sp.diags(1.0 / np.maximum(norm, 1e-12)) @ x)
 
     @classmethod
-    def fit(cls, counts: sp.csr_matrix, vocab_size: int, buckets: int, special_ids: set[int]) -> Features:
-        """idf from the training rows' ``counts``: ``ln((1 + n) / (1 + df)) + 1``, and 0 for a feature in
-        fewer than 2 rows."""
+    def fit(
+        cls, counts: sp.csr_matrix, vocab_size: int, buckets: int, special_ids: set[int]
+    ) -> Features:
+        """idf from the training rows' ``counts``: ``ln((1 + n) / (1 + df)) + 1``, and 0 for a
+        feature in fewer than 2 rows."""
         df = np.asarray((counts > 0).sum(axis=0)).ravel()
         idf = np.log((1.0 + counts.shape[0]) / (1.0 + df)) + 1.0
         idf[df < 2] = 0.0
@@ -101,11 +111,12 @@ def fit_wide(
     c: float,
     max_iter: int = 3000,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """One logistic regression per task on the rows labelled for it (``counts``: the training rows', as
-    ``count`` gives them): ``{task: (W [size, k], b [k])}``.
+    """One logistic regression per task on the rows labelled for it (``counts``: the training rows',
+    as ``count`` gives them): ``{task: (W [size, k], b [k])}``.
 
-    Labels with no training row get weight 0 and bias ``MISSING_LOGIT``. Unweighted classes: on validation
-    the square-root class weights of the deep head made the mix slightly worse (docs/trainer.md).
+    Labels with no training row get weight 0 and bias ``MISSING_LOGIT``. Unweighted classes: on
+    validation the square-root class weights of the deep head made the mix slightly worse
+    (docs/trainer.md).
     """
     from sklearn.linear_model import LogisticRegression
 
@@ -139,14 +150,17 @@ class LexicalHead(nn.Module):
 
     def __init__(self, features: Features, wide: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
         super().__init__()
-        self.vocab_size, self.buckets = features.vocab_size, features.buckets
+        self.vocab_size = features.vocab_size
+        self.buckets = features.buckets
         keep = np.ones(features.vocab_size, dtype=np.float32)
         keep[sorted(features.special_ids)] = 0.0
         self.register_buffer("keep", torch.from_numpy(keep))
         self.register_buffer("idf", torch.from_numpy(features.idf.astype(np.float32)))
         self.tasks = {t: w.shape[1] for t, (w, _) in wide.items()}
         # One matrix over all tasks: one MatMul in the graph
-        self.weight = nn.Parameter(torch.from_numpy(np.concatenate([w for w, _ in wide.values()], axis=1)))
+        self.weight = nn.Parameter(
+            torch.from_numpy(np.concatenate([w for w, _ in wide.values()], axis=1))
+        )
         self.bias = nn.Parameter(torch.from_numpy(np.concatenate([b for _, b in wide.values()])))
 
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -154,13 +168,19 @@ class LexicalHead(nn.Module):
         pairs = self.vocab_size + (input_ids[:, :-1] * PRIME + input_ids[:, 1:]) % self.buckets
         index = torch.cat([input_ids, pairs], dim=1)
         values = torch.cat([kept, kept[:, :-1] * kept[:, 1:]], dim=1)
-        counts = torch.zeros(input_ids.shape[0], self.vocab_size + self.buckets, dtype=torch.float32)
+        counts = torch.zeros(
+            input_ids.shape[0], self.vocab_size + self.buckets, dtype=torch.float32
+        )
         counts = counts.scatter_add(1, index, values)
-        tf = torch.where(counts > 0, 1.0 + torch.log(counts.clamp(min=1.0)), torch.zeros_like(counts))
+        tf = torch.where(
+            counts > 0, 1.0 + torch.log(counts.clamp(min=1.0)), torch.zeros_like(counts)
+        )
         x = tf * self.idf
         return x / x.norm(dim=1, keepdim=True).clamp(min=1e-12)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         logits = self.features(input_ids, attention_mask) @ self.weight + self.bias
         out, start = {}, 0
         for task, k in self.tasks.items():
@@ -172,33 +192,51 @@ class LexicalHead(nn.Module):
 def head_cut(
     input_ids: torch.Tensor, attention_mask: torch.Tensor, length: int, end_id: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``length`` ids of each row, the last one replaced by ``end_id`` where the row was longer:
-    what the tokenizer's own ``head`` truncation at ``length`` gives ([CLS] body [SEP])."""
+    """The first ``length`` ids of each row, the last one replaced by ``end_id`` where the row
+    was longer: what the tokenizer's own ``head`` truncation at ``length`` gives ([CLS] body
+    [SEP])."""
     ids, mask = input_ids[:, :length], attention_mask[:, :length]
-    cut = attention_mask.sum(dim=1, keepdim=True) > length  # only when the batch is wider than ``length``
+    cut = (
+        attention_mask.sum(dim=1, keepdim=True) > length
+    )  # only when the batch is wider than ``length``
     last = torch.arange(ids.shape[1]).unsqueeze(0) == ids.shape[1] - 1
     return torch.where(cut & last, torch.full_like(ids, end_id), ids), mask
 
 
 class WideAndDeep(nn.Module):
-    """The served module: ``MultiTaskModel`` on the head of the text mixed with ``LexicalHead`` on all of it.
+    """The served module: ``MultiTaskModel`` on the head of the text mixed with ``LexicalHead`` on
+    all of it.
 
-    ``config`` and ``tasks`` are the encoder's, as ``trainer.export`` expects of the module it exports.
+    ``config`` and ``tasks`` are the encoder's, as ``trainer.export`` expects of the module it
+    exports.
     """
 
     def __init__(
-        self, deep: MultiTaskModel, wide: LexicalHead, weight: float, encoder_length: int, end_id: int
+        self,
+        deep: MultiTaskModel,
+        wide: LexicalHead,
+        weight: float,
+        encoder_length: int,
+        end_id: int,
     ) -> None:
         super().__init__()
         if not 0.0 < weight < 1.0:
             raise ConfigError(f"lexical_weight must be in (0, 1) for a mix, got {weight}")
         if set(wide.tasks) != set(deep.tasks):
-            raise ConfigError(f"wide tasks {sorted(wide.tasks)} differ from deep tasks {sorted(deep.tasks)}")
-        self.deep, self.wide = deep, wide
-        self.config, self.tasks = deep.config, deep.tasks
-        self.weight, self.encoder_length, self.end_id = weight, encoder_length, end_id
+            raise ConfigError(
+                f"wide tasks {sorted(wide.tasks)} differ from deep tasks {sorted(deep.tasks)}"
+            )
+        self.deep = deep
+        self.wide = wide
+        self.config = deep.config
+        self.tasks = deep.tasks
+        self.weight = weight
+        self.encoder_length = encoder_length
+        self.end_id = end_id
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         ids, mask = head_cut(input_ids, attention_mask, self.encoder_length, self.end_id)
         deep = self.deep(ids, mask)
         wide = self.wide(input_ids, attention_mask)

@@ -1,19 +1,22 @@
-"""The optimiser-step loop that the fine-tune (``train.fit``) and the masked-LM stage (``pretrain.adapt``)
-share: batch order per epoch, gradient clipping, the learning-rate schedule, the smoothed loss, progress,
-logging and checkpoint cadence, the time guard, and where a resumed run picks up.
+"""The optimiser-step loop that the fine-tune (``train.fit``) and the masked-LM stage
+(``pretrain.adapt``) share: batch order per epoch, gradient clipping, the learning-rate schedule,
+the smoothed loss, progress, logging and checkpoint cadence, the time guard, and where a resumed run
+picks up.
 
 Contract:
 
-- Each step is ``zero_grad``, ``accumulate(batch)`` (forward and backward; returns the batch's loss), clip
-  the gradient norm of ``params`` to 1, ``optimizer.step``, ``scheduler.step``. Nothing here draws random
-  numbers, so a run's weights depend only on the caller's ``accumulate`` and the batch order.
-- ``order(epoch)`` is the epoch's batch order, a pure function of the epoch (and the caller's seed): a
-  ``Position`` (steps done, epoch, batches done in it, smoothed loss) is all a resumed run needs to replay
-  the rest and end with the weights, and the final loss, of a run that never stopped.
-- ``checkpoint()`` is called every ``checkpoint_every`` steps (0: never) and at each epoch's end, which then
-  calls ``on_epoch_end`` (e.g. validation). ``on_log(metrics, step)`` gets ``<desc>/loss``, ``/lr`` and
-  ``/epoch`` every 20 steps.
-- Past ``deadline`` (``time.monotonic()``) no new step starts; ``run`` returns True when that stopped it.
+- Each step is ``zero_grad``, ``accumulate(batch)`` (forward and backward; returns the batch's
+  loss), clip the gradient norm of ``params`` to 1, ``optimizer.step``, ``scheduler.step``. Nothing
+  here draws random numbers, so a run's weights depend only on the caller's ``accumulate`` and the
+  batch order.
+- ``order(epoch)`` is the epoch's batch order, a pure function of the epoch (and the caller's seed):
+  a ``Position`` (steps done, epoch, batches done in it, smoothed loss) is all a resumed run needs
+  to replay the rest and end with the weights, and the final loss, of a run that never stopped.
+- ``checkpoint()`` is called every ``checkpoint_every`` steps (0: never) and at each epoch's end,
+  which then calls ``on_epoch_end`` (e.g. validation). ``on_log(metrics, step)`` gets
+  ``<desc>/loss``, ``/lr`` and ``/epoch`` every 20 steps.
+- Past ``deadline`` (``time.monotonic()``) no new step starts; ``run`` returns True when that
+  stopped it.
 """
 
 from __future__ import annotations
@@ -43,12 +46,19 @@ class Position:
     running: float = 0.0  # the smoothed loss
 
     def state(self) -> dict[str, Any]:
-        return {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "running": self.running}
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "running": self.running,
+        }
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> Position:
         # checkpoints of fine-tunes from before the smoothed loss was saved lack "running"
-        return cls(state["step"], state["epoch"], state["batch_in_epoch"], float(state.get("running", 0.0)))
+        return cls(
+            state["step"], state["epoch"], state["batch_in_epoch"], float(state.get("running", 0.0))
+        )
 
 
 def run(
@@ -67,8 +77,8 @@ def run(
     on_epoch_end: Callable[[], None] | None = None,
     deadline: float = float("inf"),
 ) -> bool:
-    """Step from ``position`` (updated in place) until ``total`` steps are done or ``deadline`` passes;
-    returns whether the deadline stopped it."""
+    """Step from ``position`` (updated in place) until ``total`` steps are done or ``deadline``
+    passes; returns whether the deadline stopped it."""
     params = list(params)
     pos = position
     bar = tqdm(
@@ -86,7 +96,9 @@ def run(
                 if pos.step >= total:
                     break
                 if time.monotonic() > deadline:
-                    log.warning("%s: time limit reached at step %d of %d; stopping", desc, pos.step, total)
+                    log.warning(
+                        "%s: time limit reached at step %d of %d; stopping", desc, pos.step, total
+                    )
                     stopped = True
                     break
                 optimizer.zero_grad(set_to_none=True)
@@ -98,10 +110,15 @@ def run(
                 # an exponential moving average: 2% of each new batch's loss
                 pos.running = 0.98 * pos.running + 0.02 * value if pos.step > 1 else value
                 bar.update(1)
-                bar.set_postfix(loss=f"{pos.running:.3f}", epoch=pos.epoch, refresh=False)  # redrawn at mininterval
+                bar.set_postfix(
+                    loss=f"{pos.running:.3f}", epoch=pos.epoch, refresh=False
+                )  # redrawn at mininterval
                 if on_log and pos.step % LOG_EVERY == 0:
                     lr = scheduler.get_last_lr()[0]
-                    on_log({f"{desc}/loss": pos.running, f"{desc}/lr": lr, f"{desc}/epoch": pos.epoch}, pos.step)
+                    on_log(
+                        {f"{desc}/loss": pos.running, f"{desc}/lr": lr, f"{desc}/epoch": pos.epoch},
+                        pos.step,
+                    )
                 if checkpoint_every and pos.step % checkpoint_every == 0:
                     checkpoint()
             else:

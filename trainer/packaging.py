@@ -1,8 +1,10 @@
-"""Assemble a model package folder and its manifest (schema ``model-manifest/v1``, see consumer.package).
+"""Assemble a model package folder and its manifest (schema ``model-manifest/v1``, see
+consumer.package).
 
 The folder holds ``model.onnx`` (served, int8 unless quantisation is off), ``model.fp32.onnx``
-(parity audits), ``tokenizer.json`` (truncation at ``max_length``, no padding) and ``manifest.json``,
-written last by ``consumer.package.write_manifest``, which hashes every file and validates the document.
+(parity audits), ``tokenizer.json`` (truncation at ``max_length``, no padding) and
+``manifest.json``, written last by ``consumer.package.write_manifest``, which hashes every file and
+validates the document.
 """
 
 from __future__ import annotations
@@ -35,7 +37,11 @@ class HeadSpec:
     calibration: dict[str, Any] = field(default_factory=dict)
 
     def manifest(self, task: str) -> dict[str, Any]:
-        spec: dict[str, Any] = {"output": output_name(task), "labels": list(self.labels), "kind": self.kind}
+        spec: dict[str, Any] = {
+            "output": output_name(task),
+            "labels": list(self.labels),
+            "kind": self.kind,
+        }
         if self.kind == "binary":
             spec["positive_label"] = self.positive_label
             spec["threshold"] = 0.5 if self.threshold is None else round(float(self.threshold), 6)
@@ -48,7 +54,8 @@ class HeadSpec:
 
 
 def default_heads(tasks: dict[str, tuple[str, ...]]) -> dict[str, HeadSpec]:
-    """Uncalibrated heads: binary tasks flag at 0.5 on their last label (``yes``), multiclass never review."""
+    """Uncalibrated heads: binary tasks flag at 0.5 on their last label (``yes``), multiclass never
+    review."""
     heads = {}
     for task, labels in tasks.items():
         if len(labels) == 2 and labels[-1] == "yes":
@@ -59,14 +66,17 @@ def default_heads(tasks: dict[str, tuple[str, ...]]) -> dict[str, HeadSpec]:
 
 
 def code_commit() -> str:
-    """The git commit of this checkout, ``<sha>-dirty`` when ``trainer/`` differs from it (uncommitted or
-    untracked files). Without a checkout (an installed package, an image), ``ALLOCATOR_CODE_COMMIT``, which the
-    images set from their build (docker/*.Dockerfile), else ``unknown``."""
+    """The git commit of this checkout, ``<sha>-dirty`` when ``trainer/`` differs from it
+    (uncommitted or untracked files). Without a checkout (an installed package, an image),
+    ``ALLOCATOR_CODE_COMMIT``, which the images set from their build (docker/*.Dockerfile), else
+    ``unknown``."""
     here = Path(__file__).resolve().parent
 
     def git(*args: str) -> str | None:
         try:
-            out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, check=False, cwd=here)
+            out = subprocess.run(
+                ["git", *args], capture_output=True, text=True, timeout=5, check=False, cwd=here
+            )
         except OSError:
             return None
         return out.stdout.strip() if out.returncode == 0 else None
@@ -78,7 +88,8 @@ def code_commit() -> str:
 
 
 def write_tokenizer(source: Path, folder: Path, max_length: int) -> Path:
-    """Copy a tokenizer.json with the serving policy baked in (truncate at max_length, no fixed padding)."""
+    """Copy a tokenizer.json with the serving policy baked in (truncate at max_length, no fixed
+    padding)."""
     dest = folder / TOKENIZER_FILE
     serving_tokenizer(source, max_length).save(str(dest))
     return dest

@@ -1,11 +1,12 @@
-"""``python -m trainer train``: data -> fine-tune -> export + parity -> int8 -> calibrate -> package -> W&B.
+"""``python -m trainer train``: data -> fine-tune -> export + parity -> int8 -> calibrate ->
+package -> W&B.
 
-Order matters for honesty: thresholds are calibrated on validation scores of the *served* (int8) graph,
-so they apply to the numbers the consumer sees; test figures come from the same graph after calibration;
-the holdout is never trained, tuned or scored here (``splits.training_rows`` refuses it); its texts are
-read only to keep copies of them out of training (``splits.guard_holdout``, the masked-LM corpus).
-Outputs under ``out``: ``package/`` (the model package), ``checkpoints/``, ``work/`` (the fine-tuned
-PyTorch model) and ``train_report.json``.
+Order matters for honesty: thresholds are calibrated on validation scores of the *served* (int8)
+graph, so they apply to the numbers the consumer sees; test figures come from the same graph after
+calibration; the holdout is never trained, tuned or scored here (``splits.training_rows`` refuses
+it); its texts are read only to keep copies of them out of training (``splits.guard_holdout``, the
+masked-LM corpus). Outputs under ``out``: ``package/`` (the model package), ``checkpoints/``,
+``work/`` (the fine-tuned PyTorch model) and ``train_report.json``.
 """
 
 from __future__ import annotations
@@ -37,10 +38,12 @@ from trainer.train import Encoded
 log = logging.getLogger(__name__)
 
 
-def load_rows(cfg: TrainConfig, space: LabelSpace) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """All sources combined and split: ``(rows, every_row, summary)``. ``rows`` are the ones the run uses:
-    with ``limit_rows``, a reproducible sample of each split; ``every_row`` is all of them (the masked-LM
-    stage keeps clear of every evaluation text, sampled or not)."""
+def load_rows(
+    cfg: TrainConfig, space: LabelSpace
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """All sources combined and split: ``(rows, every_row, summary)``. ``rows`` are the ones the
+    run uses: with ``limit_rows``, a reproducible sample of each split; ``every_row`` is all of them
+    (the masked-LM stage keeps clear of every evaluation text, sampled or not)."""
     frames, reports = [], []
     for src in cfg.data:
         df, rep = load_source(src, space)
@@ -49,7 +52,10 @@ def load_rows(cfg: TrainConfig, space: LabelSpace) -> tuple[pd.DataFrame, pd.Dat
     every_row = rows = splits.prepare(frames)
     if cfg.limit_rows:
         rows = pd.concat(
-            [g.sample(n=min(len(g), cfg.limit_rows), random_state=cfg.seed) for _, g in rows.groupby("split")],
+            [
+                g.sample(n=min(len(g), cfg.limit_rows), random_state=cfg.seed)
+                for _, g in rows.groupby("split")
+            ],
             ignore_index=True,
         )
     counts = rows["split"].value_counts().to_dict()
@@ -62,7 +68,8 @@ def encode(df: pd.DataFrame, enc: TextEncoder, space: LabelSpace) -> Encoded:
 
 
 def base_tokenizer(base: str, work: Path) -> Path:
-    """The base model's ``tokenizer.json``: from its folder, else saved from its fast tokenizer (hub ids)."""
+    """The base model's ``tokenizer.json``: from its folder, else saved from its fast tokenizer (hub
+    ids)."""
     local = Path(base) / "tokenizer.json"
     if local.is_file():
         return local
@@ -84,13 +91,16 @@ def adapt_encoder(
     resume: bool,
     tracker: Tracker,
 ) -> tuple[str, dict[str, Any]]:
-    """Masked-LM adaptation of ``base`` on the training texts plus ``cfg.mlm_data``, never on a text of
-    val, test or holdout (``rows`` holds them all). Returns the adapted encoder's folder and the summary."""
+    """Masked-LM adaptation of ``base`` on the training texts plus ``cfg.mlm_data``, never on a text
+    of val, test or holdout (``rows`` holds them all). Returns the adapted encoder's folder and the
+    summary."""
     extra = [t for src in cfg.mlm_data for t in load_texts(src)]
     texts = pretrain.corpus(train_df["text"], extra, rows.loc[rows["split"] != "train", "text"])
     mask_id = enc.tok.token_to_id("[MASK]")
     if mask_id is None:
-        raise DataError(f"{base}: the tokenizer has no [MASK] token, so it cannot be adapted with masked LM")
+        raise DataError(
+            f"{base}: the tokenizer has no [MASK] token, so it cannot be adapted with masked LM"
+        )
     data = Encoded(ids=enc.encode(texts.texts), labels={})
     folder, summary = pretrain.adapt(
         base,
@@ -104,7 +114,11 @@ def adapt_encoder(
         resume=resume,
         on_log=lambda metrics, step: tracker.log(metrics, step=step),
     )
-    summary = {**summary, "sources": list(cfg.mlm_data), "excluded_evaluation_texts": texts.excluded}
+    summary = {
+        **summary,
+        "sources": list(cfg.mlm_data),
+        "excluded_evaluation_texts": texts.excluded,
+    }
     tracker.log({"mlm/final_loss": summary["final_loss"], "mlm/texts": summary["texts"]})
     return str(folder), summary
 
@@ -129,16 +143,24 @@ def run(cfg: TrainConfig, out: Path, *, resume: bool = False) -> ModelPackage:
         tracker.log_dataset(digest, list(cfg.data), data_summary)
         pkg_dir = out / "package"
         pkg_dir.mkdir(parents=True, exist_ok=True)
-        tok_path = packaging.write_tokenizer(base_tokenizer(base, out / "work"), pkg_dir, cfg.serving_length)
-        enc = TextEncoder(serving_tokenizer(tok_path, cfg.max_length), cfg.max_length, cfg.truncation)
+        tok_path = packaging.write_tokenizer(
+            base_tokenizer(base, out / "work"), pkg_dir, cfg.serving_length
+        )
+        enc = TextEncoder(
+            serving_tokenizer(tok_path, cfg.max_length), cfg.max_length, cfg.truncation
+        )
         train_enc, val_enc = encode(train_df, enc, space), encode(val_df, enc, space)
         t0 = time.perf_counter()
         tune_base, adaptation = base, None
         if cfg.mlm_epochs:
-            tune_base, adaptation = adapt_encoder(cfg, base, every_row, train_df, enc, out, resume, tracker)
+            tune_base, adaptation = adapt_encoder(
+                cfg, base, every_row, train_df, enc, out, resume, tracker
+            )
         # W&B steps only grow: the fine-tune's are counted on from the masked-LM stage's
         offset = adaptation["steps"] if adaptation else 0
-        tune = FineTune(tune_base, space, train_enc, val_enc, enc.pad_id, digest, tracker, resume, offset)
+        tune = FineTune(
+            tune_base, space, train_enc, val_enc, enc.pad_id, digest, tracker, resume, offset
+        )
         net, summary = tune.run(cfg, out / "checkpoints")
         summary["mlm"] = adaptation
         if cfg.soup_seeds:
@@ -148,10 +170,25 @@ def run(cfg: TrainConfig, out: Path, *, resume: bool = False) -> ModelPackage:
         served: export.Servable = net
         serve_enc = enc
         if cfg.lexical_weight:
-            served, serve_enc, summary["lexical"] = wide_and_deep(cfg, net, tok_path, train_df, train_enc.labels)
-            tracker.log({f"lexical/{k}": summary["lexical"][k] for k in ("seconds", "features_used")})
+            served, serve_enc, summary["lexical"] = wide_and_deep(
+                cfg, net, tok_path, train_df, train_enc.labels
+            )
+            tracker.log(
+                {f"lexical/{k}": summary["lexical"][k] for k in ("seconds", "features_used")}
+            )
         package = publish(
-            served, cfg, space, serve_enc, pkg_dir, val_df, test_df, version, base, digest, tracker, summary
+            served,
+            cfg,
+            space,
+            serve_enc,
+            pkg_dir,
+            val_df,
+            test_df,
+            version,
+            base,
+            digest,
+            tracker,
+            summary,
         )
         report = {
             "package": str(pkg_dir),
@@ -162,7 +199,9 @@ def run(cfg: TrainConfig, out: Path, *, resume: bool = False) -> ModelPackage:
             "metrics": package.manifest["metrics"],
             "wall_seconds": time.perf_counter() - started,
         }
-        (out / "train_report.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+        (out / "train_report.json").write_text(
+            json.dumps(report, indent=2, default=str), encoding="utf-8"
+        )
         tracker.summary({"wall_seconds": report["wall_seconds"], "package_digest": package.digest})
         return package
     finally:
@@ -170,20 +209,30 @@ def run(cfg: TrainConfig, out: Path, *, resume: bool = False) -> ModelPackage:
 
 
 def wide_and_deep(
-    cfg: TrainConfig, net: model.MultiTaskModel, tok_path: Path, train_df: pd.DataFrame, labels: dict[str, np.ndarray]
+    cfg: TrainConfig,
+    net: model.MultiTaskModel,
+    tok_path: Path,
+    train_df: pd.DataFrame,
+    labels: dict[str, np.ndarray],
 ) -> tuple[lexical.WideAndDeep, TextEncoder, dict[str, Any]]:
-    """Fit the lexical model on the training rows (``labels``: their label indices per task) as the package's
-    tokenizer reads them, and mix it with the fine-tuned ``net``. Returns the module to export, the encoder
-    that feeds it, and the lexical summary."""
+    """Fit the lexical model on the training rows (``labels``: their label indices per task) as the
+    package's tokenizer reads them, and mix it with the fine-tuned ``net``. Returns the module to
+    export, the encoder that feeds it, and the lexical summary."""
     t0 = time.perf_counter()
-    read = TextEncoder(serving_tokenizer(tok_path, cfg.lexical_read_length), cfg.lexical_read_length, "head")
+    read = TextEncoder(
+        serving_tokenizer(tok_path, cfg.lexical_read_length), cfg.lexical_read_length, "head"
+    )
     vocab, special = read.tok.get_vocab_size(), special_ids(read.tok)
     counts = lexical.count(read.encode(list(train_df["text"])), vocab, cfg.lexical_buckets, special)
     features = lexical.Features.fit(counts, vocab, cfg.lexical_buckets, special)
-    wide = lexical.LexicalHead(features, lexical.fit_wide(features, counts, labels, net.tasks, cfg.lexical_c))
+    wide = lexical.LexicalHead(
+        features, lexical.fit_wide(features, counts, labels, net.tasks, cfg.lexical_c)
+    )
     end_id = read.tok.token_to_id("[SEP]")
     if end_id is None:
-        raise DataError("the tokenizer has no [SEP] token: the graph cannot re-cut the encoder's input")
+        raise DataError(
+            "the tokenizer has no [SEP] token: the graph cannot re-cut the encoder's input"
+        )
     served = lexical.WideAndDeep(net.eval(), wide, cfg.lexical_weight, cfg.max_length, end_id)
     summary = {
         "method": "tfidf-logistic-regression",
@@ -224,20 +273,32 @@ def publish(
     if recipe is None:
         fp32.replace(served)
     scorer = OnnxScorer(
-        served, pkg_dir / packaging.TOKENIZER_FILE, enc.max_length, enc.truncation, outputs, threads=cfg.threads
+        served,
+        pkg_dir / packaging.TOKENIZER_FILE,
+        enc.max_length,
+        enc.truncation,
+        outputs,
+        threads=cfg.threads,
     )
-    # Thresholds are calibrated on the graph that will be served, so they mean what the consumer sees.
+    # Thresholds are calibrated on the graph that will be served, so they mean what the consumer
+    # sees.
     val_scores = scorer.score(list(val_df["text"]))
     heads = calibrate_heads(space, val_df, val_scores, cfg)
     if recipe is None:
         agreement = dict.fromkeys(space.tasks, 1.0)
     else:
-        thresholds = {t: (1, float(h.threshold or 0.5)) for t, h in heads.items() if h.kind == "binary"}
-        agreement = export.int8_agreement(fp32, served, enc, check_texts, list(space.tasks), thresholds)
+        thresholds = {
+            t: (1, float(h.threshold or 0.5)) for t, h in heads.items() if h.kind == "binary"
+        }
+        agreement = export.int8_agreement(
+            fp32, served, enc, check_texts, list(space.tasks), thresholds
+        )
         if min(agreement.values()) < cfg.min_int8_agreement:
             # The trained model is kept (work/, checkpoints/): `--resume` with other export settings
             # publishes again without training again.
-            raise export.QuantizationError(f"int8 agrees with fp32 on {agreement} < {cfg.min_int8_agreement}")
+            raise export.QuantizationError(
+                f"int8 agrees with fp32 on {agreement} < {cfg.min_int8_agreement}"
+            )
     report = export.ExportReport(
         export.OPSET, max_diff, cfg.parity_tolerance, min(agreement.values()), agreement, recipe
     )
@@ -277,10 +338,15 @@ def publish(
             "data": list(cfg.data),
             "seed": cfg.seed,
             **({"adaptation": _lineage(train_summary["mlm"])} if train_summary.get("mlm") else {}),
-            **({"lexical": lexical_facts} if (lexical_facts := train_summary.get("lexical")) else {}),
+            **(
+                {"lexical": lexical_facts}
+                if (lexical_facts := train_summary.get("lexical"))
+                else {}
+            ),
         },
-        description=f"{Path(base).name}{' + masked-LM adaptation' if train_summary.get('mlm') else ''}"
-        f" + {len(space.tasks)} linear heads, fine-tuned by trainer.pipeline"
+        description=Path(base).name
+        + (" + masked-LM adaptation" if train_summary.get("mlm") else "")
+        + f" + {len(space.tasks)} linear heads, fine-tuned by trainer.pipeline"
         + (f", mixed with a TF-IDF model at weight {cfg.lexical_weight}" if lexical_facts else ""),
     )
     tracker.log_package(pkg_dir, package.manifest, cfg.registry_collection)
@@ -301,7 +367,9 @@ def calibrate_heads(
         y = indices(val_df[task], labels)
         known = y != IGNORE  # calibrate each task on the validation rows labelled for it
         if not known.any():
-            raise DataError(f"no validation rows labelled for {task!r}: cannot calibrate its thresholds")
+            raise DataError(
+                f"no validation rows labelled for {task!r}: cannot calibrate its thresholds"
+            )
         y, probs = y[known], scores.probs(task)[known]
         if task == "vulnerable":
             cal = calibrate.binary_threshold(

@@ -1,26 +1,29 @@
-"""Domain-adaptive masked-LM pretraining of the encoder before the fine-tune (``mlm_epochs``; Gururangan et
-al., ACL 2020, "Don't Stop Pretraining").
+"""Domain-adaptive masked-LM pretraining of the encoder before the fine-tune (``mlm_epochs``;
+Gururangan et al., ACL 2020, "Don't Stop Pretraining").
 
-The default base model was trained contrastively on web and QA pairs, never on complaint language, and a bank
-holds far more unlabelled complaints than labelled ones. This stage continues pretraining on complaint texts
-(the training rows' own plus ``mlm_data``) with BERT's objective: 15% of the non-special tokens are chosen,
-80% of those become ``[MASK]``, 10% a random token, 10% stay. The prediction head (dense, GELU, LayerNorm, then
-a decoder tied to the word embeddings) is built here and thrown away afterwards: the fine-tune starts from
-the adapted encoder alone, so export and serving are unchanged.
+The default base model was trained contrastively on web and QA pairs, never on complaint language,
+and a bank holds far more unlabelled complaints than labelled ones. This stage continues pretraining
+on complaint texts (the training rows' own plus ``mlm_data``) with BERT's objective: 15% of the
+non-special tokens are chosen, 80% of those become ``[MASK]``, 10% a random token, 10% stay. The
+prediction head (dense, GELU, LayerNorm, then a decoder tied to the word embeddings) is built here
+and thrown away afterwards: the fine-tune starts from the adapted encoder alone, so export and
+serving are unchanged.
 
 Contract:
 
-- ``corpus``: the texts, deduplicated by normalised text, minus any text that equals a val, test or holdout
-  text (evaluation texts never train the encoder, even without labels). Its digest goes into lineage.
-- ``adapt``: trains a copy of the base encoder and saves it to ``<folder>/encoder`` with ``adaptation.json``
-  (digest, settings, loss) written last, so a folder with ``adaptation.json`` is complete. A resumed run that
-  finds a complete folder for the same base, digest and settings uses it instead of training again; an
-  interrupted stage continues from its last checkpoint (``last.pt`` every ``checkpoint_every`` steps and at
-  each epoch's end: encoder, head, optimiser, scheduler, both random streams, the position in the epoch and
-  the smoothed loss), so a resumed stage ends with the same weights and loss as one that never stopped. The
-  step loop is ``trainer.loop``'s, the fine-tune's own.
-- Logits are computed at the chosen positions only: a full 30k-way output for every token of a batch would
-  cost more than the encoder itself.
+- ``corpus``: the texts, deduplicated by normalised text, minus any text that equals a val, test or
+  holdout text (evaluation texts never train the encoder, even without labels). Its digest goes into
+  lineage.
+- ``adapt``: trains a copy of the base encoder and saves it to ``<folder>/encoder`` with
+  ``adaptation.json`` (digest, settings, loss) written last, so a folder with ``adaptation.json`` is
+  complete. A resumed run that finds a complete folder for the same base, digest and settings uses
+  it instead of training again; an interrupted stage continues from its last checkpoint (``last.pt``
+  every ``checkpoint_every`` steps and at each epoch's end: encoder, head, optimiser, scheduler,
+  both random streams, the position in the epoch and the smoothed loss), so a resumed stage ends
+  with the same weights and loss as one that never stopped. The step loop is ``trainer.loop``'s, the
+  fine-tune's own.
+- Logits are computed at the chosen positions only: a full 30k-way output for every token of a batch
+  would cost more than the encoder itself.
 """
 
 from __future__ import annotations
@@ -44,7 +47,14 @@ from trainer import loop, model, splits
 from trainer.errors import DataError
 from trainer.loop import Position
 from trainer.run_config import TrainConfig
-from trainer.train import Encoded, length_grouped_batches, micro_batches, pad, save_checkpoint, use_bf16
+from trainer.train import (
+    Encoded,
+    length_grouped_batches,
+    micro_batches,
+    pad,
+    save_checkpoint,
+    use_bf16,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +71,11 @@ class Corpus:
     excluded: int  # texts dropped because they equal an evaluation text
 
 
-def corpus(train_texts: Iterable[str], extra_texts: Iterable[str], evaluation_texts: Iterable[str]) -> Corpus:
-    """The adaptation texts: training rows first, then ``extra_texts``, each normalised text once, none equal
-    to an evaluation (val, test or holdout) text."""
+def corpus(
+    train_texts: Iterable[str], extra_texts: Iterable[str], evaluation_texts: Iterable[str]
+) -> Corpus:
+    """The adaptation texts: training rows first, then ``extra_texts``, each normalised text once,
+    none equal to an evaluation (val, test or holdout) text."""
     banned = {splits.text_key(t) for t in evaluation_texts}
     kept: dict[str, str] = {}  # normalised-text key -> the first text with it, in order
     excluded = 0
@@ -78,14 +90,17 @@ def corpus(train_texts: Iterable[str], extra_texts: Iterable[str], evaluation_te
 
 
 class MaskedLmHead(nn.Module):
-    """BERT's prediction head: transform, then logits against the word embeddings passed in (tied, not
-    owned: the head's state, and so each checkpoint, leaves out the 30k x hidden matrix the encoder holds)."""
+    """BERT's prediction head: transform, then logits against the word embeddings passed in (tied,
+    not owned: the head's state, and so each checkpoint, leaves out the 30k x hidden matrix the
+    encoder holds)."""
 
     def __init__(self, encoder: PreTrainedModel) -> None:
         super().__init__()
         hidden = int(encoder.config.hidden_size)
         self.transform = nn.Sequential(
-            nn.Linear(hidden, hidden), nn.GELU(), nn.LayerNorm(hidden, eps=encoder.config.layer_norm_eps)
+            nn.Linear(hidden, hidden),
+            nn.GELU(),
+            nn.LayerNorm(hidden, eps=encoder.config.layer_norm_eps),
         )
         self.bias = nn.Parameter(torch.zeros(int(encoder.config.vocab_size)))
 
@@ -94,10 +109,16 @@ class MaskedLmHead(nn.Module):
 
 
 def choose(
-    ids: torch.Tensor, candidates: torch.Tensor, gen: torch.Generator, probability: float, mask_id: int, vocab: int
+    ids: torch.Tensor,
+    candidates: torch.Tensor,
+    gen: torch.Generator,
+    probability: float,
+    mask_id: int,
+    vocab: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT masking of ``ids`` where ``candidates`` is true: returns ``(inputs, targets)``, targets
-    ``NOT_CHOSEN`` except at the chosen positions. At least one position is chosen when any is a candidate."""
+    ``NOT_CHOSEN`` except at the chosen positions. At least one position is chosen when any is a
+    candidate."""
     draw = torch.rand(ids.shape, generator=gen)
     chosen = candidates & (draw < probability)
     if not chosen.any() and candidates.any():
@@ -112,7 +133,8 @@ def choose(
 
 
 def _settings(cfg: TrainConfig) -> dict[str, Any]:
-    """The settings an adapted encoder depends on: a resumed run reuses it only if they are all the same."""
+    """The settings an adapted encoder depends on: a resumed run reuses it only if they are all the
+    same."""
     return {
         "epochs": cfg.mlm_epochs,
         "probability": cfg.mlm_probability,
@@ -142,9 +164,10 @@ def adapt(
     resume: bool = False,
     on_log: Callable[[dict[str, float], int], None] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
-    """Continue pretraining the ``base`` encoder on ``data.ids`` (labels unused); returns the folder of the
-    adapted encoder (``AutoModel`` loads it like any base) and the stage's summary (``adaptation.json``).
-    ``on_log(metrics, step)`` gets the loss and learning rate every 20 steps (W&B)."""
+    """Continue pretraining the ``base`` encoder on ``data.ids`` (labels unused); returns the folder
+    of the adapted encoder (``AutoModel`` loads it like any base) and the stage's summary
+    (``adaptation.json``). ``on_log(metrics, step)`` gets the loss and learning rate every 20 steps
+    (W&B)."""
     if not len(data):
         raise DataError("no texts for masked-LM adaptation")
     done, adapted = folder / DONE_FILE, folder / "encoder"
@@ -163,12 +186,15 @@ def adapt(
     head = MaskedLmHead(encoder)
     for module in head.transform:
         if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, std=float(getattr(encoder.config, "initializer_range", 0.02)))
+            nn.init.normal_(
+                module.weight, std=float(getattr(encoder.config, "initializer_range", 0.02))
+            )
             nn.init.zeros_(module.bias)
     own = [head.bias, *head.transform.parameters()]
     body = [p for p in encoder.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(
-        [{"params": body, "lr": cfg.lr}, {"params": own, "lr": cfg.head_lr}], weight_decay=cfg.weight_decay
+        [{"params": body, "lr": cfg.lr}, {"params": own, "lr": cfg.head_lr}],
+        weight_decay=cfg.weight_decay,
     )
     per_epoch = math.ceil(len(data) / cfg.batch_size)
     total = max(1, math.ceil(cfg.mlm_epochs * per_epoch))
@@ -176,7 +202,9 @@ def adapt(
     autocast = use_bf16(cfg.bf16)
     vocab = int(encoder.config.vocab_size)
     special = torch.tensor(sorted(special_ids | {pad_id}), dtype=torch.long)
-    gen = torch.Generator().manual_seed(cfg.seed + (1 << 21))  # its own stream, apart from the fine-tune's
+    gen = torch.Generator().manual_seed(
+        cfg.seed + (1 << 21)
+    )  # its own stream, apart from the fine-tune's
     log.info("mlm: %d texts, %d steps, masking %.0f%%", len(data), total, 100 * cfg.mlm_probability)
     parts = {"encoder": encoder, "head": head, "optimizer": opt, "scheduler": sched}
     ckpt = folder / CHECKPOINT
@@ -185,16 +213,26 @@ def adapt(
     def checkpoint() -> None:
         state = {name: part.state_dict() for name, part in parts.items()}
         save_checkpoint(
-            ckpt, {**state, **pos.state(), "wanted": wanted, "rng": torch.get_rng_state(), "gen": gen.get_state()}
+            ckpt,
+            {
+                **state,
+                **pos.state(),
+                "wanted": wanted,
+                "rng": torch.get_rng_state(),
+                "gen": gen.get_state(),
+            },
         )
 
     encoder.train()
     loop.run(
         pos,
         total,
-        # epochs offset by 1000: a batch order unlike the fine-tune's first epochs over the same rows
+        # epochs offset by 1000: a batch order unlike the fine-tune's first epochs over the same
+        # rows
         lambda epoch: length_grouped_batches(data.lengths, cfg.batch_size, cfg.seed, 1000 + epoch),
-        lambda batch: _accumulate(encoder, head, data, batch, cfg, gen, pad_id, mask_id, special, vocab, autocast),
+        lambda batch: _accumulate(
+            encoder, head, data, batch, cfg, gen, pad_id, mask_id, special, vocab, autocast
+        ),
         optimizer=opt,
         scheduler=sched,
         params=[*body, *own],
@@ -211,9 +249,11 @@ def adapt(
     return adapted, summary
 
 
-def _restore(ckpt: Path, wanted: dict[str, Any], parts: dict[str, Any], gen: torch.Generator) -> Position | None:
-    """Load a mid-stage checkpoint into ``parts`` when it was made with the same corpus and settings;
-    returns where the stage was, or None to start over."""
+def _restore(
+    ckpt: Path, wanted: dict[str, Any], parts: dict[str, Any], gen: torch.Generator
+) -> Position | None:
+    """Load a mid-stage checkpoint into ``parts`` when it was made with the same corpus and
+    settings; returns where the stage was, or None to start over."""
     state = torch.load(ckpt, weights_only=False)
     if state["wanted"] != wanted:
         log.warning("mlm: %s was made on other texts or settings; starting the stage over", ckpt)
@@ -223,7 +263,9 @@ def _restore(ckpt: Path, wanted: dict[str, Any], parts: dict[str, Any], gen: tor
     torch.set_rng_state(state["rng"])
     gen.set_state(state["gen"])
     pos = Position.from_state(state)
-    log.info("mlm: resumed at step %d (epoch %d, batch %d)", pos.step, pos.epoch, pos.batch_in_epoch)
+    log.info(
+        "mlm: resumed at step %d (epoch %d, batch %d)", pos.step, pos.epoch, pos.batch_in_epoch
+    )
     return pos
 
 
@@ -240,12 +282,15 @@ def _accumulate(
     vocab: int,
     autocast: bool,
 ) -> float:
-    """One optimiser batch in token-bounded pieces; the loss is the mean over the batch's chosen tokens."""
+    """One optimiser batch in token-bounded pieces; the loss is the mean over the batch's chosen
+    tokens."""
     pieces = []
     for piece in micro_batches(batch, data.lengths, cfg.micro_batch_tokens):
         ids, attention = pad([data.ids[i] for i in piece], pad_id)
         candidates = ~torch.isin(ids, special) & attention.bool()
-        pieces.append((ids, attention, *choose(ids, candidates, gen, cfg.mlm_probability, mask_id, vocab)))
+        pieces.append(
+            (ids, attention, *choose(ids, candidates, gen, cfg.mlm_probability, mask_id, vocab))
+        )
     chosen = sum(int((targets != NOT_CHOSEN).sum()) for *_, targets in pieces)
     total = 0.0
     for _ids, attention, inputs, targets in pieces:
@@ -262,7 +307,8 @@ def _accumulate(
 
 
 def _save(encoder: PreTrainedModel, folder: Path, summary: dict[str, Any]) -> None:
-    """Write the encoder, then ``adaptation.json`` last: its presence means the folder is complete."""
+    """Write the encoder, then ``adaptation.json`` last: its presence means the folder is
+    complete."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / DONE_FILE).unlink(missing_ok=True)
     tmp = folder / "encoder.tmp"

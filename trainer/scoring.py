@@ -1,8 +1,9 @@
-"""A small onnxruntime scorer for the trainer's own evaluations (compare, bench, parity, int8 check).
+"""A small onnxruntime scorer for the trainer's own evaluations (compare, bench, parity, int8
+check).
 
-The consumer has its own inference path; this one only needs ``onnxruntime``, ``tokenizers`` and numpy.
-Texts are sorted by length and batched so that dynamic padding wastes little; results come back in input
-order as ``{task: logits [n, n_labels]}`` plus the wall time per text.
+The consumer has its own inference path; this one only needs ``onnxruntime``, ``tokenizers`` and
+numpy. Texts are sorted by length and batched so that dynamic padding wastes little; results come
+back in input order as ``{task: logits [n, n_labels]}`` plus the wall time per text.
 """
 
 from __future__ import annotations
@@ -56,12 +57,16 @@ class OnnxScorer:
         outputs: dict[str, str],
         threads: int = 0,
     ) -> None:
-        self.encoder = TextEncoder(serving_tokenizer(tokenizer_path, max_length), max_length, truncation)
+        self.encoder = TextEncoder(
+            serving_tokenizer(tokenizer_path, max_length), max_length, truncation
+        )
         self.session = session(onnx_path, threads)
         self.outputs = dict(outputs)
 
     @classmethod
-    def for_package(cls, package: ModelPackage, onnx_file: str | None = None, threads: int = 0) -> OnnxScorer:
+    def for_package(
+        cls, package: ModelPackage, onnx_file: str | None = None, threads: int = 0
+    ) -> OnnxScorer:
         """The package's served graph (``model.onnx``), or another of its graphs by file name."""
         return cls(
             package.path / (onnx_file or package.manifest["onnx"]["file"]),

@@ -1,13 +1,13 @@
 """Reproducible splits, the holdout guard, and the dataset digest for lineage.
 
-- ``assign``: rows without a split get one from ``sha256("cfpb-split:" + complaint_id)`` exactly as the
-  shared file was split (first 8 hex digits / 16^8 < 0.70 train, < 0.85 val, else test; see
+- ``assign``: rows without a split get one from ``sha256("cfpb-split:" + complaint_id)`` exactly as
+  the shared file was split (first 8 hex digits / 16^8 < 0.70 train, < 0.85 val, else test; see
   data/cfpb/SOURCES.md), so a complaint lands in the same split whichever source it comes from. Rows
-  without an id use the sha256 of their normalised text as the key. Hashing never yields ``holdout``:
-  only a source that says so puts a row there.
-- ``combine``: one row per complaint id; a later source's labels win (feedback corrects the original),
-  task by task, except that an unknown label never erases a known one; the first source's split is kept,
-  so a holdout complaint never moves into training.
+  without an id use the sha256 of their normalised text as the key. Hashing never yields
+  ``holdout``: only a source that says so puts a row there.
+- ``combine``: one row per complaint id; a later source's labels win (feedback corrects the
+  original), task by task, except that an unknown label never erases a known one; the first source's
+  split is kept, so a holdout complaint never moves into training.
 - ``guard_holdout``: drops non-holdout rows whose normalised text equals a holdout text.
 - ``digest``: sha256 over the normalised rows in a canonical order.
 """
@@ -44,13 +44,17 @@ def assign(df: pd.DataFrame) -> pd.DataFrame:
     """Fill empty ``split`` values by hashing the complaint id (or the text when there is none)."""
     df = df.copy()
     empty = df["split"].fillna("") == ""
-    keys = [cid if cid else "text:" + text_key(t) for cid, t in zip(df["complaint_id"], df["text"], strict=True)]
+    keys = [
+        cid if cid else "text:" + text_key(t)
+        for cid, t in zip(df["complaint_id"], df["text"], strict=True)
+    ]
     df.loc[empty, "split"] = [hash_split(k) for k, e in zip(keys, empty, strict=True) if e]
     return df
 
 
 def combine(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """Concatenate sources; per complaint id the last known label of each task wins and the first split is kept."""
+    """Concatenate sources; per complaint id the last known label of each task wins and the first
+    split is kept."""
     if not frames:
         raise DataError("no data sources given")
     df = pd.concat([f[COLUMNS] for f in frames], ignore_index=True)
@@ -72,7 +76,8 @@ def _last_known(values: pd.Series) -> str:
 
 
 def guard_holdout(df: pd.DataFrame) -> pd.DataFrame:
-    """Drop train/val/test rows whose normalised text is also a holdout text (leakage through copies)."""
+    """Drop train/val/test rows whose normalised text is also a holdout text (leakage through
+    copies)."""
     keys = df["text"].map(text_key)
     holdout = set(keys[df["split"] == "holdout"])
     leak = (df["split"] != "holdout") & keys.isin(holdout)
@@ -87,7 +92,8 @@ def prepare(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def digest(df: pd.DataFrame) -> str:
-    """sha256 over the rows (all COLUMNS) sorted by id and text: same rows, same digest, any source order."""
+    """sha256 over the rows (all COLUMNS) sorted by id and text: same rows, same digest, any source
+    order."""
     h = hashlib.sha256()
     rows = sorted(zip(*(df[c].astype(str) for c in COLUMNS), strict=True))
     for row in rows:
@@ -98,5 +104,7 @@ def digest(df: pd.DataFrame) -> str:
 def training_rows(df: pd.DataFrame, split: str) -> pd.DataFrame:
     """The rows of one trainable split; asking for the holdout here is a bug and raises."""
     if split not in TRAINABLE:
-        raise DataError(f"split {split!r} is not for training or tuning (holdout is evaluation only)")
+        raise DataError(
+            f"split {split!r} is not for training or tuning (holdout is evaluation only)"
+        )
     return df[df["split"] == split].reset_index(drop=True)

@@ -1,8 +1,10 @@
-"""``python -m trainer tiny``: a small random-weight package for consumer tests, with no data and no hub.
+"""``python -m trainer tiny``: a small random-weight package for consumer tests, with no data and no
+hub.
 
-Same label sets as a real model (from the versioned maps), same tokenizer (MiniLM's WordPiece vocabulary),
-same export, parity and int8 path as training. Deterministic per seed: the weights, the ONNX bytes and
-``created_at`` are fixed, so the same seed gives the same package digest; ``version`` is ``tiny-s<seed>``.
+Same label sets as a real model (from the versioned maps), same tokenizer (MiniLM's WordPiece
+vocabulary), same export, parity and int8 path as training. Deterministic per seed: the weights, the
+ONNX bytes and ``created_at`` are fixed, so the same seed gives the same package digest; ``version``
+is ``tiny-s<seed>``.
 """
 
 from __future__ import annotations
@@ -35,16 +37,21 @@ CHECK_TEXTS = (
 
 def build_tiny(out: Path, seed: int = 0) -> ModelPackage:
     """Write a tiny package to ``out`` (replacing what is there) and return it verified."""
-    torch.set_num_threads(1)  # tiny graphs: threads cost more than they save, and keep results identical
+    torch.set_num_threads(
+        1
+    )  # tiny graphs: threads cost more than they save, and keep results identical
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
     space = load_label_space()
     labels = space.tasks
     net = model.build(model.tiny_encoder(seed), labels, seed).eval()
-    tok_path = packaging.write_tokenizer(model.default_base_model() / "tokenizer.json", out, MAX_LENGTH)
+    tok_path = packaging.write_tokenizer(
+        model.default_base_model() / "tokenizer.json", out, MAX_LENGTH
+    )
     encoder = TextEncoder(serving_tokenizer(tok_path, MAX_LENGTH), MAX_LENGTH, "head")
-    # Random weights give near-tied logits, so int8 may flip labels: agreement is recorded, not gated.
+    # Random weights give near-tied logits, so int8 may flip labels: agreement is recorded, not
+    # gated.
     report = export.export_all(net, out, encoder, CHECK_TEXTS, min_int8_agreement=0.0)
     return packaging.write_package(
         out,

@@ -1,13 +1,14 @@
 """Tokenisation shared by training, parity checks and scoring, so train and serve see the same ids.
 
-Contract with the consumer (manifest ``tokenizer``): the package's ``tokenizer.json`` has truncation at
-``max_length`` and no padding (fixed padding costs 2-4x on CPU, DESIGN section 5). Long texts follow
-``truncation``:
+Contract with the consumer (manifest ``tokenizer``): the package's ``tokenizer.json`` has truncation
+at ``max_length`` and no padding (fixed padding costs 2-4x on CPU, DESIGN section 5). Long texts
+follow ``truncation``:
 
 - ``head``: the first ``max_length - specials`` tokens (the tokenizer's own truncation).
 - ``head_tail``: ``budget = max_length - specials``; the first ``budget // 4`` tokens and the last
-  ``budget - budget // 4`` of the text, inside the template's special tokens (as consumer.inference does:
-  the head states the product, the tail often states what the customer asks for).
+  ``budget - budget // 4`` of the text, inside the template's special tokens (as
+  consumer.inference does: the head states the product, the tail often states what the customer asks
+  for).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ TRUNCATIONS = ("head", "head_tail")
 
 
 def serving_tokenizer(source: Path, max_length: int) -> Tokenizer:
-    """Load a ``tokenizer.json`` and set the serving policy: truncate at ``max_length``, never pad."""
+    """Load a ``tokenizer.json`` and set the serving policy: truncate at ``max_length``, never
+    pad."""
     tok = Tokenizer.from_file(str(source))
     tok.no_padding()
     tok.enable_truncation(max_length=max_length)
@@ -35,7 +37,8 @@ def special_ids(tokenizer: Tokenizer) -> set[int]:
 
 
 class TextEncoder:
-    """Turns texts into id lists under a truncation policy, and id lists into padded int64 batches."""
+    """Turns texts into id lists under a truncation policy, and id lists into padded int64
+    batches."""
 
     def __init__(self, tokenizer: Tokenizer, max_length: int, truncation: str = "head") -> None:
         if truncation not in TRUNCATIONS:
@@ -48,7 +51,8 @@ class TextEncoder:
         with_sp = tokenizer.encode("hello", add_special_tokens=True).ids
         bare = tokenizer.encode("hello", add_special_tokens=False).ids
         start = next(i for i in range(len(with_sp)) if with_sp[i : i + len(bare)] == bare)
-        self._prefix, self._suffix = with_sp[:start], with_sp[start + len(bare) :]
+        self._prefix = with_sp[:start]
+        self._suffix = with_sp[start + len(bare) :]
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         if self.truncation == "head":
@@ -69,7 +73,8 @@ class TextEncoder:
         return out
 
     def pad(self, rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
-        """Pad to the longest row of this batch only (dynamic padding); int64 as the ONNX inputs need."""
+        """Pad to the longest row of this batch only (dynamic padding); int64 as the ONNX inputs
+        need."""
         width = max(len(r) for r in rows)
         ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(rows), width), dtype=np.int64)

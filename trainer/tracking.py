@@ -1,13 +1,15 @@
-"""Weights & Biases: one run per training job with config, metrics, the dataset and the model package.
+"""Weights & Biases: one run per training job with config, metrics, the dataset and the model
+package.
 
-- the dataset is logged as a ``dataset`` artifact whose metadata (and an alias) carry the dataset digest;
-- the package folder is logged as a ``model`` artifact (manifest metrics and lineage as metadata) and linked
-  into the model registry collection ``registry_collection`` with the alias ``challenger``; ``promote``
-  adds ``champion`` later (when the promoter or a person promotes it).
+- the dataset is logged as a ``dataset`` artifact whose metadata (and an alias) carry the dataset
+  digest;
+- the package folder is logged as a ``model`` artifact (manifest metrics and lineage as metadata)
+  and linked into the model registry collection ``registry_collection`` with the alias
+  ``challenger``; ``promote`` adds ``champion`` later (when the promoter or a person promotes it).
 wandb 0.31 cannot link to a registry from an offline run (``Run.link_artifact`` raises
-``NotImplementedError``), so offline runs log the artifact with its aliases and record the pending link in
-the run summary (``registry_link_pending``); run ``promote``/link once synced. ``WANDB_MODE`` (read by wandb
-itself) or ``TrainConfig.wandb_mode`` picks online/offline/disabled.
+``NotImplementedError``), so offline runs log the artifact with its aliases and record the pending
+link in the run summary (``registry_link_pending``); run ``promote``/link once synced.
+``WANDB_MODE`` (read by wandb itself) or ``TrainConfig.wandb_mode`` picks online/offline/disabled.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ log = logging.getLogger(__name__)
 
 
 class Tracker:
-    """A thin wrapper so the pipeline never checks whether tracking is on: ``Tracker(None)`` does nothing."""
+    """A thin wrapper so the pipeline never checks whether tracking is on: ``Tracker(None)`` does
+    nothing."""
 
     def __init__(self, run: Any | None) -> None:
         self.run = run
@@ -70,12 +73,15 @@ class Tracker:
             self.run.summary.update(values)
 
     def log_dataset(self, digest: str, sources: list[str], summary: dict[str, Any]) -> None:
-        """Files are attached when they are local and small (< 200 MB); big or remote sources by name only."""
+        """Files are attached when they are local and small (< 200 MB); big or remote sources by
+        name only."""
         if self.run is None:
             return
         import wandb
 
-        art = wandb.Artifact("complaints-dataset", type="dataset", metadata={"digest": digest, **summary})
+        art = wandb.Artifact(
+            "complaints-dataset", type="dataset", metadata={"digest": digest, **summary}
+        )
         for src in sources:
             path = Path(src)
             if path.is_file() and path.stat().st_size < 200 << 20:
@@ -85,7 +91,11 @@ class Tracker:
         self.run.log_artifact(art, aliases=["latest", f"sha256-{digest[:16]}"])
 
     def log_package(
-        self, folder: Path, manifest: dict[str, Any], collection: str, aliases: tuple[str, ...] = ("challenger",)
+        self,
+        folder: Path,
+        manifest: dict[str, Any],
+        collection: str,
+        aliases: tuple[str, ...] = ("challenger",),
     ) -> None:
         if self.run is None:
             return
@@ -101,8 +111,12 @@ class Tracker:
         art.add_dir(str(folder))
         logged = self.run.log_artifact(art, aliases=["latest", manifest["version"], *aliases])
         if self.offline:
-            log.warning("wandb offline: registry link to %s skipped; link after `wandb sync`", collection)
-            self.summary({"registry_link_pending": {"collection": collection, "aliases": list(aliases)}})
+            log.warning(
+                "wandb offline: registry link to %s skipped; link after `wandb sync`", collection
+            )
+            self.summary(
+                {"registry_link_pending": {"collection": collection, "aliases": list(aliases)}}
+            )
             return
         self.run.link_artifact(logged, target_path=collection, aliases=list(aliases))
 
@@ -113,7 +127,8 @@ class Tracker:
 
 
 def promote(artifact_path: str, alias: str = "champion") -> None:
-    """Add ``alias`` to a registered model version (online only), e.g. ``wandb-registry-model/x:v3``."""
+    """Add ``alias`` to a registered model version (online only), e.g.
+    ``wandb-registry-model/x:v3``."""
     import wandb
 
     art = wandb.Api().artifact(artifact_path)

@@ -1,17 +1,18 @@
-"""The fine-tune: length-grouped dynamic padding, class-weighted multi-task loss, AdamW with linear warmup
-and decay, checkpoints every N steps and at each epoch end, ``resume`` (the step loop itself is
-``trainer.loop``'s, shared with the masked-LM stage).
+"""The fine-tune: length-grouped dynamic padding, class-weighted multi-task loss, AdamW with linear
+warmup and decay, checkpoints every N steps and at each epoch end, ``resume`` (the step loop itself
+is ``trainer.loop``'s, shared with the masked-LM stage).
 
-Each optimiser batch is computed in token-bounded micro-batches whose gradients add up to the whole batch's
-(``micro_batch_tokens``). On a 2-core CPU the cost per token roughly doubles once a forward/backward pass
-holds more than ~4k tokens (32 x 256 tokens: 0.81 ms/token; 8 x 256: 0.45), so splitting saves 1.14-1.24x
-on 256-token batches (docs/trainer.md). The update is the same as one pass over the batch: the loss of
-each piece is divided by the whole batch's class-weight sum (see ``batch_loss``).
+Each optimiser batch is computed in token-bounded micro-batches whose gradients add up to the whole
+batch's (``micro_batch_tokens``). On a 2-core CPU the cost per token roughly doubles once a
+forward/backward pass holds more than ~4k tokens (32 x 256 tokens: 0.81 ms/token; 8 x 256: 0.45), so
+splitting saves 1.14-1.24x on 256-token batches (docs/trainer.md). The update is the same as one
+pass over the batch: the loss of each piece is divided by the whole batch's class-weight sum (see
+``batch_loss``).
 
-A checkpoint (``<out>/checkpoints/last.pt``) holds model, optimiser, scheduler and RNG state, the smoothed
-loss, and the position in the epoch's batch order, which is a pure function of (seed, epoch): a resumed run
-replays the same batches from where it stopped and ends as one that never stopped. It also records the
-dataset digest; resuming on other data is refused.
+A checkpoint (``<out>/checkpoints/last.pt``) holds model, optimiser, scheduler and RNG state, the
+smoothed loss, and the position in the epoch's batch order, which is a pure function of (seed,
+epoch): a resumed run replays the same batches from where it stopped and ends as one that never
+stopped. It also records the dataset digest; resuming on other data is refused.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ from trainer.run_config import TrainConfig
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "last.pt"
-# Padded tokens per pass for forward-only passes over a whole split (validation, the LP-FT probe's features).
+# Padded tokens per pass for forward-only passes over a whole split (validation, the LP-FT probe's
+# features).
 FORWARD_TOKENS = 4096
 
 
@@ -61,18 +63,21 @@ class Encoded:
 
 
 def class_weights(y: np.ndarray, n_labels: int, power: float) -> torch.Tensor:
-    """(n / (k * count)) ** power over the labelled rows (``IGNORE`` rows left out); labels absent from
-    training get weight 0 (nothing to learn from)."""
+    """(n / (k * count)) ** power over the labelled rows (``IGNORE`` rows left out); labels absent
+    from training get weight 0 (nothing to learn from)."""
     y = y[y != IGNORE]
     counts = np.bincount(y, minlength=n_labels).astype(np.float64)
     w = np.where(counts > 0, (len(y) / (n_labels * np.maximum(counts, 1))) ** power, 0.0)
     return torch.tensor(w, dtype=torch.float32)
 
 
-def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+def length_grouped_batches(
+    lengths: list[int], batch_size: int, seed: int, epoch: int
+) -> list[list[int]]:
     """Shuffle, sort within windows of 50 batches by length, cut into batches, shuffle the batches.
 
-    Similar lengths share a batch (little padding), while the order stays random; deterministic per epoch.
+    Similar lengths share a batch (little padding), while the order stays random; deterministic per
+    epoch.
     """
     rng = np.random.default_rng([seed, epoch])
     idx = rng.permutation(len(lengths))
@@ -88,14 +93,15 @@ def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, epoch
 def micro_batches(rows: Sequence[int], lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
     """Split ``rows`` into pieces whose padded size (rows x longest row) is at most ``max_tokens``.
 
-    Rows are taken longest first, so each piece holds similar lengths; a row longer than the budget gets a
-    piece of its own. ``max_tokens`` <= 0: one piece. Every row is in exactly one piece.
+    Rows are taken longest first, so each piece holds similar lengths; a row longer than the budget
+    gets a piece of its own. ``max_tokens`` <= 0: one piece. Every row is in exactly one piece.
     """
     if max_tokens <= 0:
         return [list(rows)]
     pieces: list[list[int]] = []
     for i in sorted(rows, key=lambda r: -lengths[r]):
-        # longest first: the first row of a piece is its widest, so the padded size is len(piece) * width
+        # longest first: the first row of a piece is its widest, so the padded size is len(piece) *
+        # width
         if pieces and (len(pieces[-1]) + 1) * lengths[pieces[-1][0]] <= max_tokens:
             pieces[-1].append(i)
         else:
@@ -103,10 +109,12 @@ def micro_batches(rows: Sequence[int], lengths: Sequence[int], max_tokens: int) 
     return pieces
 
 
-def loss_denominators(labels: Mapping[str, np.ndarray], weights: Mapping[str, torch.Tensor]) -> dict[str, float]:
-    """Per task, the sum of class weights over the labelled rows of a batch: the divisor of PyTorch's
-    class-weighted ``mean`` cross-entropy. Dividing each micro-batch's summed loss by the whole batch's
-    divisor makes the pieces' gradients add up exactly to the whole batch's."""
+def loss_denominators(
+    labels: Mapping[str, np.ndarray], weights: Mapping[str, torch.Tensor]
+) -> dict[str, float]:
+    """Per task, the sum of class weights over the labelled rows of a batch: the divisor of
+    PyTorch's class-weighted ``mean`` cross-entropy. Dividing each micro-batch's summed loss by the
+    whole batch's divisor makes the pieces' gradients add up exactly to the whole batch's."""
     out = {}
     for task, w in weights.items():
         y = labels[task]
@@ -126,9 +134,9 @@ def batch_loss(
     (default: this batch's own, which is the ``mean`` reduction); ``None`` when no task has a term.
     ``label_smoothing`` is PyTorch's (the target mixes in ``label_smoothing / k`` of every class).
 
-    A task with nothing to divide by (no labelled row in the whole batch) is left out rather than averaged
-    over nothing (which is NaN); so is a task with no labelled row in this piece. Every row has a team (the
-    loaders drop rows without one), so a whole batch always has a term.
+    A task with nothing to divide by (no labelled row in the whole batch) is left out rather than
+    averaged over nothing (which is NaN); so is a task with no labelled row in this piece. Every row
+    has a team (the loaders drop rows without one), so a whole batch always has a term.
     """
     denominators = denominators if denominators is not None else loss_denominators(labels, weights)
     terms = []
@@ -149,11 +157,13 @@ def batch_loss(
 
 
 def use_bf16(setting: str) -> bool:
-    """bfloat16 autocast roughly doubles CPU training speed where the CPU computes bf16 natively; weights stay
-    fp32, so the export and its parity check are unaffected."""
+    """bfloat16 autocast roughly doubles CPU training speed where the CPU computes bf16 natively;
+    weights stay fp32, so the export and its parity check are unaffected."""
     if setting in ("on", "off"):
         return setting == "on"
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return bool(
+        torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    )
 
 
 def pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -169,7 +179,8 @@ def pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]
 def padded_pieces(
     data: Encoded, rows: Sequence[int], pad_id: int, max_tokens: int
 ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
-    """``(piece, input_ids, attention_mask)`` for each micro-batch of ``rows`` (see ``micro_batches``)."""
+    """``(piece, input_ids, attention_mask)`` for each micro-batch of ``rows`` (see
+    ``micro_batches``)."""
     for piece in micro_batches(rows, data.lengths, max_tokens):
         ids, mask = pad([data.ids[i] for i in piece], pad_id)
         yield piece, ids, mask
@@ -178,8 +189,8 @@ def padded_pieces(
 def predict(
     model: MultiTaskModel, data: Encoded, pad_id: int, max_tokens: int = FORWARD_TOKENS
 ) -> dict[str, np.ndarray]:
-    """Softmax probabilities per task, in input order (PyTorch; the per-epoch validation check), computed in
-    pieces of at most ``max_tokens`` padded tokens."""
+    """Softmax probabilities per task, in input order (PyTorch; the per-epoch validation check),
+    computed in pieces of at most ``max_tokens`` padded tokens."""
     model.eval()
     parts: dict[str, list[np.ndarray]] = {t: [] for t in model.tasks}
     done: list[int] = []
@@ -220,7 +231,9 @@ def accumulate(
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             out = model(ids, mask)
         piece_labels = {t: train.labels[t][piece] for t in weights}
-        loss = batch_loss(out, piece_labels, weights, cfg.task_weights, denominators, cfg.label_smoothing)
+        loss = batch_loss(
+            out, piece_labels, weights, cfg.task_weights, denominators, cfg.label_smoothing
+        )
         if loss is not None:
             loss.backward()
             total += float(loss.detach())
@@ -235,9 +248,10 @@ def probe_heads(
     pad_id: int,
     autocast: bool,
 ) -> float:
-    """LP-FT's first stage (Kumar et al., ICLR 2022): fit the heads alone, for ``cfg.probe_epochs`` epochs,
-    on the frozen encoder's pooled features (no dropout), so that the fine-tune starts from heads that
-    already fit instead of random ones whose early gradients distort the pretrained features.
+    """LP-FT's first stage (Kumar et al., ICLR 2022): fit the heads alone, for ``cfg.probe_epochs``
+    epochs, on the frozen encoder's pooled features (no dropout), so that the fine-tune starts from
+    heads that already fit instead of random ones whose early gradients distort the pretrained
+    features.
 
     The encoder is only read (one forward pass over the training rows); only ``model.heads`` change.
     Returns the probe's mean loss over its last epoch."""
@@ -248,7 +262,9 @@ def probe_heads(
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                 features[piece] = model.pool(ids, mask).float()
     opt = torch.optim.AdamW(model.heads.parameters(), lr=cfg.head_lr, weight_decay=cfg.weight_decay)
-    rng = np.random.default_rng([cfg.seed, 1 << 20])  # its own stream: the fine-tune's batch order is unchanged
+    rng = np.random.default_rng(
+        [cfg.seed, 1 << 20]
+    )  # its own stream: the fine-tune's batch order is unchanged
     last = 0.0
     for _ in range(cfg.probe_epochs):
         losses = []
@@ -257,7 +273,9 @@ def probe_heads(
             b = order[lo : lo + cfg.batch_size]
             out = {output_name(t): head(features[b]) for t, head in model.heads.items()}
             labels = {t: train.labels[t][b] for t in weights}
-            loss = batch_loss(out, labels, weights, cfg.task_weights, label_smoothing=cfg.label_smoothing)
+            loss = batch_loss(
+                out, labels, weights, cfg.task_weights, label_smoothing=cfg.label_smoothing
+            )
             if loss is None:
                 continue
             opt.zero_grad(set_to_none=True)
@@ -265,7 +283,11 @@ def probe_heads(
             opt.step()
             losses.append(float(loss.detach()))
         last = float(np.mean(losses)) if losses else 0.0
-    log.info("train: probed the heads for %d epochs on frozen features (loss %.4f)", cfg.probe_epochs, last)
+    log.info(
+        "train: probed the heads for %d epochs on frozen features (loss %.4f)",
+        cfg.probe_epochs,
+        last,
+    )
     return last
 
 
@@ -297,22 +319,35 @@ def fit(
     unlabelled = [t for t, y in train.labels.items() if not np.any(y != IGNORE)]
     if unlabelled:
         raise DataError(f"no training rows labelled for {unlabelled}")
-    weights = {t: class_weights(y, model.tasks[t], cfg.class_weight_power) for t, y in train.labels.items()}
+    weights = {
+        t: class_weights(y, model.tasks[t], cfg.class_weight_power) for t, y in train.labels.items()
+    }
     pos = Position()
     ckpt = ckpt_dir / CHECKPOINT
     if resume and ckpt.is_file():
         state = torch.load(ckpt, weights_only=False)
         if state["data_digest"] != data_digest:
-            raise DataError("checkpoint was trained on other data (dataset digest differs); not resuming")
+            raise DataError(
+                "checkpoint was trained on other data (dataset digest differs); not resuming"
+            )
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
         pos = Position.from_state(state)
-        log.info("train: resumed at step %d (epoch %d, batch %d)", pos.step, pos.epoch, pos.batch_in_epoch)
+        log.info(
+            "train: resumed at step %d (epoch %d, batch %d)",
+            pos.step,
+            pos.epoch,
+            pos.batch_in_epoch,
+        )
 
     def checkpoint() -> None:
-        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
+        state = {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+        }
         extra = {"rng": torch.get_rng_state(), "data_digest": data_digest, "config": cfg.as_dict()}
         save_checkpoint(ckpt, {**state, **pos.state(), **extra})
 
@@ -323,9 +358,17 @@ def fit(
 
     autocast = use_bf16(cfg.bf16)
     probe_loss = None
-    if cfg.probe_epochs and pos.step == 0:  # a resumed run already has its probed (and since trained) heads
+    if (
+        cfg.probe_epochs and pos.step == 0
+    ):  # a resumed run already has its probed (and since trained) heads
         probe_loss = probe_heads(model, train, weights, cfg, pad_id, autocast)
-    log.info("train: %d rows, %d steps, batch %d, bf16 autocast %s", len(train), total, cfg.batch_size, autocast)
+    log.info(
+        "train: %d rows, %d steps, batch %d, bf16 autocast %s",
+        len(train),
+        total,
+        cfg.batch_size,
+        autocast,
+    )
     model.train()
     stopped_early = loop.run(
         pos,

@@ -1,4 +1,5 @@
-"""Typed messages that mirror the JSON Schemas in ``schemas/`` (frozen; the schemas are the contract)."""
+"""Typed messages that mirror the JSON Schemas in ``schemas/`` (frozen; the schemas are the
+contract)."""
 
 from __future__ import annotations
 
@@ -31,13 +32,23 @@ class Complaint(BaseModel):
     @classmethod
     def _fold_unknown_fields(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            known = {"schema", "complaint_id", "text", "received_at", "channel", "customer", "metadata"}
+            known = {
+                "schema",
+                "complaint_id",
+                "text",
+                "received_at",
+                "channel",
+                "customer",
+                "metadata",
+            }
             extra = {k: v for k, v in data.items() if k not in known}
             if extra:
                 data = {k: v for k, v in data.items() if k in known}
                 meta = data.get("metadata")
                 # a non-object ``metadata`` is left in place so that validation rejects it
-                data["metadata"] = {**extra, **meta} if isinstance(meta, dict) else meta if meta else extra
+                data["metadata"] = (
+                    {**extra, **meta} if isinstance(meta, dict) else meta if meta else extra
+                )
         return data
 
 
@@ -145,6 +156,7 @@ class Feedback(BaseModel):
 def dump(message: BaseModel) -> bytes:
     """Serialise a message as compact UTF-8 JSON with its ``schema`` field.
 
-    ``None`` fields are kept as ``null`` on purpose: dropping them would also rewrite pass-through metadata.
+    ``None`` fields are kept as ``null`` on purpose: dropping them would also rewrite pass-through
+    metadata.
     """
     return message.model_dump_json(by_alias=True).encode("utf-8")

@@ -24,7 +24,11 @@ SCHEMA_FILES = {
 @cache
 def schema(schema_id: str) -> dict[str, Any]:
     """The JSON Schema document registered under ``schema_id`` (e.g. ``"allocation/v1"``)."""
-    text = resources.files("consumer.contracts").joinpath("schemas", SCHEMA_FILES[schema_id]).read_text("utf-8")
+    text = (
+        resources.files("consumer.contracts")
+        .joinpath("schemas", SCHEMA_FILES[schema_id])
+        .read_text("utf-8")
+    )
     doc: dict[str, Any] = json.loads(text)
     return doc
 
@@ -32,7 +36,9 @@ def schema(schema_id: str) -> dict[str, Any]:
 @cache
 def _registry() -> Registry:
     # schemas refer to each other by their absolute $id (urn:complaints-allocation:<name>:<version>)
-    return Registry().with_resources((schema(sid)["$id"], Resource.from_contents(schema(sid))) for sid in SCHEMA_FILES)
+    return Registry().with_resources(
+        (schema(sid)["$id"], Resource.from_contents(schema(sid))) for sid in SCHEMA_FILES
+    )
 
 
 @cache

@@ -1,4 +1,5 @@
-"""Wiring of ``allocator promoter``: settings -> clients -> state, evaluator, loop, with signals and health."""
+"""Wiring of ``allocator promoter``: settings -> clients -> state, evaluator, loop, with signals and
+health."""
 
 from __future__ import annotations
 
@@ -29,7 +30,9 @@ WAIT_MS = 200
 
 
 def policy_of(settings: PromoterSettings) -> Policy:
-    return Policy(settings.alpha, settings.min_labels, settings.auto_apply, settings.promoter_canary_weight)
+    return Policy(
+        settings.alpha, settings.min_labels, settings.auto_apply, settings.promoter_canary_weight
+    )
 
 
 def kinds_of(settings: PromoterSettings) -> dict[str, Kind]:
@@ -40,16 +43,26 @@ def kinds_of(settings: PromoterSettings) -> dict[str, Kind]:
     }
 
 
-def build_evaluator(settings: PromoterSettings, client: redis.Redis, hooks: PromoterHooks | None = None) -> Evaluator:
+def build_evaluator(
+    settings: PromoterSettings, client: redis.Redis, hooks: PromoterHooks | None = None
+) -> Evaluator:
     models = Registry(client, settings.redis_prefix, settings.model_cache_dir)
     strategies = StrategyStore(client, settings.redis_prefix, models)
     if hooks is None:
         return Evaluator(client, settings.redis_prefix, strategies, policy_of(settings))
-    return Evaluator(client, settings.redis_prefix, strategies, policy_of(settings), hooks.verdict, hooks.decision)
+    return Evaluator(
+        client,
+        settings.redis_prefix,
+        strategies,
+        policy_of(settings),
+        hooks.verdict,
+        hooks.decision,
+    )
 
 
 def group_consumer(settings: PromoterSettings, topics: list[str]) -> KafkaConsumer:
-    """One group over the three topics, read_committed, offsets committed by the loop after the state."""
+    """One group over the three topics, read_committed, offsets committed by the loop after the
+    state."""
     with kafka.map_kafka_errors("promoter consumer"):
         return kafka.survive_poll_timeout_during_join(
             KafkaConsumer(
@@ -61,7 +74,8 @@ def group_consumer(settings: PromoterSettings, topics: list[str]) -> KafkaConsum
                 auto_offset_reset="earliest",
                 max_poll_records=MAX_RECORDS,
                 fetch_max_bytes=8 * 1024 * 1024,
-                # a crashed promoter's partitions move after 10 s, not 45: replays are cheap and double-count nothing
+                # a crashed promoter's partitions move after 10 s, not 45: replays are cheap and
+                # double-count nothing
                 session_timeout_ms=10_000,
                 heartbeat_interval_ms=3_000,
             )
@@ -69,7 +83,8 @@ def group_consumer(settings: PromoterSettings, topics: list[str]) -> KafkaConsum
 
 
 def promote(settings: PromoterSettings, stop: threading.Event | None = None) -> int:
-    """Run until SIGTERM/SIGINT (or ``stop``); finish the batch in flight, leave the group, return 0."""
+    """Run until SIGTERM/SIGINT (or ``stop``); finish the batch in flight, leave the group,
+    return 0."""
     logs.setup(settings.log_level)
     stop = stop or threading.Event()
     registry = CollectorRegistry()
@@ -118,7 +133,9 @@ def promote(settings: PromoterSettings, stop: threading.Event | None = None) -> 
     try:
         loop.run(stop)
     finally:
-        consumer.close(autocommit=False)  # leave the group now: partitions move without a session timeout
+        consumer.close(
+            autocommit=False
+        )  # leave the group now: partitions move without a session timeout
         health.stop()
         client.close()
         log.info("stopped")

@@ -1,7 +1,8 @@
-"""``allocator promoter [status | export --out FILE.jsonl]``: run the service, print its state, export labels.
+"""``allocator promoter [status | export --out FILE.jsonl]``: run the service, print its state,
+export labels.
 
-Wired into the main CLI by ``add_promoter_commands(sub)``; ``python -m consumer.promoter`` runs the same
-commands on their own.
+Wired into the main CLI by ``add_promoter_commands(sub)``; ``python -m consumer.promoter`` runs the
+same commands on their own.
 """
 
 from __future__ import annotations
@@ -66,11 +67,15 @@ def _export(settings: object, out: Path) -> int:
 
 
 def add_promoter_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("promoter", help="join feedback, report live accuracy, promote or roll back experiments")
+    p = sub.add_parser(
+        "promoter", help="join feedback, report live accuracy, promote or roll back experiments"
+    )
     psub = p.add_subparsers(dest="promoter_action")
     psub.add_parser("run", help="run the service (the default)")
     psub.add_parser("status", help="print a JSON summary of the promoter state")
-    ex = psub.add_parser("export", help="write joined feedback with complaint text as JSON lines for training")
+    ex = psub.add_parser(
+        "export", help="write joined feedback with complaint text as JSON lines for training"
+    )
     ex.add_argument("--out", required=True, help="FILE.jsonl")
     p.set_defaults(func=_run)
 

@@ -1,19 +1,21 @@
-"""Experiments: one per task whose strategy mode is ``canary`` or ``shadow``, and which labels count in it.
+"""Experiments: one per task whose strategy mode is ``canary`` or ``shadow``, and which labels count
+in it.
 
-An experiment is keyed by (mode, task, champion, challenger, salt): changing any of them starts another one
-with fresh counts, while a change of canary ``weight`` or shadow ``sample`` keeps it (a higher weight keeps
-every complaint already in the canary there). ``start_version`` is the first strategy version from which the
-task's plan has been that experiment, so an allocation made before it (e.g. by the same champion, in
-champion mode) never counts in it.
+An experiment is keyed by (mode, task, champion, challenger, salt): changing any of them starts
+another one with fresh counts, while a change of canary ``weight`` or shadow ``sample`` keeps it (a
+higher weight keeps every complaint already in the canary there). ``start_version`` is the first
+strategy version from which the task's plan has been that experiment, so an allocation made before
+it (e.g. by the same champion, in champion mode) never counts in it.
 
 Which label counts where (``canary_increments``, ``shadow_increments``):
-* canary: the allocation's prediction for the task tells the arm (``canary`` by the challenger, ``champion``
-  by the champion); one complaint counts in one arm (the unpaired test).
-* shadow: the allocation (champion) and the shadow result (challenger) of the same decision count in both
-  arms and in the discordant pairs (the paired test).
-* the vulnerable-recall guardrail counts, per arm, the vulnerable flag customers in that arm got: the
-  published ``vulnerable`` of the allocation, and for the shadow arm the shadow's own ``vulnerable`` prediction
-  when it made one (else promoting this task would not change that flag, so it is the published one too).
+* canary: the allocation's prediction for the task tells the arm (``canary`` by the challenger,
+  ``champion`` by the champion); one complaint counts in one arm (the unpaired test).
+* shadow: the allocation (champion) and the shadow result (challenger) of the same decision count in
+  both arms and in the discordant pairs (the paired test).
+* the vulnerable-recall guardrail counts, per arm, the vulnerable flag customers in that arm got:
+  the published ``vulnerable`` of the allocation, and for the shadow arm the shadow's own
+  ``vulnerable`` prediction when it made one (else promoting this task would not change that flag,
+  so it is the published one too).
 """
 
 from __future__ import annotations
@@ -100,7 +102,8 @@ class Experiment:
 
 
 def running(current: Strategy | None, history: Sequence[Strategy] = ()) -> dict[str, Experiment]:
-    """Per task, the experiment in force (``history`` newest first, as ``StrategyStore.history`` gives it)."""
+    """Per task, the experiment in force (``history`` newest first, as ``StrategyStore.history``
+    gives it)."""
     out: dict[str, Experiment] = {}
     if current is None:
         return out
@@ -124,15 +127,19 @@ def _arm(arm: ArmName, correct: bool, vulnerable: bool, flagged: bool) -> dict[s
 
 
 def canary_increments(exp: Experiment, alloc: AllocRec, fb: FeedbackRec) -> dict[str, int] | None:
-    """Counter increments of one label in a canary, or None when the allocation was not part of it."""
+    """Counter increments of one label in a canary, or None when the allocation was not part of
+    it."""
     arm, truth = exp.canary_arm(alloc), fb.labels.get(exp.task)
     if arm is None or truth is None:
         return None
     return _arm(arm, alloc.predictions[exp.task].label == truth, fb.vulnerable, alloc.vulnerable)
 
 
-def shadow_increments(exp: Experiment, alloc: AllocRec, shadow: ShadowRec, fb: FeedbackRec) -> dict[str, int] | None:
-    """Counter increments of one label in a shadow experiment (both arms and the discordant pair)."""
+def shadow_increments(
+    exp: Experiment, alloc: AllocRec, shadow: ShadowRec, fb: FeedbackRec
+) -> dict[str, int] | None:
+    """Counter increments of one label in a shadow experiment (both arms and the discordant
+    pair)."""
     truth = fb.labels.get(exp.task)
     if truth is None or not exp.takes_shadow(alloc, shadow):
         return None
@@ -159,13 +166,20 @@ class Counts:
 
     @classmethod
     def of(cls, mode: ExperimentMode, fields: Mapping[str, str]) -> Counts:
-        """Raises ValueError on inconsistent counts (never expected: they are only ever incremented together)."""
+        """Raises ValueError on inconsistent counts (never expected: they are only ever incremented
+        together)."""
 
         def arm(name: str) -> ArmStats:
             prefix = f"{name}."
             return ArmStats.from_dict(
-                {f: int(fields.get(prefix + f, 0)) for f in ArmStats().to_dict()}  # absent: nothing counted yet
+                {
+                    f: int(fields.get(prefix + f, 0)) for f in ArmStats().to_dict()
+                }  # absent: nothing counted yet
             )
 
-        pair = Discordance(int(fields.get("b", 0)), int(fields.get("c", 0))) if mode == "shadow" else None
+        pair = (
+            Discordance(int(fields.get("b", 0)), int(fields.get("c", 0)))
+            if mode == "shadow"
+            else None
+        )
         return cls(arm("champion"), arm("challenger"), pair)

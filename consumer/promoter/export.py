@@ -1,14 +1,17 @@
-"""``allocator promoter export --out FILE.jsonl``: joined feedback as a training set for the trainer.
+"""``allocator promoter export --out FILE.jsonl``: joined feedback as a training set for the
+trainer.
 
-One JSON object per line, the format ``trainer.data.load_feedback`` reads: ``complaint_id``, ``text``,
-``team``, ``issue``, ``vulnerable`` (bool), ``decided_at``, plus ``labels`` (every task's final label),
-``decision_id``, ``allocated_at`` and ``model_versions`` (task -> ``name@version`` that made the allocation).
+One JSON object per line, the format ``trainer.data.load_feedback`` reads: ``complaint_id``,
+``text``, ``team``, ``issue``, ``vulnerable`` (bool), ``decided_at``, plus ``labels`` (every task's
+final label), ``decision_id``, ``allocated_at`` and ``model_versions`` (task -> ``name@version``
+that made the allocation).
 
-The text is not kept by the promoter: it is read back from the complaints topic at the allocation's source
-coordinates (assign + seek, one pass per run of nearby offsets), and checked against ``input_sha256``. Rows
-are skipped and counted by reason: ``not_retained`` (the offset is below the log start: retention removed
-it), ``not_found`` (no record at that offset), ``input_changed`` (digest mismatch), ``unreadable`` (not a
-complaint document), ``expired`` (the joined state expired before the export read it).
+The text is not kept by the promoter: it is read back from the complaints topic at the allocation's
+source coordinates (assign + seek, one pass per run of nearby offsets), and checked against
+``input_sha256``. Rows are skipped and counted by reason: ``not_retained`` (the offset is below the
+log start: retention removed it), ``not_found`` (no record at that offset), ``input_changed``
+(digest mismatch), ``unreadable`` (not a complaint document), ``expired`` (the joined state expired
+before the export read it).
 """
 
 from __future__ import annotations
@@ -81,7 +84,9 @@ def _runs(offsets: list[int]) -> Iterator[list[int]]:
         yield run
 
 
-def _read(consumer: KafkaConsumer, tp: TopicPartition, offsets: list[int], end: int) -> dict[int, bytes]:
+def _read(
+    consumer: KafkaConsumer, tp: TopicPartition, offsets: list[int], end: int
+) -> dict[int, bytes]:
     """Values at ``offsets`` (sorted, all below ``end``), in sequential passes."""
     found: dict[int, bytes] = {}
     consumer.assign([tp])
@@ -100,7 +105,9 @@ def _read(consumer: KafkaConsumer, tp: TopicPartition, offsets: list[int], end: 
     return found
 
 
-def _row(cid: str, alloc: AllocRec, fb: FeedbackRec, value: bytes, report: ExportReport) -> dict[str, Any] | None:
+def _row(
+    cid: str, alloc: AllocRec, fb: FeedbackRec, value: bytes, report: ExportReport
+) -> dict[str, Any] | None:
     try:
         text = json.loads(value)["text"]
         assert isinstance(text, str)
@@ -126,12 +133,16 @@ def _row(cid: str, alloc: AllocRec, fb: FeedbackRec, value: bytes, report: Expor
 
 
 def export(settings: CommonSettings, client: redis.Redis, out: Path) -> ExportReport:
-    """Write the export to ``out`` (atomically: a temporary file renamed at the end) and report it."""
+    """Write the export to ``out`` (atomically: a temporary file renamed at the end) and report
+    it."""
     report, keys = ExportReport(), Keys(settings.redis_prefix)
     tmp = out.with_name(out.name + ".tmp")
     with map_kafka_errors("export consumer"):
         consumer = KafkaConsumer(
-            **client_config(settings), group_id=None, enable_auto_commit=False, isolation_level="read_committed"
+            **client_config(settings),
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
         )
     try:
         with tmp.open("w", encoding="utf-8") as f:
@@ -144,7 +155,9 @@ def export(settings: CommonSettings, client: redis.Redis, out: Path) -> ExportRe
                         kept = [o for o in rows if begin <= o < end]
                         values = _read(consumer, tp, kept, end) if kept else {}
                     report.skipped["not_retained"] += sum(o < begin for o in rows)
-                    report.skipped["not_found"] += sum(o >= end for o in rows) + len(set(kept) - set(values))
+                    report.skipped["not_found"] += sum(o >= end for o in rows) + len(
+                        set(kept) - set(values)
+                    )
                     for offset in sorted(values):
                         row = _row(*rows[offset], values[offset], report)
                         if row is not None:

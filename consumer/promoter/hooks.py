@@ -1,8 +1,9 @@
-"""Small hooks the promoter loop calls; they turn its events into metrics (as ``consumer.hooks`` does).
+"""Small hooks the promoter loop calls; they turn its events into metrics (as ``consumer.hooks``
+does).
 
-Counters move only after the batch's transaction committed (so a retried batch is not counted twice in this
-process); the ratio gauges are recomputed from the counters kept in Redis, so they survive a restart and
-agree between replicas.
+Counters move only after the batch's transaction committed (so a retried batch is not counted twice
+in this process); the ratio gauges are recomputed from the counters kept in Redis, so they survive a
+restart and agree between replicas.
 """
 
 from __future__ import annotations
@@ -16,16 +17,19 @@ from consumer.promoter.evaluate import Verdict
 from consumer.promoter.experiments import Experiment
 from consumer.promoter.join import Delta, live_table
 
-# the outcomes of feedback that end its story (``parked`` is a waiting state, counted in records_total)
+# the outcomes of feedback that end its story (``parked`` is a waiting state, counted in
+# records_total)
 FEEDBACK_OUTCOMES = ("joined", "late", "duplicate", "malformed", "unknown")
 
 
 class PromoterHooks:
     def __init__(self, metrics: PromoterMetrics, lag_every_s: float = 2.0) -> None:
         self.m = metrics
-        self._lag_every_s, self._lag_at = lag_every_s, 0.0
+        self._lag_every_s = lag_every_s
+        self._lag_at = 0.0
         self.last_beat = time.monotonic()
-        self.assigned = 0  # partitions owned, as the loop last saw them (the consumer is not thread-safe)
+        # partitions owned, as the loop last saw them (the consumer is not thread-safe)
+        self.assigned = 0
 
     def applied(self, delta: Delta, started: float) -> None:
         m = self.m
@@ -49,7 +53,9 @@ class PromoterHooks:
         self.m.parked.set(parked)
         table = live_table(counters)
         for row in table["accuracy"]:
-            self.m.accuracy.labels(row["task"], _version(row["model"]), row["arm"]).set(row["accuracy"])
+            self.m.accuracy.labels(row["task"], _version(row["model"]), row["arm"]).set(
+                row["accuracy"]
+            )
         for row in table["vulnerable_recall"]:
             self.m.vulnerable_recall.labels(_version(row["model"]), row["arm"]).set(row["recall"])
 
@@ -64,7 +70,8 @@ class PromoterHooks:
         self.m.decisions.labels(exp.task, action, str(applied).lower()).inc()
 
     def after_poll(self, consumer: Any) -> None:
-        """Lag over the owned partitions, at most every ``lag_every_s`` (highwater marks: no I/O)."""
+        """Lag over the owned partitions, at most every ``lag_every_s`` (highwater marks: no
+        I/O)."""
         now = self.last_beat = time.monotonic()
         if now - self._lag_at < self._lag_every_s:
             return

@@ -1,20 +1,23 @@
-"""The join of feedback with its allocation and shadow result, as pure functions over one complaint's state.
+"""The join of feedback with its allocation and shadow result, as pure functions over one
+complaint's state.
 
-A complaint's state (a Redis hash, see ``state``) holds at most one allocation, shadow result and feedback,
-and two markers: ``j`` (the feedback was joined, with its outcome) and ``sj`` (the shadow was joined). The
-markers live in the same hash and are written in the same transaction as every counter they cause, so a
-record applied twice counts once. Records may arrive in any order:
+A complaint's state (a Redis hash, see ``state``) holds at most one allocation, shadow result and
+feedback, and two markers: ``j`` (the feedback was joined, with its outcome) and ``sj`` (the shadow
+was joined). The markers live in the same hash and are written in the same transaction as every
+counter they cause, so a record applied twice counts once. Records may arrive in any order:
 
-1. An allocation is stored; a later one for the same complaint with the same ``decision_id`` is a duplicate,
-   with another id it replaces the first (a re-allocation) until feedback has joined.
-2. Feedback is stored; a second feedback for a complaint is a duplicate (the first decision counts). Without
-   its allocation (or with a ``decision_id`` naming another one) it is *parked*: it joins when the allocation
-   arrives, or becomes *unknown* when ``join_ttl_s`` passes (``state.JoinStore.sweep``).
+1. An allocation is stored; a later one for the same complaint with the same ``decision_id`` is a
+   duplicate, with another id it replaces the first (a re-allocation) until feedback has joined.
+2. Feedback is stored; a second feedback for a complaint is a duplicate (the first decision counts).
+   Without its allocation (or with a ``decision_id`` naming another one) it is *parked*: it joins
+   when the allocation arrives, or becomes *unknown* when ``join_ttl_s`` passes
+   (``state.JoinStore.sweep``).
 3. Joining counts the feedback once, as ``joined``, or as ``late`` when it was decided more than
-   ``join_ttl_s`` after the allocation, or when the allocation served experiment arms that have all ended
-   since. Live outcomes (per task, model, arm) count in both cases; each task's running experiment counts
-   the label unless it is too old.
-4. A shadow result joins (both arms of its shadow experiment) once its allocation and feedback are joined.
+   ``join_ttl_s`` after the allocation, or when the allocation served experiment arms that have all
+   ended since. Live outcomes (per task, model, arm) count in both cases; each task's running
+   experiment counts the label unless it is too old.
+4. A shadow result joins (both arms of its shadow experiment) once its allocation and feedback are
+   joined.
 """
 
 from __future__ import annotations
@@ -58,17 +61,29 @@ class ComplaintState:
 class Delta:
     """Everything one batch changes, written in one transaction, then reported to metrics."""
 
-    summary: Counter[str] = field(default_factory=Counter)  # "<kind>.<outcome>" -> count, kept in Redis
+    summary: Counter[str] = field(
+        default_factory=Counter
+    )  # "<kind>.<outcome>" -> count, kept in Redis
     live: Counter[str] = field(default_factory=Counter)  # live-accuracy hash field -> increment
-    experiments: dict[str, Counter[str]] = field(default_factory=dict)  # summed increments per experiment
-    labels: dict[str, list[Mapping[str, int]]] = field(default_factory=dict)  # the same, label by label
+    experiments: dict[str, Counter[str]] = field(
+        default_factory=dict
+    )  # summed increments per experiment
+    labels: dict[str, list[Mapping[str, int]]] = field(
+        default_factory=dict
+    )  # the same, label by label
     touched: dict[str, Experiment] = field(default_factory=dict)
-    decisions: dict[str, dict[str, Any]] = field(default_factory=dict)  # decided by a label of this batch
+    decisions: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # decided by a label of this batch
     parked: dict[str, float] = field(default_factory=dict)  # complaint id -> when parked
     unparked: set[str] = field(default_factory=set)
-    joined: dict[str, float] = field(default_factory=dict)  # complaint id -> when joined (export index)
+    joined: dict[str, float] = field(
+        default_factory=dict
+    )  # complaint id -> when joined (export index)
     delays: list[float] = field(default_factory=list)  # label delays, seconds
-    outcomes: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)  # task, version, arm, correct
+    outcomes: Counter[tuple[str, str, str, str]] = field(
+        default_factory=Counter
+    )  # task, version, arm, correct
     malformed: list[dict[str, Any]] = field(default_factory=list)
 
     def count(self, kind: str, outcome: str) -> None:
@@ -81,23 +96,42 @@ class Delta:
 
 
 def live_field(*parts: str) -> str:
-    """A field of the live hash: ``acc <task> <model> <arm> n|correct`` or ``rec <model> <arm> positives|flagged``."""
+    """A field of the live hash: ``acc <task> <model> <arm> n|correct`` or ``rec <model> <arm>
+    positives|flagged``."""
     return "\t".join(parts)
 
 
 def live_table(counters: dict[str, int]) -> dict[str, list[dict[str, Any]]]:
-    """Live accuracy per (task, model, arm) and vulnerable recall per (model, arm), from the live counters."""
+    """Live accuracy per (task, model, arm) and vulnerable recall per (model, arm), from the live
+    counters."""
     acc, rec = [], []
     for name, n in sorted(counters.items()):
         parts = name.split("\t")
         if parts[0] == "acc" and parts[-1] == "n":
             correct = counters.get("\t".join([*parts[:-1], "correct"]), 0)
             task, model, arm = parts[1:4]
-            acc.append({"task": task, "model": model, "arm": arm, "n": n, "correct": correct, "accuracy": correct / n})
+            acc.append(
+                {
+                    "task": task,
+                    "model": model,
+                    "arm": arm,
+                    "n": n,
+                    "correct": correct,
+                    "accuracy": correct / n,
+                }
+            )
         elif parts[0] == "rec" and parts[-1] == "positives":
             flagged = counters.get("\t".join([*parts[:-1], "flagged"]), 0)
             model, arm = parts[1:3]
-            rec.append({"model": model, "arm": arm, "positives": n, "flagged": flagged, "recall": flagged / n})
+            rec.append(
+                {
+                    "model": model,
+                    "arm": arm,
+                    "positives": n,
+                    "flagged": flagged,
+                    "recall": flagged / n,
+                }
+            )
     return {"accuracy": acc, "vulnerable_recall": rec}
 
 
@@ -105,7 +139,9 @@ class Joiner:
     """Applies records to complaint states under the experiments running now."""
 
     def __init__(self, experiments: Mapping[str, Experiment], ttl_s: float, now: float) -> None:
-        self.experiments, self.ttl_s, self.now = experiments, ttl_s, now
+        self.experiments = experiments
+        self.ttl_s = ttl_s
+        self.now = now
 
     def apply(self, state: ComplaintState, rec: Decoded, delta: Delta) -> None:
         body = rec.body
@@ -117,7 +153,9 @@ class Joiner:
             self._feedback(state, body, rec.complaint_id, delta)
 
     def _allocation(self, state: ComplaintState, alloc: AllocRec, cid: str, delta: Delta) -> None:
-        if state.alloc is not None and (state.alloc.decision_id == alloc.decision_id or state.joined):
+        if state.alloc is not None and (
+            state.alloc.decision_id == alloc.decision_id or state.joined
+        ):
             delta.count("allocation", "duplicate")
             return
         delta.count("allocation", "replaced" if state.alloc is not None else "stored")
@@ -126,7 +164,9 @@ class Joiner:
         self._join(state, cid, delta)
 
     def _shadow(self, state: ComplaintState, shadow: ShadowRec, delta: Delta) -> None:
-        if state.shadow is not None and (state.shadow.decision_id == shadow.decision_id or state.shadow_joined):
+        if state.shadow is not None and (
+            state.shadow.decision_id == shadow.decision_id or state.shadow_joined
+        ):
             delta.count("shadow", "duplicate")
             return
         delta.count("shadow", "stored")
@@ -198,8 +238,11 @@ class Joiner:
                 delta.add(exp, inc)
 
     @staticmethod
-    def _live(preds: Mapping[str, Pred], fb: FeedbackRec, flagged: bool | None, delta: Delta) -> None:
-        """Live outcomes per (task, model, arm); vulnerable recall of the model that made the flag."""
+    def _live(
+        preds: Mapping[str, Pred], fb: FeedbackRec, flagged: bool | None, delta: Delta
+    ) -> None:
+        """Live outcomes per (task, model, arm); vulnerable recall of the model that made the
+        flag."""
         for task, p in preds.items():
             truth = fb.labels.get(task)
             if truth is None:  # feedback without this task's label: nothing to score

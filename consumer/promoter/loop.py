@@ -1,15 +1,19 @@
-"""The promoter's loop: one batch at a time from the three topics, state before offsets, then evaluation.
+"""The promoter's loop: one batch at a time from the three topics, state before offsets, then
+evaluation.
 
 Per batch:
-1. ``poll`` at most ``max_records`` records from allocations, shadow results and feedback (read_committed).
+1. ``poll`` at most ``max_records`` records from allocations, shadow results and feedback
+   (read_committed).
 2. Decode each (a malformed one is counted, never raised).
-3. Apply the batch to the Redis state in one transaction (``state.JoinStore.apply``); if Redis is down,
-   seek back and retry the batch later: nothing is lost and nothing is committed.
-4. Commit the Kafka offsets (a failure only means a replay, which the state drops as already applied).
+3. Apply the batch to the Redis state in one transaction (``state.JoinStore.apply``); if Redis is
+   down, seek back and retry the batch later: nothing is lost and nothing is committed.
+4. Commit the Kafka offsets (a failure only means a replay, which the state drops as already
+   applied).
 5. Evaluate the experiments the batch labelled (``evaluate.Evaluator``).
-Between batches, ``tick`` refreshes the running experiments from the strategy (every second), counts expired
-parked feedback and refreshes gauges (every few seconds), and logs a status line and re-evaluates every
-running experiment (every minute: this also finishes a decision interrupted by a crash).
+Between batches, ``tick`` refreshes the running experiments from the strategy (every second), counts
+expired parked feedback and refreshes gauges (every few seconds), and logs a status line and
+re-evaluates every running experiment (every minute: this also finishes a decision interrupted by a
+crash).
 """
 
 from __future__ import annotations
@@ -41,10 +45,12 @@ RETRY_SLEEP_S = 1.0
 
 
 class RunningExperiments:
-    """The experiments in force, re-read when the strategy version changes; the last good set on errors."""
+    """The experiments in force, re-read when the strategy version changes; the last good set on
+    errors."""
 
     def __init__(self, store: StrategyStore) -> None:
-        self.store, self.version = store, -1
+        self.store = store
+        self.version = -1
         self.experiments: dict[str, Experiment] = {}
 
     def refresh(self) -> Mapping[str, Experiment]:
@@ -53,10 +59,16 @@ class RunningExperiments:
             version = current.version if current else 0
             if version != self.version:
                 history = self.store.history(HISTORY_LIMIT) if current else []
-                self.experiments, self.version = running(current, history), version
-                log.info("experiments", extra={"strategy_version": version, "running": sorted(self.experiments)})
+                self.experiments = running(current, history)
+                self.version = version
+                log.info(
+                    "experiments",
+                    extra={"strategy_version": version, "running": sorted(self.experiments)},
+                )
         except (StoreUnavailableError, StrategyError) as exc:
-            log.warning("strategy unreadable; keeping the experiments known", extra={"error": str(exc)})
+            log.warning(
+                "strategy unreadable; keeping the experiments known", extra={"error": str(exc)}
+            )
         return self.experiments
 
 
@@ -73,9 +85,15 @@ class PromoterLoop:
         wait_ms: int = 200,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.consumer, self.kinds, self.state = consumer, kinds, state
-        self.experiments, self.evaluator, self.hooks = experiments, evaluator, hooks
-        self.max_records, self.wait_ms, self.clock = max_records, wait_ms, clock
+        self.consumer = consumer
+        self.kinds = kinds
+        self.state = state
+        self.experiments = experiments
+        self.evaluator = evaluator
+        self.hooks = hooks
+        self.max_records = max_records
+        self.wait_ms = wait_ms
+        self.clock = clock
         self._due = {"strategy": 0.0, "gauges": 0.0, "status": time.monotonic() + STATUS_EVERY_S}
 
     def run(self, stop: threading.Event) -> None:
@@ -91,12 +109,16 @@ class PromoterLoop:
     def process(self, records: list[Any]) -> bool:
         """Apply, commit, evaluate one batch; False when it must be retried (Redis unavailable)."""
         started = time.monotonic()
-        batch: list[Decoded] = [decode(self.kinds[r.topic], r.topic, r.partition, r.offset, r.value) for r in records]
+        batch: list[Decoded] = [
+            decode(self.kinds[r.topic], r.topic, r.partition, r.offset, r.value) for r in records
+        ]
         running = self.experiments.experiments
         try:
             delta = self.state.apply(batch, running, self.clock(), self.evaluator.decider)
         except StoreUnavailableError as exc:
-            log.warning("state write failed; the batch will be read again", extra={"error": str(exc)})
+            log.warning(
+                "state write failed; the batch will be read again", extra={"error": str(exc)}
+            )
             self._rewind(records)
             time.sleep(RETRY_SLEEP_S)
             return False
@@ -149,7 +171,9 @@ class PromoterLoop:
                 offsets[tp] = OffsetAndMetadata(r.offset + 1, "", -1)
         try:
             self.consumer.commit(offsets)
-        except kerrors.KafkaError as exc:  # e.g. a rebalance: the next owner replays, and the state drops it
+        except (
+            kerrors.KafkaError
+        ) as exc:  # e.g. a rebalance: the next owner replays, and the state drops it
             log.warning("offset commit failed", extra={"error": repr(exc)})
 
     def _rewind(self, records: list[Any]) -> None:

@@ -1,8 +1,9 @@
 """The promoter's view of its three input topics: decoding, and the compact forms it keeps in Redis.
 
-Only what the join, the evaluation and the export need is kept (never the complaint text): a published
-allocation is ~300 bytes in Redis instead of ~2 KB on the topic. ``decode`` never raises: a record that is not
-UTF-8 JSON of the topic's schema comes back as ``Decoded`` with ``error`` set, to be counted as malformed.
+Only what the join, the evaluation and the export need is kept (never the complaint text): a
+published allocation is ~300 bytes in Redis instead of ~2 KB on the topic. ``decode`` never raises:
+a record that is not UTF-8 JSON of the topic's schema comes back as ``Decoded`` with ``error`` set,
+to be counted as malformed.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from consumer.contracts.messages import Allocation, Feedback, Prediction, Shadow
 
 Kind = Literal["allocation", "shadow", "feedback"]
 KINDS: tuple[Kind, ...] = ("allocation", "shadow", "feedback")
-POSITIVE = "yes"  # the vulnerable head's positive label, as ``Feedback.label("vulnerable")`` spells it
+# the vulnerable head's positive label, as ``Feedback.label("vulnerable")`` spells it
+POSITIVE = "yes"
 
 
 @dataclass(frozen=True)
 class Pred:
-    """One task's prediction: label, the model ``name@version`` that made it, and its strategy arm."""
+    """One task's prediction: label, the model ``name@version`` that made it, and its strategy
+    arm."""
 
     label: str
     model: str
@@ -47,7 +50,9 @@ class AllocRec:
     decision_id: str
     allocated_at: datetime
     strategy_version: int
-    source: tuple[str, int, int]  # topic, partition, offset of the complaint: where the export finds the text
+    source: tuple[
+        str, int, int
+    ]  # topic, partition, offset of the complaint: where the export finds the text
     input_sha256: str
     vulnerable: bool  # the published flag (the allocation's ``vulnerable``)
     predictions: dict[str, Pred]
@@ -70,7 +75,13 @@ class AllocRec:
         d = json.loads(raw)
         src = d["src"]
         return cls(
-            d["d"], datetime.fromisoformat(d["t"]), d["v"], (src[0], src[1], src[2]), d["sha"], d["vul"], _preds(d["p"])
+            d["d"],
+            datetime.fromisoformat(d["t"]),
+            d["v"],
+            (src[0], src[1], src[2]),
+            d["sha"],
+            d["vul"],
+            _preds(d["p"]),
         )
 
     @classmethod
@@ -93,7 +104,10 @@ class ShadowRec:
 
     def to_json(self) -> str:
         return json.dumps(
-            {"d": self.decision_id, "p": {t: [p.label, p.model, p.arm] for t, p in self.predictions.items()}}
+            {
+                "d": self.decision_id,
+                "p": {t: [p.label, p.model, p.arm] for t, p in self.predictions.items()},
+            }
         )
 
     @classmethod
@@ -110,14 +124,18 @@ class ShadowRec:
 class FeedbackRec:
     decision_id: str | None
     decided_at: datetime
-    labels: dict[str, str]  # every task's final label, as Feedback.label gives it ("yes"/"no" for vulnerable)
+    labels: dict[
+        str, str
+    ]  # every task's final label, as Feedback.label gives it ("yes"/"no" for vulnerable)
 
     @property
     def vulnerable(self) -> bool:
         return self.labels.get("vulnerable") == POSITIVE
 
     def to_json(self) -> str:
-        return json.dumps({"d": self.decision_id, "t": self.decided_at.isoformat(), "l": self.labels})
+        return json.dumps(
+            {"d": self.decision_id, "t": self.decided_at.isoformat(), "l": self.labels}
+        )
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> FeedbackRec:
@@ -126,7 +144,12 @@ class FeedbackRec:
 
     @classmethod
     def of(cls, f: Feedback) -> FeedbackRec:
-        labels = {**f.labels, "team": f.team, "issue": f.issue, "vulnerable": f.label("vulnerable") or "no"}
+        labels = {
+            **f.labels,
+            "team": f.team,
+            "issue": f.issue,
+            "vulnerable": f.label("vulnerable") or "no",
+        }
         return cls(f.decision_id, f.decided_at, labels)
 
 
@@ -149,7 +172,8 @@ class Decoded:
 
 
 def decode(kind: Kind, topic: str, partition: int, offset: int, value: bytes | None) -> Decoded:
-    """Validate ``value`` against the topic's schema (the pydantic type mirrors it); never raises."""
+    """Validate ``value`` against the topic's schema (the pydantic type mirrors it); never
+    raises."""
     where = (kind, topic, partition, offset)
     if value is None:
         return Decoded(*where, error="tombstone: no value")
@@ -158,6 +182,8 @@ def decode(kind: Kind, topic: str, partition: int, offset: int, value: bytes | N
     except ValidationError as exc:
         # no input values in the reason: they may hold a complaint id, which stays out of logs
         problems = exc.errors(include_url=False, include_input=False, include_context=False)[:3]
-        reason = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in problems)
+        reason = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in problems
+        )
         return Decoded(*where, error=reason[:300])
     return Decoded(*where, complaint_id=message.complaint_id, body=_COMPACT[kind].of(message))

@@ -1,11 +1,13 @@
 """Monte Carlo operating characteristics of the promotion rule in ``sequential``.
 
-``run`` simulates K experiments in which labels arrive one by one and applies the rule after EVERY label, up to
-``max_labels`` labels (a label is one complaint; in a canary it belongs to one arm, in a shadow to both). To be
-fast it evaluates ``sequential.evaluate``, the exact rule ``decide`` applies, on the running counts of all paths
-at once; a unit test checks the two agree label by label. The first non-wait answer ends an experiment.
+``run`` simulates K experiments in which labels arrive one by one and applies the rule after EVERY
+label, up to ``max_labels`` labels (a label is one complaint; in a canary it belongs to one arm, in
+a shadow to both). To be fast it evaluates ``sequential.evaluate``, the exact rule ``decide``
+applies, on the running counts of all paths at once; a unit test checks the two agree label by
+label. The first non-wait answer ends an experiment.
 
-    python -m consumer.promoter.simulate   # a table, then one JSON object with the figures on the last line
+    python -m consumer.promoter.simulate   # a table, then one JSON object with the figures on the
+    last line
 """
 
 from __future__ import annotations
@@ -34,12 +36,15 @@ class Scenario:
     recall_champion: float = 0.9  # true vulnerable-customer recalls
     recall_challenger: float = 0.9
     weight: float = 0.2  # canary: share of complaints the challenger serves
-    correlation: float = 0.5  # shadow: phi between the two models' correctness (and between their flags)
+    # shadow: phi between the two models' correctness (and between their flags)
+    correlation: float = 0.5
     prevalence: float = 0.1  # share of customers people judge vulnerable
 
     @property
     def challenger_better(self) -> bool:
-        return self.p_challenger > self.p_champion and self.recall_challenger >= self.recall_champion
+        return (
+            self.p_challenger > self.p_champion and self.recall_challenger >= self.recall_champion
+        )
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,9 @@ class Result:
     promote_rate: float
     rollback_rate: float
     wait_rate: float  # undecided after max_labels
-    false_promotion_rate: float | None  # the promote rate when the challenger is not better, else None
+    false_promotion_rate: (
+        float | None
+    )  # the promote rate when the challenger is not better, else None
     median_labels_to_decision: float | None  # over the experiments that decided
 
 
@@ -70,19 +77,26 @@ def correlated_bernoulli(
 def sample_paths(
     sc: Scenario, experiments: int, max_labels: int, rng: np.random.Generator
 ) -> tuple[ArmArrays, ArmArrays, tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]] | None]:
-    """Running counts after each label, each of shape (experiments, max_labels): champion, challenger, and
-    the discordant (b, c) for a shadow (None for a canary)."""
+    """Running counts after each label, each of shape (experiments, max_labels): champion,
+    challenger, and the discordant (b, c) for a shadow (None for a canary)."""
     shape = (experiments, max_labels)
     vulnerable = rng.random(shape) < sc.prevalence
     if sc.design == "shadow":
-        right_a, right_b = correlated_bernoulli(sc.p_champion, sc.p_challenger, sc.correlation, shape, rng)
-        flag_a, flag_b = correlated_bernoulli(sc.recall_champion, sc.recall_challenger, sc.correlation, shape, rng)
+        right_a, right_b = correlated_bernoulli(
+            sc.p_champion, sc.p_challenger, sc.correlation, shape, rng
+        )
+        flag_a, flag_b = correlated_bernoulli(
+            sc.recall_champion, sc.recall_challenger, sc.correlation, shape, rng
+        )
         in_a = in_b = np.ones(shape, dtype=bool)
     else:
         in_b = rng.random(shape) < sc.weight
         in_a = ~in_b
         right_a, right_b = rng.random(shape) < sc.p_champion, rng.random(shape) < sc.p_challenger
-        flag_a, flag_b = rng.random(shape) < sc.recall_champion, rng.random(shape) < sc.recall_challenger
+        flag_a, flag_b = (
+            rng.random(shape) < sc.recall_champion,
+            rng.random(shape) < sc.recall_challenger,
+        )
 
     def cum(x: Bools) -> npt.NDArray[np.int32]:
         return np.cumsum(x, axis=1, dtype=np.int32)
@@ -91,12 +105,17 @@ def sample_paths(
         ArmArrays(cum(inn), cum(inn & right), cum(inn & vulnerable), cum(inn & vulnerable & flag))
         for inn, right, flag in ((in_a, right_a, flag_a), (in_b, right_b, flag_b))
     )
-    discordant = (cum(right_a & ~right_b), cum(right_b & ~right_a)) if sc.design == "shadow" else None
+    discordant = (
+        (cum(right_a & ~right_b), cum(right_b & ~right_a)) if sc.design == "shadow" else None
+    )
     return arms[0], arms[1], discordant
 
 
-def first_decisions(action: npt.NDArray[np.int8]) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.int64]]:
-    """Per path: the first non-wait action (0 if none) and the 1-based label at which it came (0 if none)."""
+def first_decisions(
+    action: npt.NDArray[np.int8],
+) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.int64]]:
+    """Per path: the first non-wait action (0 if none) and the 1-based label at which it came (0 if
+    none)."""
     decided = action != 0
     first = decided.argmax(axis=1)
     any_ = decided.any(axis=1)
@@ -113,12 +132,15 @@ def run(
     seed: int = 0,
     chunk: int = 100,
 ) -> Result:
-    """Simulate ``experiments`` independent experiments (seeded, so reproducible) and summarise them."""
+    """Simulate ``experiments`` independent experiments (seeded, so reproducible) and summarise
+    them."""
     policy = policy or Policy()
     rng = np.random.default_rng(seed)
     actions, labels = [], []
     for start in range(0, experiments, chunk):
-        champion, challenger, discordant = sample_paths(sc, min(chunk, experiments - start), max_labels, rng)
+        champion, challenger, discordant = sample_paths(
+            sc, min(chunk, experiments - start), max_labels, rng
+        )
         act = np.zeros(np.asarray(champion.n).shape[0], dtype=np.int8)
         at = np.zeros_like(act, dtype=np.int64)
         for lo in range(0, max_labels, _BLOCK):
@@ -129,7 +151,9 @@ def run(
             ev = evaluate(
                 ArmArrays(*(np.asarray(x)[todo, cols] for x in champion)),
                 ArmArrays(*(np.asarray(x)[todo, cols] for x in challenger)),
-                None if discordant is None else (discordant[0][todo, cols], discordant[1][todo, cols]),
+                None
+                if discordant is None
+                else (discordant[0][todo, cols], discordant[1][todo, cols]),
                 policy,
             )
             a, i = first_decisions(ev.action)
@@ -152,7 +176,8 @@ def run(
 
 
 def default_scenarios() -> list[tuple[Scenario, int]]:
-    """(scenario, experiments) for the default run: both designs, null with more runs for a tighter rate."""
+    """(scenario, experiments) for the default run: both designs, null with more runs for a tighter
+    rate."""
     base = [
         (Scenario("null", "canary", 0.80, 0.80), 400),
         (Scenario("better", "canary", 0.80, 0.88), 200),
@@ -162,7 +187,16 @@ def default_scenarios() -> list[tuple[Scenario, int]]:
     return base + [(replace(sc, design="shadow"), n) for sc, n in base]
 
 
-_COLUMNS = ("design", "scenario", "experiments", "promote", "rollback", "wait", "false_promotion", "median_labels")
+_COLUMNS = (
+    "design",
+    "scenario",
+    "experiments",
+    "promote",
+    "rollback",
+    "wait",
+    "false_promotion",
+    "median_labels",
+)
 
 
 def _row(r: Result) -> tuple[object, ...]:
@@ -170,7 +204,13 @@ def _row(r: Result) -> tuple[object, ...]:
         return "-" if x is None else format(x, spec)
 
     rates = (r.promote_rate, r.rollback_rate, r.wait_rate, r.false_promotion_rate)
-    return r.design, r.scenario, r.experiments, *(fmt(x, ".3f") for x in rates), fmt(r.median_labels_to_decision, ".0f")
+    return (
+        r.design,
+        r.scenario,
+        r.experiments,
+        *(fmt(x, ".3f") for x in rates),
+        fmt(r.median_labels_to_decision, ".0f"),
+    )
 
 
 def main() -> None:

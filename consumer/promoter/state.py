@@ -1,25 +1,31 @@
-"""The promoter's state in Redis: one optimistic transaction per batch, so that a replay double-counts nothing.
+"""The promoter's state in Redis: one optimistic transaction per batch, so that a replay
+double-counts nothing.
 
 Keys, under ``<prefix>promoter:``:
-    c:<complaint id>      hash: a / s / f (compact allocation, shadow, feedback), j / sj (join markers); TTL
+    c:<complaint id>      hash: a / s / f (compact allocation, shadow, feedback), j / sj (join
+    markers); TTL
                           join_ttl_s from its first record
-    parked                zset: complaint id -> when its feedback was parked (waiting for the allocation)
-    joined                zset: complaint id -> when joined (what ``export`` reads); trimmed after join_ttl_s
-    exp:<experiment id>   hash: the experiment (``Experiment.to_fields``), its counters, ``decision``; TTL
+    parked                zset: complaint id -> when its feedback was parked (waiting for the
+    allocation) joined                zset: complaint id -> when joined (what ``export`` reads);
+    trimmed after join_ttl_s exp:<experiment id>   hash: the experiment (``Experiment.to_fields``),
+    its counters, ``decision``; TTL
                           join_ttl_s from its last label, so a running experiment never expires
     experiments           zset: experiment id -> last label time
     summary               hash: ``<kind>.<outcome>`` counters (what ``status`` prints)
     live                  hash: live accuracy / recall counters (``join.live_field``)
-    malformed             list: the last 1000 refused records (coordinates and reason, never content)
-    offset:<topic>:<p>    the next offset applied from that partition
+    malformed             list: the last 1000 refused records (coordinates and reason, never
+    content) offset:<topic>:<p>    the next offset applied from that partition
 
 Protocol of ``apply`` (one batch), retried from 1 when another writer touched a watched key:
-1. WATCH the batch's offset keys, complaint keys and running experiments; read them (one round trip).
+1. WATCH the batch's offset keys, complaint keys and running experiments; read them (one round
+   trip).
 2. Drop records below their partition's applied offset: they were applied before a crash (replay).
-3. Apply the rest, in order, to the states in memory (``join.Joiner``); for each undecided experiment, find
-   the first label after which the rule decides (``decider``: ``evaluate.Evaluator.decider``).
+3. Apply the rest, in order, to the states in memory (``join.Joiner``); for each undecided
+   experiment, find the first label after which the rule decides (``decider``:
+   ``evaluate.Evaluator.decider``).
 4. MULTI: every changed field, counter, index, decision and the new offsets; EXEC.
-The caller commits the Kafka offsets only after EXEC, and a crash in between replays records that step 2 drops.
+The caller commits the Kafka offsets only after EXEC, and a crash in between replays records that
+step 2 drops.
 """
 
 from __future__ import annotations
@@ -36,7 +42,10 @@ from consumer.promoter.join import ComplaintState, Delta, Joiner
 from consumer.promoter.records import Decoded
 from consumer.store import map_redis_errors
 
-Decider = Callable[[Experiment, Mapping[str, str], Sequence[Mapping[str, int]]], dict[str, Any] | None] | None
+Decider = (
+    Callable[[Experiment, Mapping[str, str], Sequence[Mapping[str, int]]], dict[str, Any] | None]
+    | None
+)
 MALFORMED_KEPT = 1000
 MAX_ATTEMPTS = 20
 
@@ -44,9 +53,12 @@ MAX_ATTEMPTS = 20
 class Keys:
     def __init__(self, prefix: str) -> None:
         self.base = f"{prefix}promoter:"
-        self.parked, self.joined = f"{self.base}parked", f"{self.base}joined"
-        self.experiments, self.summary = f"{self.base}experiments", f"{self.base}summary"
-        self.live, self.malformed = f"{self.base}live", f"{self.base}malformed"
+        self.parked = f"{self.base}parked"
+        self.joined = f"{self.base}joined"
+        self.experiments = f"{self.base}experiments"
+        self.summary = f"{self.base}summary"
+        self.live = f"{self.base}live"
+        self.malformed = f"{self.base}malformed"
 
     def complaint(self, cid: str) -> str:
         return f"{self.base}c:{cid}"
@@ -62,23 +74,35 @@ class JoinStore:
     def __init__(self, client: redis.Redis, prefix: str, ttl_s: int) -> None:
         # redis-py types every result as "sync or awaitable"; this client is synchronous
         self.r: Any = client
-        self.keys, self.ttl_s = Keys(prefix), ttl_s
+        self.keys = Keys(prefix)
+        self.ttl_s = ttl_s
 
     def apply(
-        self, batch: Sequence[Decoded], experiments: Mapping[str, Experiment], now: float, decider: Decider = None
+        self,
+        batch: Sequence[Decoded],
+        experiments: Mapping[str, Experiment],
+        now: float,
+        decider: Decider = None,
     ) -> Delta:
-        """Apply one batch atomically (module docstring); returns what changed, for metrics and evaluation."""
+        """Apply one batch atomically (module docstring); returns what changed, for metrics and
+        evaluation."""
         k = self.keys
         parts = sorted({(d.topic, d.partition) for d in batch})
         cids = sorted({d.complaint_id for d in batch if d.complaint_id})
         exps = sorted(e.id for e in experiments.values())
-        watched = [k.offset(*tp) for tp in parts] + [k.complaint(c) for c in cids] + [k.experiment(e) for e in exps]
+        watched = (
+            [k.offset(*tp) for tp in parts]
+            + [k.complaint(c) for c in cids]
+            + [k.experiment(e) for e in exps]
+        )
         with map_redis_errors("promoter state"):
             for _ in range(MAX_ATTEMPTS):
                 with self.r.pipeline() as pipe:
                     try:
                         pipe.watch(*watched)
-                        delta, states, offsets = self._prepare(batch, parts, cids, experiments, now, decider)
+                        delta, states, offsets = self._prepare(
+                            batch, parts, cids, experiments, now, decider
+                        )
                         pipe.multi()
                         self._write(pipe, delta, states, offsets, now)
                         pipe.execute()
@@ -96,7 +120,8 @@ class JoinStore:
         now: float,
         decider: Decider,
     ) -> tuple[Delta, dict[str, ComplaintState], dict[tuple[str, int], int]]:
-        # Reads on another connection, after the WATCH: a write by anyone in between still aborts our EXEC.
+        # Reads on another connection, after the WATCH: a write by anyone in between still aborts
+        # our EXEC.
         reader = self.r.pipeline(transaction=False)
         for tp in parts:
             reader.get(self.keys.offset(*tp))
@@ -105,9 +130,14 @@ class JoinStore:
         for exp in experiments.values():
             reader.hgetall(self.keys.experiment(exp.id))
         values = reader.execute()
-        applied = {tp: int(v) if v is not None else -1 for tp, v in zip(parts, values[: len(parts)], strict=True)}
+        applied = {
+            tp: int(v) if v is not None else -1
+            for tp, v in zip(parts, values[: len(parts)], strict=True)
+        }
         n = len(parts) + len(cids)
-        states = {c: ComplaintState.of(v) for c, v in zip(cids, values[len(parts) : n], strict=True)}
+        states = {
+            c: ComplaintState.of(v) for c, v in zip(cids, values[len(parts) : n], strict=True)
+        }
         counters = {
             e.id: {k.decode(): v.decode() for k, v in raw.items()}
             for e, raw in zip(experiments.values(), values[n:], strict=True)
@@ -157,7 +187,9 @@ class JoinStore:
             pipe.hset(key, mapping=delta.touched[exp_id].to_fields())
             for name, n in incs.items():
                 pipe.hincrby(key, name, n)
-            if exp_id in delta.decisions:  # no decision at read time, and the key is watched: this sets it
+            if (
+                exp_id in delta.decisions
+            ):  # no decision at read time, and the key is watched: this sets it
                 pipe.hsetnx(key, "decision", json.dumps(delta.decisions[exp_id]))
             pipe.expire(key, ttl)
             pipe.zadd(k.experiments, {exp_id: now})
@@ -174,7 +206,8 @@ class JoinStore:
             pipe.set(k.offset(*tp), offset)
 
     def sweep(self, now: float, limit: int = 1000) -> int:
-        """Count feedback parked for longer than join_ttl_s as ``unknown`` (once, whoever sweeps); trim indexes."""
+        """Count feedback parked for longer than join_ttl_s as ``unknown`` (once, whoever sweeps);
+        trim indexes."""
         k, cutoff = self.keys, now - self.ttl_s
 
         def txn(pipe: Any) -> int:

@@ -1,7 +1,7 @@
 """``allocator promoter status``: one JSON document summarising the promoter's state in Redis.
 
-Read-only and replica-independent: everything comes from Redis (counters, experiments, decisions), and each
-experiment's current evaluation is recomputed with the same rule the service applies.
+Read-only and replica-independent: everything comes from Redis (counters, experiments, decisions),
+and each experiment's current evaluation is recomputed with the same rule the service applies.
 """
 
 from __future__ import annotations
@@ -22,13 +22,19 @@ def status(state: JoinStore, evaluator: Evaluator, policy: Policy) -> dict[str, 
     history = evaluator.store.history(HISTORY_LIMIT) if current else []
     now_running = {e.id: e for e in running(current, history).values()}
     with map_redis_errors("promoter status"):
-        ids = [x.decode() for x in state.r.zrevrange(state.keys.experiments, 0, RECENT_EXPERIMENTS - 1)]
+        ids = [
+            x.decode() for x in state.r.zrevrange(state.keys.experiments, 0, RECENT_EXPERIMENTS - 1)
+        ]
     experiments = []
     for exp_id in [*now_running, *(i for i in ids if i not in now_running)]:
         got = evaluator.read(exp_id)
         if got is None and exp_id not in now_running:
             continue  # expired
-        exp, counts, recorded = got or (now_running[exp_id], Counts.of(now_running[exp_id].mode, {}), None)
+        exp, counts, recorded = got or (
+            now_running[exp_id],
+            Counts.of(now_running[exp_id].mode, {}),
+            None,
+        )
         d = assess(exp, counts, policy)
         arms = {name: getattr(counts, name) for name in ARMS}
         experiments.append(
@@ -48,9 +54,15 @@ def status(state: JoinStore, evaluator: Evaluator, policy: Policy) -> dict[str, 
     summary = state.summary()
     return {
         "auto_apply": policy.auto_apply,
-        "policy": {"alpha": policy.alpha, "min_labels": policy.min_labels, "canary_weight": policy.canary_weight},
+        "policy": {
+            "alpha": policy.alpha,
+            "min_labels": policy.min_labels,
+            "canary_weight": policy.canary_weight,
+        },
         "strategy_version": current.version if current else None,
-        "feedback": {k.partition(".")[2]: v for k, v in summary.items() if k.startswith("feedback.")},
+        "feedback": {
+            k.partition(".")[2]: v for k, v in summary.items() if k.startswith("feedback.")
+        },
         "records": summary,
         "experiments": experiments,
         "live": live_table(state.live()),

@@ -1,10 +1,12 @@
-"""Synthetic allocation, shadow and feedback records with chosen model skill: the promoter's test double.
+"""Synthetic allocation, shadow and feedback records with chosen model skill: the promoter's test
+double.
 
-A simulation needs models of known quality without training any. ``Simulator`` plays the consumer: for each
-complaint with known true labels it routes every task as the strategy would (sticky canary arm, shadow
-sample), and lets each model's prediction be right with that model's ``Skill``; ``feedback`` plays the people
-who decide. The records are real ``allocation/v1``, ``shadow/v1`` and ``feedback/v1`` messages, so the promoter
-under test reads them from real topics exactly as it would read the consumer's.
+A simulation needs models of known quality without training any. ``Simulator`` plays the consumer:
+for each complaint with known true labels it routes every task as the strategy would (sticky canary
+arm, shadow sample), and lets each model's prediction be right with that model's ``Skill``;
+``feedback`` plays the people who decide. The records are real ``allocation/v1``, ``shadow/v1`` and
+``feedback/v1`` messages, so the promoter under test reads them from real topics exactly as it would
+read the consumer's.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ Labels = Mapping[str, str]  # task -> label; "vulnerable" is "yes" / "no"
 
 @dataclass(frozen=True)
 class Skill:
-    """How good a model is: accuracy on every multi-class task, recall and false-alarm rate on vulnerable."""
+    """How good a model is: accuracy on every multi-class task, recall and false-alarm rate on
+    vulnerable."""
 
     accuracy: float
     recall: float = 0.9
@@ -51,11 +54,14 @@ class Truth:
 
 def ref(model: str, digest: str = "") -> ModelRef:
     name, _, version = model.partition("@")
-    return ModelRef(name=name, version=version, sha256=digest or hashlib.sha256(model.encode()).hexdigest())
+    return ModelRef(
+        name=name, version=version, sha256=digest or hashlib.sha256(model.encode()).hexdigest()
+    )
 
 
 class Simulator:
-    """Draws predictions right with each model's skill (seeded: the same inputs give the same records)."""
+    """Draws predictions right with each model's skill (seeded: the same inputs give the same
+    records)."""
 
     def __init__(
         self,
@@ -65,7 +71,9 @@ class Simulator:
         digests: Mapping[str, str] | None = None,
         seed: int = 0,
     ) -> None:
-        self.strategy, self.skills, self.label_sets = strategy, skills, label_sets
+        self.strategy = strategy
+        self.skills = skills
+        self.label_sets = label_sets
         self.digests = dict(digests or {})
         self.rng = np.random.default_rng(seed)
 
@@ -89,18 +97,23 @@ class Simulator:
         )
 
     def allocate(self, truth: Truth, at: datetime) -> tuple[Allocation, ShadowResult | None]:
-        """The allocation (and shadow result, when a task is shadowed) the consumer would have published."""
+        """The allocation (and shadow result, when a task is shadowed) the consumer would have
+        published."""
         cid, preds, shadows = truth.complaint_id, {}, {}
         for task, plan in self.strategy.tasks.items():
             arm = plan.arm(cid)
             model = plan.challenger if arm == "canary" and plan.challenger else plan.champion
-            preds[task] = self._prediction(task, self._label(task, truth.labels[task], model), model, arm)
+            preds[task] = self._prediction(
+                task, self._label(task, truth.labels[task], model), model, arm
+            )
             if plan.shadowed(cid) and plan.challenger:
                 label = self._label(task, truth.labels[task], plan.challenger)
                 shadows[task] = self._prediction(task, label, plan.challenger, "shadow")
         topic, partition, offset = truth.source
         source = Source(topic=topic, partition=partition, offset=offset)
-        decision_id = hashlib.sha256(f"{topic}/{partition}/{offset}/{cid}".encode()).hexdigest()[:32]
+        decision_id = hashlib.sha256(f"{topic}/{partition}/{offset}/{cid}".encode()).hexdigest()[
+            :32
+        ]
         vulnerable = preds["vulnerable"].label == "yes"
         alloc = Allocation.model_validate(
             {
@@ -157,5 +170,6 @@ def feedback(truth: Truth, decided_at: datetime, decision_id: str | None = None)
 
 
 def encode(message: BaseModel) -> bytes:
-    """A record value: compact JSON with its ``schema`` field, absent optionals left out (not null)."""
+    """A record value: compact JSON with its ``schema`` field, absent optionals left out (not
+    null)."""
     return message.model_dump_json(by_alias=True, exclude_none=True).encode()

@@ -1,4 +1,5 @@
-"""Issue 3, done-when: exactly-once under SIGKILL, DLQ with reasons, and a clean drain on SIGTERM."""
+"""Issue 3, done-when: exactly-once under SIGKILL, DLQ with reasons, and a clean drain on
+SIGTERM."""
 
 from __future__ import annotations
 
@@ -39,17 +40,26 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
         procs.append(a2)
         feeder.join(60)
         counts = wait_count(
-            kafka_bootstrap, [env["ALLOCATOR_TOPIC_ALLOCATIONS"], env["ALLOCATOR_TOPIC_DLQ"]], len(inputs), timeout=180
+            kafka_bootstrap,
+            [env["ALLOCATOR_TOPIC_ALLOCATIONS"], env["ALLOCATOR_TOPIC_DLQ"]],
+            len(inputs),
+            timeout=180,
         )
         assert sum(counts.values()) >= len(inputs), counts
-        assert b.p.poll() is None and a2.p.poll() is None, "surviving consumers must not crash (e.g. fenced)"
+        assert b.p.poll() is None and a2.p.poll() is None, (
+            "surviving consumers must not crash (e.g. fenced)"
+        )
     finally:
         for p in procs:
             p.stop()
 
-    allocations = [json.loads(r.value) for r in read_all(kafka_bootstrap, env["ALLOCATOR_TOPIC_ALLOCATIONS"])]
+    allocations = [
+        json.loads(r.value) for r in read_all(kafka_bootstrap, env["ALLOCATOR_TOPIC_ALLOCATIONS"])
+    ]
     per_id = Counter(a["complaint_id"] for a in allocations)
-    assert set(per_id) == {d["complaint_id"] for d in docs}, "every valid complaint has an allocation"
+    assert set(per_id) == {d["complaint_id"] for d in docs}, (
+        "every valid complaint has an allocation"
+    )
     assert per_id.most_common(1)[0][1] == 1, "no complaint has two committed allocations"
     assert len({a["decision_id"] for a in allocations}) == len(allocations)
 
@@ -67,7 +77,10 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
 def test_sigterm_drains_the_batch_in_flight_and_exits_quickly(
     kafka_bootstrap: str, redis_url: str, unique: str, tiny_model: Path, tmp_path: Path
 ) -> None:
-    env = {**topic_env(unique, kafka_bootstrap, redis_url, partitions=2), "ALLOCATOR_MODEL_DIR": str(tiny_model)}
+    env = {
+        **topic_env(unique, kafka_bootstrap, redis_url, partitions=2),
+        "ALLOCATOR_MODEL_DIR": str(tiny_model),
+    }
     docs = real_complaints(600)
     inputs = [(d["complaint_id"].encode(), json.dumps(d).encode()) for d in docs]
     first = Proc(["consume"], env, tmp_path / "first.log")
@@ -90,7 +103,9 @@ def test_sigterm_drains_the_batch_in_flight_and_exits_quickly(
         first.stop()
         if second:
             second.stop()
-    allocations = [json.loads(r.value) for r in read_all(kafka_bootstrap, env["ALLOCATOR_TOPIC_ALLOCATIONS"])]
+    allocations = [
+        json.loads(r.value) for r in read_all(kafka_bootstrap, env["ALLOCATOR_TOPIC_ALLOCATIONS"])
+    ]
     per_id = Counter(a["complaint_id"] for a in allocations)
     assert set(per_id) == {d["complaint_id"] for d in docs}
     assert max(per_id.values()) == 1

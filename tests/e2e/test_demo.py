@@ -1,4 +1,5 @@
-"""Issue 9: the demo's flow in a reduced form (tiny models, a few hundred complaints) on the real stack."""
+"""Issue 9: the demo's flow in a reduced form (tiny models, a few hundred complaints) on the real
+stack."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_quick_demo_runs_the_whole_lifecycle(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> None:
+def test_quick_demo_runs_the_whole_lifecycle(
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path
+) -> None:
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
@@ -31,7 +34,9 @@ def test_quick_demo_runs_the_whole_lifecycle(kafka_bootstrap: str, redis_url: st
     out = done.stdout
     assert done.returncode == 0, done.stderr[-3000:] + out[-3000:]
     assert "240 allocations" in out
-    assert "strategy version 3: issue=canary, team=canary, vulnerable=canary" in out or "canary" in out
+    assert (
+        "strategy version 3: issue=canary, team=canary, vulnerable=canary" in out or "canary" in out
+    )
     for needed in (
         "Accuracy of the published decisions",
         "human team",

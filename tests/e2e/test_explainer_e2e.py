@@ -1,6 +1,7 @@
-"""Issue 6, done-when: explain decisions made by a real ``allocator consume`` on real complaints, over the real
-HTTP API (``python -m explainer serve``): SHAP values reproduce the model output, refusals have their statuses,
-the one-shot CLI finds a decision by id, and the HTML page renders with its highlights in headless Chromium."""
+"""Issue 6, done-when: explain decisions made by a real ``allocator consume`` on real complaints,
+over the real HTTP API (``python -m explainer serve``): SHAP values reproduce the model output,
+refusals have their statuses, the one-shot CLI finds a decision by id, and the HTML page renders
+with its highlights in headless Chromium."""
 
 from __future__ import annotations
 
@@ -52,7 +53,9 @@ class Flow:
         self, method: str, path: str, body: Any = None, token: str | None = TOKEN
     ) -> tuple[int, dict[str, str], bytes]:
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method)
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}", data=data, method=method
+        )
         if token:
             req.add_header("Authorization", f"Bearer {token}")
         try:
@@ -61,15 +64,22 @@ class Flow:
         except urllib.error.HTTPError as e:
             return e.code, dict(e.headers), e.read()
 
-    def explain(self, allocation: dict[str, Any], query: str = "", token: str | None = TOKEN) -> tuple[int, bytes]:
-        status, _, body = self.call("GET", f"/v1/decisions/{allocation['decision_id']}/explanation{query}", token=token)
+    def explain(
+        self, allocation: dict[str, Any], query: str = "", token: str | None = TOKEN
+    ) -> tuple[int, bytes]:
+        status, _, body = self.call(
+            "GET", f"/v1/decisions/{allocation['decision_id']}/explanation{query}", token=token
+        )
         return status, body
 
 
 def _serve(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], int]:
     out = log.open("ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "explainer", "serve"], env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "explainer", "serve"],
+        env={**os.environ, **env},
+        stdout=out,
+        stderr=subprocess.STDOUT,
     )
     out.close()
     deadline = time.monotonic() + 90
@@ -107,7 +117,9 @@ def flow(
         producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
         for d in docs.values():
             producer.send(
-                env["ALLOCATOR_TOPIC_COMPLAINTS"], key=d["complaint_id"].encode(), value=json.dumps(d).encode()
+                env["ALLOCATOR_TOPIC_COMPLAINTS"],
+                key=d["complaint_id"].encode(),
+                value=json.dumps(d).encode(),
             )
         producer.flush()
         producer.close()
@@ -117,7 +129,10 @@ def flow(
             ]
             == N
         )
-        allocations = [json.loads(r.value) for r in read_all(kafka_bootstrap, env["ALLOCATOR_TOPIC_ALLOCATIONS"])]
+        allocations = [
+            json.loads(r.value)
+            for r in read_all(kafka_bootstrap, env["ALLOCATOR_TOPIC_ALLOCATIONS"])
+        ]
         explainer_env = {
             **env,
             "ALLOCATOR_EXPLAINER_TOKEN": TOKEN,
@@ -137,7 +152,13 @@ def flow(
             client.delete(*keys)
         client.close()
         admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-        admin.delete_topics([v for k, v in env.items() if k.startswith("ALLOCATOR_TOPIC_") and "PARTITIONS" not in k])
+        admin.delete_topics(
+            [
+                v
+                for k, v in env.items()
+                if k.startswith("ALLOCATOR_TOPIC_") and "PARTITIONS" not in k
+            ]
+        )
         admin.close()
 
 
@@ -147,10 +168,21 @@ def test_explains_a_consumer_decision_and_reproduces_its_output(flow: Flow) -> N
     assert status == 200, body
     doc = json.loads(body)
     pred = allocation["predictions"]["team"]
-    assert (doc["decision_id"], doc["label"], doc["text_from"]) == (allocation["decision_id"], pred["label"], "kafka")
-    assert doc["model"]["sha256"] == pred["model"]["sha256"] and doc["strategy"] == allocation["strategy"]
-    assert abs(doc["base_value"] + sum(doc["values"]) - doc["output"]) <= TOLERANCE, "SHAP values are additive"
-    assert abs(doc["output"] - pred["score"]) <= TOLERANCE, "the explained output is the decision's score"
+    assert (doc["decision_id"], doc["label"], doc["text_from"]) == (
+        allocation["decision_id"],
+        pred["label"],
+        "kafka",
+    )
+    assert (
+        doc["model"]["sha256"] == pred["model"]["sha256"]
+        and doc["strategy"] == allocation["strategy"]
+    )
+    assert abs(doc["base_value"] + sum(doc["values"]) - doc["output"]) <= TOLERANCE, (
+        "SHAP values are additive"
+    )
+    assert abs(doc["output"] - pred["score"]) <= TOLERANCE, (
+        "the explained output is the decision's score"
+    )
     assert doc["text"] == flow.docs[allocation["complaint_id"]]["text"]
     for task in ("issue", "vulnerable"):
         status, body = flow.explain(allocation, f"?task={task}")
@@ -167,9 +199,13 @@ def test_without_the_token_is_401(flow: Flow) -> None:
 def test_tampered_input_and_foreign_models_are_refused(flow: Flow) -> None:
     allocation = flow.allocations[1]
     text = flow.docs[allocation["complaint_id"]]["text"]
-    status, _, body = flow.call("POST", "/v1/explanations", {"allocation": allocation, "text": text + " (edited)"})
+    status, _, body = flow.call(
+        "POST", "/v1/explanations", {"allocation": allocation, "text": text + " (edited)"}
+    )
     assert (status, json.loads(body)["error"]) == (409, "input_mismatch")
-    status, _, body = flow.call("POST", "/v1/explanations", {"allocation": allocation, "text": text, "task": "issue"})
+    status, _, body = flow.call(
+        "POST", "/v1/explanations", {"allocation": allocation, "text": text, "task": "issue"}
+    )
     assert status == 200 and json.loads(body)["text_from"] == "request"
     for change, want in (
         ({"sha256": "c" * 64}, (409, "model_digest_mismatch")),
@@ -184,12 +220,16 @@ def test_tampered_input_and_foreign_models_are_refused(flow: Flow) -> None:
 def test_unknown_decision_is_404_and_input_gone_is_410(flow: Flow) -> None:
     status, _, body = flow.call("GET", f"/v1/decisions/{'0' * 32}/explanation")
     assert (status, json.loads(body)["error"]) == (404, "decision_not_found")
-    # deleting below the victim's offset must not touch the decisions the other tests explain (0, 1, 2)
+    # deleting below the victim's offset must not touch the decisions the other tests explain (0,
+    # 1, 2)
     used = [flow.allocations[i]["source"] for i in USED]
     victims = [
         a
         for a in flow.allocations[len(USED) :]
-        if all(u["partition"] != a["source"]["partition"] or u["offset"] > a["source"]["offset"] for u in used)
+        if all(
+            u["partition"] != a["source"]["partition"] or u["offset"] > a["source"]["offset"]
+            for u in used
+        )
     ]
     if not victims:
         pytest.skip("every partition starts with a decision another test explains")
@@ -227,7 +267,11 @@ def test_one_shot_cli_finds_the_decision_by_id(flow: Flow) -> None:
     )
     assert run.returncode == 0, run.stderr[-3000:]
     doc = json.loads(out.read_text())
-    assert doc["decision_id"] == allocation["decision_id"] and doc["task"] == "issue" and doc["additivity"]["ok"]
+    assert (
+        doc["decision_id"] == allocation["decision_id"]
+        and doc["task"] == "issue"
+        and doc["additivity"]["ok"]
+    )
     assert "additivity error" in run.stderr
 
 
@@ -240,7 +284,9 @@ def test_metrics_cache_and_audit_lines(flow: Flow) -> None:
     _, _, metrics = flow.call("GET", "/metrics", token=None)
     text = metrics.decode()
     assert 'allocator_explanations_total{status="200"}' in text and 'status="401"' in text
-    hits = [ln for ln in text.splitlines() if ln.startswith("allocator_explanation_cache_hits_total ")]
+    hits = [
+        ln for ln in text.splitlines() if ln.startswith("allocator_explanation_cache_hits_total ")
+    ]
     assert hits and float(hits[0].split()[1]) >= 1
     deadline = time.monotonic() + 5  # audit lines are written just after their responses
     while time.monotonic() < deadline:
@@ -251,7 +297,9 @@ def test_metrics_cache_and_audit_lines(flow: Flow) -> None:
         time.sleep(0.1)
     assert any(a["decision_id"] == allocation["decision_id"] and a["status"] == 200 for a in audit)
     assert {a["status"] for a in audit} >= {200, 401, 404}
-    assert all({"who", "route", "decision_id", "task", "status", "duration_ms"} <= set(a) for a in audit)
+    assert all(
+        {"who", "route", "decision_id", "task", "status", "duration_ms"} <= set(a) for a in audit
+    )
     words = [w for d in flow.docs.values() for w in d["text"].split() if len(w) > 12][:20]
     raw = flow.log.read_text()
     assert not any(w in raw for w in words), "no complaint text in the explainer's logs"
@@ -285,11 +333,16 @@ def test_html_renders_with_highlights_in_headless_chromium(flow: Flow) -> None:
         check=True,
     )
     pixels = read_png(png).reshape(-1, 3)
-    counts = {c: int(np.all(pixels == _rgb(c), axis=1).sum()) for cs in PALETTE.values() for c in cs}
+    counts = {
+        c: int(np.all(pixels == _rgb(c), axis=1).sum()) for cs in PALETTE.values() for c in cs
+    }
     legend = 26 * 14  # each palette colour is one legend swatch, at most this many pixels
     highlighted = sum(max(0, n - legend) for n in counts.values())
     assert highlighted > 5000, f"too few highlighted pixels: {counts}"
-    assert sum(counts[c] > legend for c in PALETTE["p"]) >= 2 or sum(counts[c] > legend for c in PALETTE["n"]) >= 2
+    assert (
+        sum(counts[c] > legend for c in PALETTE["p"]) >= 2
+        or sum(counts[c] > legend for c in PALETTE["n"]) >= 2
+    )
 
 
 def _rgb(colour: str) -> tuple[int, int, int]:
@@ -297,7 +350,8 @@ def _rgb(colour: str) -> tuple[int, int, int]:
 
 
 def read_png(path: Path) -> np.ndarray:
-    """RGB pixels ``[h, w, 3]`` of an 8-bit, non-interlaced RGB or RGBA PNG (no imaging library needed)."""
+    """RGB pixels ``[h, w, 3]`` of an 8-bit, non-interlaced RGB or RGBA PNG (no imaging library
+    needed)."""
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     pos, idat, header = 8, [], (0, 0, 0, 0, 0, 0, 0)

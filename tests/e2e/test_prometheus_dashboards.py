@@ -1,10 +1,11 @@
-"""Every dashboard query and alert signal returns data from a real Prometheus scraping real processes.
+"""Every dashboard query and alert signal returns data from a real Prometheus scraping real
+processes.
 
-A real ``prometheus`` (Debian's /usr/bin/prometheus) scrapes ``allocator consume`` every second while
-it allocates real CFPB complaints (with malformed records, so the DLQ has reasons) under a shadow
-strategy set through ``allocator models`` / ``allocator strategy`` (so model info and shadow agreement
-exist). The promoter and the explainer are started too when their commands exist; the queries that
-need a process that is not there are reported as skipped, by name.
+A real ``prometheus`` (Debian's /usr/bin/prometheus) scrapes ``allocator consume`` every second
+while it allocates real CFPB complaints (with malformed records, so the DLQ has reasons) under a
+shadow strategy set through ``allocator models`` / ``allocator strategy`` (so model info and shadow
+agreement exist). The promoter and the explainer are started too when their commands exist; the
+queries that need a process that is not there are reported as skipped, by name.
 
 Static scrape labels ``namespace`` and ``pod`` stand in for what the ServiceMonitor adds.
 """
@@ -28,7 +29,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("grafana_foundation_sdk", reason="pip install -e '.[dev]' (grafana-foundation-sdk)")
+pytest.importorskip(
+    "grafana_foundation_sdk", reason="pip install -e '.[dev]' (grafana-foundation-sdk)"
+)
 
 from dashboards import queries
 from dashboards.generate import metric_names
@@ -56,7 +59,11 @@ def _metrics_by_process() -> dict[str, set[str]]:
     from consumer.metrics import ConsumerMetrics, ExplainerMetrics, PromoterMetrics
 
     out = {}
-    for name, cls in (("consumer", ConsumerMetrics), ("promoter", PromoterMetrics), ("explainer", ExplainerMetrics)):
+    for name, cls in (
+        ("consumer", ConsumerMetrics),
+        ("promoter", PromoterMetrics),
+        ("explainer", ExplainerMetrics),
+    ):
         registry = CollectorRegistry()
         cls(registry)
         out[name] = {f.name + ("_total" if f.type == "counter" else "") for f in registry.collect()}
@@ -65,13 +72,19 @@ def _metrics_by_process() -> dict[str, set[str]]:
 
 def _has_command(*args: str) -> bool:
     """True when ``allocator <args> --help`` exists (the promoter and explainer may come later)."""
-    result = subprocess.run([sys.executable, "-m", "consumer", *args, "--help"], capture_output=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "consumer", *args, "--help"], capture_output=True, timeout=60
+    )
     return result.returncode == 0
 
 
 def _cli(env: dict[str, str], *args: str) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "consumer", *args], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "consumer", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, f"allocator {' '.join(args)}: {result.stderr[-2000:]}"
     return result.stdout
@@ -88,7 +101,10 @@ class Prometheus:
                 {
                     "job_name": name,
                     "static_configs": [
-                        {"targets": [f"127.0.0.1:{port}"], "labels": {"namespace": "e2e", "pod": f"{name}-0"}}
+                        {
+                            "targets": [f"127.0.0.1:{port}"],
+                            "labels": {"namespace": "e2e", "pod": f"{name}-0"},
+                        }
                     ],
                 }
                 for name, port in targets.items()
@@ -114,9 +130,13 @@ class Prometheus:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.p.poll() is not None:
-                raise AssertionError(f"prometheus exited: {(workdir / 'prometheus.log').read_text()[-2000:]}")
+                raise AssertionError(
+                    f"prometheus exited: {(workdir / 'prometheus.log').read_text()[-2000:]}"
+                )
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=1) as r:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{self.port}/-/ready", timeout=1
+                ) as r:
                     if r.status == 200:
                         return
             except OSError:
@@ -124,7 +144,9 @@ class Prometheus:
         raise AssertionError("prometheus not ready")
 
     def query(self, expr: str) -> list[dict[str, object]]:
-        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode(
+            {"query": expr}
+        )
         with urllib.request.urlopen(url, timeout=10) as r:
             body = json.load(r)
         assert body["status"] == "success", body
@@ -154,13 +176,17 @@ class Run:
 
 
 def _explain_once(port: int, decision_id: str) -> None:
-    """One authorised and one unauthorised request; the explainer's paths are its own, so try the likely."""
+    """One authorised and one unauthorised request; the explainer's paths are its own, so try the
+    likely."""
     for path in (f"/explanations/{decision_id}", f"/explain/{decision_id}"):
         for token in (TOKEN, "wrong"):
             req = urllib.request.Request(
-                f"http://127.0.0.1:{port}{path}?task=team", headers={"Authorization": f"Bearer {token}"}
+                f"http://127.0.0.1:{port}{path}?task=team",
+                headers={"Authorization": f"Bearer {token}"},
             )
-            with contextlib.suppress(OSError):  # 4xx/5xx still count in allocator_explanations_total
+            with contextlib.suppress(
+                OSError
+            ):  # 4xx/5xx still count in allocator_explanations_total
                 urllib.request.urlopen(req, timeout=60).close()
 
 
@@ -180,7 +206,9 @@ def _feedback(bootstrap: str, topic: str, allocations: list[dict[str, object]]) 
                 "vulnerable": a["vulnerable"],
                 "decided_at": datetime.now(UTC).isoformat(),
             }
-            producer.send(topic, key=str(a["complaint_id"]).encode(), value=json.dumps(doc).encode())
+            producer.send(
+                topic, key=str(a["complaint_id"]).encode(), value=json.dumps(doc).encode()
+            )
         producer.flush()
     finally:
         producer.close()
@@ -188,7 +216,11 @@ def _feedback(bootstrap: str, topic: str, allocations: list[dict[str, object]]) 
 
 @pytest.fixture(scope="module")
 def run(
-    kafka_bootstrap: str, redis_url: str, tiny_model: Path, tiny_model2: Path, tmp_path_factory: pytest.TempPathFactory
+    kafka_bootstrap: str,
+    redis_url: str,
+    tiny_model: Path,
+    tiny_model2: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Run]:
     if PROMETHEUS is None:
         pytest.skip("no prometheus binary (apt-get install prometheus)")
@@ -220,7 +252,11 @@ def run(
             explain_port = _free_port()
             explainer = Proc(
                 ["explain", "serve"],
-                {**env, "ALLOCATOR_EXPLAINER_TOKEN": TOKEN, "ALLOCATOR_EXPLAINER_PORT": str(explain_port)},
+                {
+                    **env,
+                    "ALLOCATOR_EXPLAINER_TOKEN": TOKEN,
+                    "ALLOCATOR_EXPLAINER_PORT": str(explain_port),
+                },
                 work / "explainer.log",
             )
             procs.append(explainer)
@@ -243,10 +279,16 @@ def run(
         feeder.start()
         feeder.join(120)
         counts = wait_count(
-            kafka_bootstrap, [env["ALLOCATOR_TOPIC_ALLOCATIONS"], env["ALLOCATOR_TOPIC_DLQ"]], len(inputs), timeout=120
+            kafka_bootstrap,
+            [env["ALLOCATOR_TOPIC_ALLOCATIONS"], env["ALLOCATOR_TOPIC_DLQ"]],
+            len(inputs),
+            timeout=120,
         )
         assert sum(counts.values()) >= len(inputs), counts
-        allocations = [json.loads(r.value) for r in read_all(kafka_bootstrap, env["ALLOCATOR_TOPIC_ALLOCATIONS"])]
+        allocations = [
+            json.loads(r.value)
+            for r in read_all(kafka_bootstrap, env["ALLOCATOR_TOPIC_ALLOCATIONS"])
+        ]
         result.reviewed = any(a.get("needs_review") for a in allocations)
         if promoter is not None:
             _feedback(kafka_bootstrap, env["ALLOCATOR_TOPIC_FEEDBACK"], allocations[:200])
@@ -283,7 +325,11 @@ def _delete_topics(bootstrap: str, env: dict[str, str]) -> None:
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
-        topics = [v for k, v in env.items() if k.startswith("ALLOCATOR_TOPIC_") and k != "ALLOCATOR_TOPIC_PARTITIONS"]
+        topics = [
+            v
+            for k, v in env.items()
+            if k.startswith("ALLOCATOR_TOPIC_") and k != "ALLOCATOR_TOPIC_PARTITIONS"
+        ]
         admin.delete_topics(topics)
     except Exception:  # cleanup only; the broker is throwaway in CI
         pass
@@ -299,8 +345,9 @@ NEEDS = {  # what must run (or be set up) for a metric to have series
 }
 # Series that exist only after something goes wrong; their queries fall back to `or vector(0)`.
 ONLY_ON_FAILURE = {"allocator_model_load_failures_total"}
-# Metrics defined in consumer/metrics.py that no code observes yet: their queries are expected empty.
-# Like a strict xfail: once one starts returning data, this test fails until it leaves the list.
+# Metrics defined in consumer/metrics.py that no code observes yet: their queries are expected
+# empty. Like a strict xfail: once one starts returning data, this test fails until it leaves the
+# list.
 NOT_YET_OBSERVED: dict[str, str] = {}  # metrics known not to be recorded yet (none)
 
 

@@ -1,10 +1,11 @@
-"""Issue 7, done-when: the promoter, on the real stack, promotes a clearly better challenger, rolls back a
-clearly worse one and leaves an equal one running, with no code change between the runs.
+"""Issue 7, done-when: the promoter, on the real stack, promotes a clearly better challenger, rolls
+back a clearly worse one and leaves an equal one running, with no code change between the runs.
 
-People's decisions are real CFPB labels (team from the product, issue, vulnerable = tags present). The models'
-decisions are synthetic records (``consumer.promoter.synthetic``) right with a chosen probability per model,
-routed by the real strategy (sticky canary arm, shadow scoring) over registered tiny model packages. The
-promoter runs as its own process with ``auto_apply`` on and only reads the topics.
+People's decisions are real CFPB labels (team from the product, issue, vulnerable = tags present).
+The models' decisions are synthetic records (``consumer.promoter.synthetic``) right with a chosen
+probability per model, routed by the real strategy (sticky canary arm, shadow scoring) over
+registered tiny model packages. The promoter runs as its own process with ``auto_apply`` on and only
+reads the topics.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ CHAMPION_SKILL = Skill(0.80)
 
 
 def real_truths(n: int) -> list[Truth]:
-    """People's final decisions on ``n`` real complaints (rows whose product the team map lacks are skipped)."""
+    """People's final decisions on ``n`` real complaints (rows whose product the team map lacks are
+    skipped)."""
     space, out = load_label_space(), []
     for doc in csv_complaints(DATA, Report()):
         meta = doc["metadata"]
@@ -71,17 +73,23 @@ class PromoterProc(Proc):
         self.log = log
         self._out = log.open("ab")
         cmd = [sys.executable, "-m", "consumer.promoter"]
-        self.p = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=self._out, stderr=subprocess.STDOUT)
+        self.p = subprocess.Popen(
+            cmd, env={**os.environ, **env}, stdout=self._out, stderr=subprocess.STDOUT
+        )
 
 
 @pytest.fixture
-def stack(kafka_bootstrap: str, redis_url: str, unique: str, tiny_model: Path, tiny_model2: Path) -> Iterator[Any]:
+def stack(
+    kafka_bootstrap: str, redis_url: str, unique: str, tiny_model: Path, tiny_model2: Path
+) -> Iterator[Any]:
     env = topic_env(unique, kafka_bootstrap, redis_url, partitions=2)
     client = redis.Redis.from_url(redis_url)
     registry = Registry(client, env["ALLOCATOR_REDIS_PREFIX"])
     champion, challenger = (registry.register(str(p)) for p in (tiny_model, tiny_model2))
     store = StrategyStore(client, env["ALLOCATOR_REDIS_PREFIX"], registry)
-    store.update(lambda cur: transitions.champion(cur, champion.ref, champion.tasks), "start", "test")
+    store.update(
+        lambda cur: transitions.champion(cur, champion.ref, champion.tasks), "start", "test"
+    )
     try:
         yield env, client, store, champion, challenger
     finally:
@@ -92,8 +100,8 @@ def stack(kafka_bootstrap: str, redis_url: str, unique: str, tiny_model: Path, t
 
 
 def publish(bootstrap: str, env: dict[str, str], sim: Simulator, truths: list[Truth]) -> int:
-    """Allocations and shadow results first (as the consumer would), then people's decisions hours later;
-    returns the number of shadow results."""
+    """Allocations and shadow results first (as the consumer would), then people's decisions hours
+    later; returns the number of shadow results."""
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20)
     t0 = datetime.now(UTC) - timedelta(days=2)
     decided, shadows = [], 0
@@ -115,10 +123,11 @@ def publish(bootstrap: str, env: dict[str, str], sim: Simulator, truths: list[Tr
     return shadows
 
 
-# Better means better in accuracy and no worse in vulnerable recall: with equal true recalls the guardrail (the
-# challenger's observed recall may not be below the champion's) would block a better challenger about half the
-# time, by chance. With these figures, 200 random orders of the same labels all end as expected for team and
-# issue (checked offline with ``evaluate.first_decision``); decisions on the vulnerable task are not asserted.
+# Better means better in accuracy and no worse in vulnerable recall: with equal true recalls the
+# guardrail (the challenger's observed recall may not be below the champion's) would block a better
+# challenger about half the time, by chance. With these figures, 200 random orders of the same
+# labels all end as expected for team and issue (checked offline with ``evaluate.first_decision``);
+# decisions on the vulnerable task are not asserted.
 BETTER, WORSE, EQUAL = Skill(0.92, recall=0.95), Skill(0.65), Skill(0.80)
 
 
@@ -133,7 +142,12 @@ BETTER, WORSE, EQUAL = Skill(0.92, recall=0.95), Skill(0.65), Skill(0.80)
     ids=["canary-better", "canary-worse", "canary-equal", "shadow-better"],
 )
 def test_the_promoter_acts_on_the_evidence(
-    stack: Any, kafka_bootstrap: str, tmp_path: Path, mode: str, challenger_skill: Skill, expected: str
+    stack: Any,
+    kafka_bootstrap: str,
+    tmp_path: Path,
+    mode: str,
+    challenger_skill: Skill,
+    expected: str,
 ) -> None:
     env, client, store, champion, challenger = stack
     weight = 0.5
@@ -148,7 +162,13 @@ def test_the_promoter_acts_on_the_evidence(
     )
     skills = {champion.ref: CHAMPION_SKILL, challenger.ref: challenger_skill}
     labels = {t: champion.tasks[t]["labels"] for t in champion.tasks}
-    sim = Simulator(start, skills, labels, {champion.ref: champion.digest, challenger.ref: challenger.digest}, seed=7)
+    sim = Simulator(
+        start,
+        skills,
+        labels,
+        {champion.ref: champion.digest, challenger.ref: challenger.digest},
+        seed=7,
+    )
     truths = real_truths(N)
     shadows = publish(kafka_bootstrap, env, sim, truths)
 
@@ -164,7 +184,10 @@ def test_the_promoter_acts_on_the_evidence(
         proc.wait_log("promoting")
         while time.monotonic() - t0 < 60:
             s = state.summary()
-            if s.get("feedback.joined", 0) + s.get("feedback.late", 0) >= N and s.get("shadow.joined", 0) >= shadows:
+            if (
+                s.get("feedback.joined", 0) + s.get("feedback.late", 0) >= N
+                and s.get("shadow.joined", 0) >= shadows
+            ):
                 break
             time.sleep(0.2)
         proc.signal(signal.SIGTERM)
@@ -205,7 +228,9 @@ def test_the_promoter_acts_on_the_evidence(
             assert (plan.mode, plan.challenger, plan.weight) == ("canary", challenger.ref, 0.1)
     if expected != "wait":
         reasons = [s.reason for s in store.history(10)] + [current.reason]
-        assert any(r.startswith("promoter: ") and "always-valid p_better=" in r for r in reasons), reasons
+        assert any(r.startswith("promoter: ") and "always-valid p_better=" in r for r in reasons), (
+            reasons
+        )
     print(f"{mode} {expected}: promoter ran {elapsed:.1f}s; {summary}; strategy v{current.version}")
 
 
@@ -220,10 +245,17 @@ def test_a_killed_promoter_resumes_without_counting_twice(
     publish(kafka_bootstrap, env, Simulator(start, skills, labels, seed=3), truths)
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
     try:  # people's tools are not perfect either: records the promoter must count and survive
-        for value in (b"\xff not utf-8", b'{"schema": "feedback/v1"', b'{"schema": "feedback/v2"}', b"[]"):
+        for value in (
+            b"\xff not utf-8",
+            b'{"schema": "feedback/v1"',
+            b'{"schema": "feedback/v2"}',
+            b"[]",
+        ):
             producer.send(env["ALLOCATOR_TOPIC_FEEDBACK"], key=b"bad", value=value)
         dup = encode(feedback(truths[0], datetime.now(UTC)))
-        producer.send(env["ALLOCATOR_TOPIC_FEEDBACK"], key=truths[0].complaint_id.encode(), value=dup)
+        producer.send(
+            env["ALLOCATOR_TOPIC_FEEDBACK"], key=truths[0].complaint_id.encode(), value=dup
+        )
         producer.flush()
     finally:
         producer.close()
@@ -241,14 +273,19 @@ def test_a_killed_promoter_resumes_without_counting_twice(
         before_kill = state.summary()["feedback.joined"]
     finally:
         first.stop()
-    # A new group: the restart finds no committed offset and replays every record, the worst case of a crash
-    # between the state write and the offset commit.
-    second = PromoterProc(run_env | {"ALLOCATOR_PROMOTER_GROUP": f"again-{unique}"}, tmp_path / "second.log")
+    # A new group: the restart finds no committed offset and replays every record, the worst case of
+    # a crash between the state write and the offset commit.
+    second = PromoterProc(
+        run_env | {"ALLOCATOR_PROMOTER_GROUP": f"again-{unique}"}, tmp_path / "second.log"
+    )
     deadline = time.monotonic() + 60
     try:
         while time.monotonic() < deadline:
             s = state.summary()
-            if s.get("feedback.joined", 0) + s.get("feedback.late", 0) >= N and s.get("feedback.malformed", 0) >= 4:
+            if (
+                s.get("feedback.joined", 0) + s.get("feedback.late", 0) >= N
+                and s.get("feedback.malformed", 0) >= 4
+            ):
                 break
             time.sleep(0.2)
         time.sleep(1)  # anything counted twice would show now
@@ -258,8 +295,15 @@ def test_a_killed_promoter_resumes_without_counting_twice(
         second.stop()
     s = state.summary()
     assert s.get("feedback.joined", 0) + s.get("feedback.late", 0) == N, s
-    assert (s.get("feedback.malformed"), s.get("feedback.duplicate"), s.get("allocation.stored")) == (4, 1, N), s
+    assert (
+        s.get("feedback.malformed"),
+        s.get("feedback.duplicate"),
+        s.get("allocation.stored"),
+    ) == (4, 1, N), s
     assert s["feedback.replayed"] >= before_kill and s["allocation.replayed"] > 0, s
     live = state.live()
     for task in ("team", "issue", "vulnerable"):
-        assert sum(n for k, n in live.items() if k.startswith(f"acc\t{task}\t") and k.endswith("\tn")) == N
+        assert (
+            sum(n for k, n in live.items() if k.startswith(f"acc\t{task}\t") and k.endswith("\tn"))
+            == N
+        )

@@ -1,4 +1,5 @@
-"""Issue 4, done-when: strategies switched live across two consumers while complaints stream; Redis outages."""
+"""Issue 4, done-when: strategies switched live across two consumers while complaints stream; Redis
+outages."""
 
 from __future__ import annotations
 
@@ -41,7 +42,12 @@ def wait_switched(procs: list[Proc], version: int, timeout: float = 2.0) -> floa
 
 
 def test_strategy_moves_while_streaming(
-    kafka_bootstrap: str, redis_url: str, unique: str, tiny_model: Path, tiny_model2: Path, tmp_path: Path
+    kafka_bootstrap: str,
+    redis_url: str,
+    unique: str,
+    tiny_model: Path,
+    tiny_model2: Path,
+    tmp_path: Path,
 ) -> None:
     env = topic_env(unique, kafka_bootstrap, redis_url)
     r = redis.Redis.from_url(redis_url)
@@ -64,12 +70,18 @@ def test_strategy_moves_while_streaming(
         for n, phase in enumerate(phases):
             if n == 1:
                 s = store.write(
-                    {t: TaskPlan("shadow", old, new, sample=1.0, salt="shadow:x") for t in TASKS}, 1, "shadow", "test"
+                    {t: TaskPlan("shadow", old, new, sample=1.0, salt="shadow:x") for t in TASKS},
+                    1,
+                    "shadow",
+                    "test",
                 )
                 windows[s.version] = "shadow"
             elif n == 2:
                 s = store.write(
-                    {t: TaskPlan("canary", old, new, weight=0.1, salt=f"canary:{new}") for t in TASKS},
+                    {
+                        t: TaskPlan("canary", old, new, weight=0.1, salt=f"canary:{new}")
+                        for t in TASKS
+                    },
                     2,
                     "canary 10%",
                     "test",
@@ -97,15 +109,25 @@ def test_strategy_moves_while_streaming(
         r.close()
     assert max(switch_s) < 2.0, switch_s
 
-    allocations = [json.loads(x.value) for x in read_all(kafka_bootstrap, env["ALLOCATOR_TOPIC_ALLOCATIONS"])]
+    allocations = [
+        json.loads(x.value) for x in read_all(kafka_bootstrap, env["ALLOCATOR_TOPIC_ALLOCATIONS"])
+    ]
     coords = Counter((a["source"]["partition"], a["source"]["offset"]) for a in allocations)
-    assert len(allocations) == sum(len(p) for p in phases) and max(coords.values()) == 1, "lost or duplicated"
+    assert len(allocations) == sum(len(p) for p in phases) and max(coords.values()) == 1, (
+        "lost or duplicated"
+    )
     by_window: dict[str, list[dict]] = defaultdict(list)
     for a in allocations:
         by_window[windows[a["strategy"]["version"]]].append(a)
     # every allocation names the models its strategy version put in force
-    for name, expected in (("champion(old)", "tiny-s0"), ("shadow", "tiny-s0"), ("champion(new)", "tiny-s1")):
-        versions = {p["model"]["version"] for a in by_window[name] for p in a["predictions"].values()}
+    for name, expected in (
+        ("champion(old)", "tiny-s0"),
+        ("shadow", "tiny-s0"),
+        ("champion(new)", "tiny-s1"),
+    ):
+        versions = {
+            p["model"]["version"] for a in by_window[name] for p in a["predictions"].values()
+        }
         assert versions == {expected}, (name, versions)
     # rollback returns to the previous version: the canary, with the same salt, so the same arms
     canary = by_window["canary"] + by_window["rollback"]
@@ -124,7 +146,9 @@ def test_strategy_moves_while_streaming(
     assert all(len(v) == 1 for v in arms.values())
     assert sum(len(arms[d["complaint_id"]]) for d in repeats) == len(repeats)
     shadows = read_all(kafka_bootstrap, env["ALLOCATOR_TOPIC_SHADOW"])
-    assert len(shadows) == len(by_window["shadow"]), "shadow scores every complaint of its window (sample 1.0)"
+    assert len(shadows) == len(by_window["shadow"]), (
+        "shadow scores every complaint of its window (sample 1.0)"
+    )
 
 
 def _free_port() -> int:
@@ -137,7 +161,9 @@ class OwnRedis:
     """A redis-server of this test's own (append-only file, so a restart keeps the strategy)."""
 
     def __init__(self, folder: Path) -> None:
-        self.port, self.folder, self.proc = _free_port(), folder, None
+        self.port = _free_port()
+        self.folder = folder
+        self.proc = None
         self.url = f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
@@ -184,7 +210,12 @@ def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
 
 
 def test_redis_outage_loses_nothing_and_updates_resume(
-    kafka_bootstrap: str, unique: str, tiny_model: Path, tiny_model2: Path, tmp_path: Path, own_redis: OwnRedis
+    kafka_bootstrap: str,
+    unique: str,
+    tiny_model: Path,
+    tiny_model2: Path,
+    tmp_path: Path,
+    own_redis: OwnRedis,
 ) -> None:
     env = topic_env(unique, kafka_bootstrap, own_redis.url, partitions=2)
     client = redis.Redis.from_url(own_redis.url)
@@ -204,12 +235,18 @@ def test_redis_outage_loses_nothing_and_updates_resume(
         own_redis.stop()  # mid-stream
         time.sleep(3)
         for p in procs:
-            assert re.search(r"^allocator_store_up 0", p.metrics(), re.M), "health must say Redis is down"
+            assert re.search(r"^allocator_store_up 0", p.metrics(), re.M), (
+                "health must say Redis is down"
+            )
         own_redis.start()
         feeder.join(60)
         client = redis.Redis.from_url(own_redis.url)
-        store = StrategyStore(client, env["ALLOCATOR_REDIS_PREFIX"], Registry(client, env["ALLOCATOR_REDIS_PREFIX"]))
-        v = store.write({t: TaskPlan("champion", new) for t in TASKS}, 1, "after the outage", "test")
+        store = StrategyStore(
+            client, env["ALLOCATOR_REDIS_PREFIX"], Registry(client, env["ALLOCATOR_REDIS_PREFIX"])
+        )
+        v = store.write(
+            {t: TaskPlan("champion", new) for t in TASKS}, 1, "after the outage", "test"
+        )
         wait_switched(procs, v.version, timeout=5)
         wait_count(kafka_bootstrap, [env["ALLOCATOR_TOPIC_ALLOCATIONS"]], len(docs), timeout=60)
         assert all(p.p.poll() is None for p in procs)
@@ -217,7 +254,13 @@ def test_redis_outage_loses_nothing_and_updates_resume(
         for p in procs:
             p.stop()
         client.close()
-    errors = [line for p in procs for line in p.lines() if line.get("level") in ("ERROR", "CRITICAL")]
+    errors = [
+        line for p in procs for line in p.lines() if line.get("level") in ("ERROR", "CRITICAL")
+    ]
     assert not errors, errors
-    allocations = [json.loads(x.value) for x in read_all(kafka_bootstrap, env["ALLOCATOR_TOPIC_ALLOCATIONS"])]
-    assert Counter(a["complaint_id"] for a in allocations) == Counter(d["complaint_id"] for d in docs)
+    allocations = [
+        json.loads(x.value) for x in read_all(kafka_bootstrap, env["ALLOCATOR_TOPIC_ALLOCATIONS"])
+    ]
+    assert Counter(a["complaint_id"] for a in allocations) == Counter(
+        d["complaint_id"] for d in docs
+    )

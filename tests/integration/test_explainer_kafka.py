@@ -1,5 +1,5 @@
-"""The explainer's Kafka side on a real broker: records by coordinates (410 below the log start), the index of
-committed allocations, and the one-shot CLI against a real Redis registry."""
+"""The explainer's Kafka side on a real broker: records by coordinates (410 below the log start),
+the index of committed allocations, and the one-shot CLI against a real Redis registry."""
 
 from __future__ import annotations
 
@@ -66,14 +66,20 @@ def test_records_by_coordinates_and_input_gone_below_log_start(
         records.close()
 
 
-def test_indexer_indexes_committed_allocations_only(kafka_bootstrap: str, topic_factory: Callable[..., str]) -> None:
+def test_indexer_indexes_committed_allocations_only(
+    kafka_bootstrap: str, topic_factory: Callable[..., str]
+) -> None:
     topic = topic_factory("explain-alloc", partitions=2)
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, transactional_id=f"t-{topic}", acks="all")
+    producer = KafkaProducer(
+        bootstrap_servers=kafka_bootstrap, transactional_id=f"t-{topic}", acks="all"
+    )
     try:
         producer.init_transactions()
         producer.begin_transaction()
         for i in range(4):
-            producer.send(topic, value=json.dumps({"decision_id": f"d{i}"}).encode(), partition=i % 2)
+            producer.send(
+                topic, value=json.dumps({"decision_id": f"d{i}"}).encode(), partition=i % 2
+            )
         producer.commit_transaction()
         producer.begin_transaction()
         producer.send(topic, value=json.dumps({"decision_id": "aborted"}).encode(), partition=0)
@@ -81,20 +87,31 @@ def test_indexer_indexes_committed_allocations_only(kafka_bootstrap: str, topic_
         producer.abort_transaction()
     finally:
         producer.close()
-    _produce(kafka_bootstrap, topic, [b"not json", json.dumps({"decision_id": "plain"}).encode()], partition=1)
+    _produce(
+        kafka_bootstrap,
+        topic,
+        [b"not json", json.dumps({"decision_id": "plain"}).encode()],
+        partition=1,
+    )
     index = DecisionIndex()
-    indexer = AllocationIndexer(CommonSettings(kafka_bootstrap_servers=kafka_bootstrap), topic, index, poll_ms=200)
+    indexer = AllocationIndexer(
+        CommonSettings(kafka_bootstrap_servers=kafka_bootstrap), topic, index, poll_ms=200
+    )
     try:
         assert indexer.catch_up(30)
         assert all(index.get(f"d{i}") is not None for i in range(4))
         assert index.get("plain") == (1, 4), "after d1, d3, a commit marker and the junk record"
-        assert index.get("aborted") is None, "read_committed: an aborted allocation is never indexed"
+        assert index.get("aborted") is None, (
+            "read_committed: an aborted allocation is never indexed"
+        )
         assert indexer.skipped == 1
     finally:
         indexer.close()
 
     index2 = DecisionIndex()
-    follower = AllocationIndexer(CommonSettings(kafka_bootstrap_servers=kafka_bootstrap), topic, index2, poll_ms=200)
+    follower = AllocationIndexer(
+        CommonSettings(kafka_bootstrap_servers=kafka_bootstrap), topic, index2, poll_ms=200
+    )
     follower.start()
     try:
         deadline = time.monotonic() + 30
@@ -122,8 +139,12 @@ def test_one_shot_cli_with_a_record_and_text_file(
         Registry(client, redis_prefix).register(str(tiny))
     finally:
         client.close()
-    text = "I am a veteran and my student loan servicer put me in forbearance without asking me first."
-    allocation = decide(load_package(tiny), Complaint(complaint_id="c-9", text=text), MemoryRecords())
+    text = (
+        "I am a veteran and my student loan servicer put me in forbearance without asking me first."
+    )
+    allocation = decide(
+        load_package(tiny), Complaint(complaint_id="c-9", text=text), MemoryRecords()
+    )
     (tmp_path / "alloc.json").write_bytes(dump(allocation))
     (tmp_path / "text.txt").write_text(text, encoding="utf-8")
     for key, value in {
@@ -141,7 +162,12 @@ def test_one_shot_cli_with_a_record_and_text_file(
         "--text-file",
         str(tmp_path / "text.txt"),
     ]
-    assert main([*args, "--task", "vulnerable", "--label", "yes", "--html", str(tmp_path / "out.html")]) == 0
+    assert (
+        main(
+            [*args, "--task", "vulnerable", "--label", "yes", "--html", str(tmp_path / "out.html")]
+        )
+        == 0
+    )
     doc = json.loads(capsys.readouterr().out)
     assert (doc["task"], doc["label"], doc["text_from"]) == ("vulnerable", "yes", "request")
     assert doc["additivity"]["ok"] and doc["explainer"]["max_evals"] == 60

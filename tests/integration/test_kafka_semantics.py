@@ -1,4 +1,5 @@
-"""Broker semantics the consumer's exactly-once design rests on (DESIGN section 5), on a real broker.
+"""Broker semantics the consumer's exactly-once design rests on (DESIGN section 5), on a real
+broker.
 
 Each test is what only a real Kafka gives: transaction markers and read_committed filtering, offsets
 committed in the producer's transaction, and the two kinds of zombie fencing: by transactional id,
@@ -38,7 +39,9 @@ def clients(kafka_bootstrap: str) -> Iterator[dict[str, Callable[..., object]]]:
 
     yield {"producer": producer, "consumer": consumer}
     for client in reversed(made):
-        client.close(timeout_ms=5000) if isinstance(client, KafkaConsumer) else client.close(timeout=5)
+        client.close(timeout_ms=5000) if isinstance(client, KafkaConsumer) else client.close(
+            timeout=5
+        )
 
 
 def read(consumer: KafkaConsumer, until: Callable[[list], bool], timeout: float = 20.0) -> list:
@@ -53,7 +56,8 @@ def read(consumer: KafkaConsumer, until: Callable[[list], bool], timeout: float 
 
 
 def read_all(consumer: KafkaConsumer, tp: TopicPartition) -> list:
-    """Everything the consumer may see in ``tp`` now: up to the end offset for its isolation level."""
+    """Everything the consumer may see in ``tp`` now: up to the end offset for its isolation
+    level."""
     consumer.assign([tp])
     end = consumer.end_offsets([tp])[tp]
     return read(consumer, lambda _: consumer.position(tp) >= end)
@@ -73,11 +77,14 @@ def test_read_committed_skips_aborted_records(topic_factory, clients, unique):
         producer.commit_transaction() if commit else producer.abort_transaction()
 
     seen = {
-        isolation: values(read_all(clients["consumer"](isolation_level=isolation), TopicPartition(topic, 0)))
+        isolation: values(
+            read_all(clients["consumer"](isolation_level=isolation), TopicPartition(topic, 0))
+        )
         for isolation in ("read_committed", "read_uncommitted")
     }
     assert seen["read_committed"] == [b"first", b"last"]
-    # The control case: without read_committed the aborted record is delivered, so the test can fail.
+    # The control case: without read_committed the aborted record is delivered, so the test can
+    # fail.
     assert seen["read_uncommitted"] == [b"first", b"aborted", b"last"]
 
 
@@ -99,7 +106,9 @@ def test_offsets_commit_with_the_output_or_not_at_all(topic_factory, clients, un
         producer.begin_transaction()
         for record in records:
             producer.send(sink, value=record.value.upper())
-        producer.send_offsets_to_transaction({tp: OffsetAndMetadata(next_offset, "", -1)}, consumer.group_metadata())
+        producer.send_offsets_to_transaction(
+            {tp: OffsetAndMetadata(next_offset, "", -1)}, consumer.group_metadata()
+        )
         producer.commit_transaction() if commit else producer.abort_transaction()
 
     transform(batch, batch[-1].offset + 1, commit=True)
@@ -113,7 +122,8 @@ def test_offsets_commit_with_the_output_or_not_at_all(topic_factory, clients, un
 
 
 def test_consumer_that_lost_its_partitions_cannot_commit_offsets(topic_factory, clients, unique):
-    """KIP-447: offsets sent with a stale group generation are refused, and the transaction can abort."""
+    """KIP-447: offsets sent with a stale group generation are refused, and the transaction can
+    abort."""
     source, sink = topic_factory("in", partitions=2), topic_factory("out")
     plain = clients["producer"]()
     for i in range(4):
@@ -185,10 +195,14 @@ def test_new_producer_with_the_same_transactional_id_fences_the_old(topic_factor
     assert values(read_all(consumer, TopicPartition(topic, 0))) == [b"from the new pod"]
 
 
-# Not strict: the bug needs the poll timer to expire mid-join, which a loaded machine sometimes avoids.
-@pytest.mark.xfail(raises=AssertionError, reason="kafka-python 3.0.12 drops a join cut short by a poll timeout")
+# Not strict: the bug needs the poll timer to expire mid-join, which a loaded machine sometimes
+# avoids.
+@pytest.mark.xfail(
+    raises=AssertionError, reason="kafka-python 3.0.12 drops a join cut short by a poll timeout"
+)
 def test_kafka_python_applies_a_join_that_outlived_a_poll(topic_factory, clients, unique):
-    """Documents the bug behind survive_poll_timeout_during_join: drop the workaround once this passes."""
+    """Documents the bug behind survive_poll_timeout_during_join: drop the workaround once this
+    passes."""
     topic = topic_factory("join")
     clients["producer"]().send(topic, value=b"m").get(timeout=10)
     consumer = clients["consumer"](topic, group_id=f"group-{unique}", join_fix=False)

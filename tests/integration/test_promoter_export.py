@@ -1,5 +1,6 @@
-"""``allocator promoter export`` on a real broker: text fetched by source coordinates, checked by digest, and
-rows whose input is gone (retention) or changed counted and skipped; the trainer reads the file as written."""
+"""``allocator promoter export`` on a real broker: text fetched by source coordinates, checked by
+digest, and rows whose input is gone (retention) or changed counted and skipped; the trainer reads
+the file as written."""
 
 from __future__ import annotations
 
@@ -35,7 +36,10 @@ def test_export_writes_what_the_trainer_reads(
     docs = real_complaints(40)
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
     try:
-        meta = [producer.send(topic, key=d["complaint_id"].encode(), value=json.dumps(d).encode()) for d in docs]
+        meta = [
+            producer.send(topic, key=d["complaint_id"].encode(), value=json.dumps(d).encode())
+            for d in docs
+        ]
         offsets = [m.get(timeout=30).offset for m in meta]
     finally:
         producer.close()
@@ -52,18 +56,24 @@ def test_export_writes_what_the_trainer_reads(
     at = datetime(2026, 1, 5, tzinfo=UTC)
     batch: list[Decoded] = []
     for i, (d, offset) in enumerate(zip(docs, offsets, strict=True)):
-        sha = hashlib.sha256(d["text"].encode()).hexdigest() if i != 7 else "f" * 64  # row 7: input changed
+        sha = (
+            hashlib.sha256(d["text"].encode()).hexdigest() if i != 7 else "f" * 64
+        )  # row 7: input changed
         labels = {"team": "banking", "issue": "fees", "vulnerable": "yes" if i % 5 == 0 else "no"}
         t = Truth(d["complaint_id"], labels, (topic, 0, offset), sha)
         alloc, _ = sim.allocate(t, at)
         batch.append(decode("allocation", "a", 0, i, encode(alloc)))
         if i != 9:  # complaint 9 gets no feedback: not exported
-            batch.append(decode("feedback", "f", 0, i, encode(feedback(t, at + timedelta(hours=3)))))
+            batch.append(
+                decode("feedback", "f", 0, i, encode(feedback(t, at + timedelta(hours=3))))
+            )
     client = redis.Redis.from_url(redis_url)
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     try:
         JoinStore(client, prefix, 86_400).apply(batch, {}, at.timestamp())
-        admin.delete_records({TopicPartition(topic, 0): offsets[3]})  # retention took the first three inputs
+        admin.delete_records(
+            {TopicPartition(topic, 0): offsets[3]}
+        )  # retention took the first three inputs
         out = tmp_path / "feedback.jsonl"
         done = subprocess.run(
             [sys.executable, "-m", "consumer.promoter", "export", "--out", str(out)],
@@ -81,13 +91,27 @@ def test_export_writes_what_the_trainer_reads(
         admin.close()
         client.close()
 
-    assert report["rows"] == 35 and report["skipped"] == {"not_retained": 3, "input_changed": 1}, report
+    assert report["rows"] == 35 and report["skipped"] == {"not_retained": 3, "input_changed": 1}, (
+        report
+    )
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     by_id = {r["complaint_id"]: r for r in rows}
-    assert len(by_id) == 35 and docs[9]["complaint_id"] not in by_id and docs[7]["complaint_id"] not in by_id
+    assert (
+        len(by_id) == 35
+        and docs[9]["complaint_id"] not in by_id
+        and docs[7]["complaint_id"] not in by_id
+    )
     first = by_id[docs[10]["complaint_id"]]
     assert first["text"] == docs[10]["text"] and first["vulnerable"] is True
-    assert set(first) >= {"complaint_id", "text", "team", "issue", "vulnerable", "decided_at", "model_versions"}
+    assert set(first) >= {
+        "complaint_id",
+        "text",
+        "team",
+        "issue",
+        "vulnerable",
+        "decided_at",
+        "model_versions",
+    }
     assert first["model_versions"] == {"issue": "m@1", "team": "m@1", "vulnerable": "m@1"}
 
     pytest.importorskip("pandas")
@@ -96,7 +120,9 @@ def test_export_writes_what_the_trainer_reads(
 
     space: LabelSpace = load_label_space()
     team = space.teams[0]
-    relabelled = tmp_path / "relabelled.jsonl"  # the trainer knows its own teams; ours are toy names
+    relabelled = (
+        tmp_path / "relabelled.jsonl"
+    )  # the trainer knows its own teams; ours are toy names
     relabelled.write_text("".join(json.dumps(r | {"team": team}) + "\n" for r in rows))
     frame, loaded = load_feedback(relabelled, space)
     assert loaded.rows_out == 35 and list(frame["team"].unique()) == [team]

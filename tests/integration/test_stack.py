@@ -1,4 +1,5 @@
-"""scripts/stack.sh: `up` is idempotent, `down` stops exactly what `up` started and leaves nothing behind.
+"""scripts/stack.sh: `up` is idempotent, `down` stops exactly what `up` started and leaves nothing
+behind.
 
 Runs a second stack in a temporary STACK_DIR on free ports, so a stack in use is not disturbed.
 """
@@ -19,13 +20,17 @@ pytestmark = pytest.mark.integration
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "stack.sh"
 
 
-def stack(state: Path, command: str, check: bool = True, path: Path | None = None) -> subprocess.CompletedProcess[str]:
+def stack(
+    state: Path, command: str, check: bool = True, path: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``stack.sh command`` on free ports; ``path``: a folder put first on PATH (shims)."""
     env = {**os.environ, "STACK_DIR": str(state), "STACK_KAFKA_PORT": "0", "STACK_REDIS_PORT": "0"}
     if path is not None:
         env["PATH"] = f"{path}{os.pathsep}{env['PATH']}"
     # 300 s: a cold run resolves the Kafka jars with Maven first.
-    done = subprocess.run(["bash", str(SCRIPT), command], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        ["bash", str(SCRIPT), command], env=env, capture_output=True, text=True, timeout=300
+    )
     if check:
         assert done.returncode == 0, f"stack.sh {command} failed:\n{done.stdout}\n{done.stderr}"
     return done
@@ -83,7 +88,8 @@ def test_up_twice_then_down_leaves_nothing_behind(tmp_path: Path):
 
 
 def test_down_ignores_a_pidfile_that_names_someone_else(tmp_path: Path):
-    """A stale pidfile whose pid now belongs to another process: that process must survive `down`."""
+    """A stale pidfile whose pid now belongs to another process: that process must survive
+    `down`."""
     state = tmp_path / "stack"
     state.mkdir()
     (state / "kafka.pid").write_text(f"{os.getpid()}\n")  # this pytest process: alive, not a broker
@@ -94,8 +100,8 @@ def test_down_ignores_a_pidfile_that_names_someone_else(tmp_path: Path):
     assert not list(state.glob("*.pid"))
 
 
-# Stands in for setsid: it renames itself and waits before it execs the real one, which is what every fork
-# looks like for an instant, stretched to seconds.
+# Stands in for setsid: it renames itself and waits before it execs the real one, which is what
+# every fork looks like for an instant, stretched to seconds.
 SLOW_SETSID = """#!/usr/bin/perl
 $0 = "not-yet-exec";
 sleep 2;
@@ -105,8 +111,9 @@ exec { "REAL" } "REAL", @ARGV or die "exec REAL: $!";
 
 @pytest.mark.skipif(not shutil.which("perl"), reason="the shim is a perl script")
 def test_up_waits_for_a_server_that_has_not_exec_ed_yet(tmp_path: Path):
-    """Between fork and exec a server's command line is still the script's. `up` must wait for it, not call it
-    exited: in CI that race made `up` fail with an empty redis log and leave the redis it started running."""
+    """Between fork and exec a server's command line is still the script's. `up` must wait for it,
+    not call it exited: in CI that race made `up` fail with an empty redis log and leave the redis
+    it started running."""
     shim = tmp_path / "bin"
     shim.mkdir()
     real = shutil.which("setsid")

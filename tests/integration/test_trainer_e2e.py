@@ -1,6 +1,6 @@
-"""The whole retraining job on CPU, minutes not hours: a few hundred real CFPB rows, a few steps of the real
-MiniLM encoder, then export (optimum), parity, int8 + agreement, calibration, package, W&B (offline),
-compare. Needs no broker: marked ``train`` only (the train extra installed)."""
+"""The whole retraining job on CPU, minutes not hours: a few hundred real CFPB rows, a few steps of
+the real MiniLM encoder, then export (optimum), parity, int8 + agreement, calibration, package, W&B
+(offline), compare. Needs no broker: marked ``train`` only (the train extra installed)."""
 
 from __future__ import annotations
 
@@ -23,14 +23,22 @@ DATA = DEFAULT_DATA
 
 def short_run(**changes: object) -> TrainConfig:
     """A few steps of the real MiniLM on a few real rows per split: minutes, not hours."""
-    cfg = TrainConfig(data=(str(DATA),), batch_size=16, checkpoint_every=0, max_length=64, limit_rows=80)
+    cfg = TrainConfig(
+        data=(str(DATA),), batch_size=16, checkpoint_every=0, max_length=64, limit_rows=80
+    )
     return cfg.replace(**changes)
 
 
 def smallest_run(**changes: object) -> TrainConfig:
-    """The fewest rows, tokens and steps that still pass every stage, without W&B: for tests of one stage."""
+    """The fewest rows, tokens and steps that still pass every stage, without W&B: for tests of one
+    stage."""
     cfg = short_run(
-        limit_rows=48, max_length=32, max_steps=2, check_rows=16, min_int8_agreement=0.0, wandb_mode="disabled"
+        limit_rows=48,
+        max_length=32,
+        max_steps=2,
+        check_rows=16,
+        min_int8_agreement=0.0,
+        wandb_mode="disabled",
     )
     return cfg.replace(**changes)
 
@@ -45,14 +53,22 @@ def test_train_export_package_compare(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(splits, "training_rows", lambda df, s: (asked.append(s), real(df, s))[1])
     monkeypatch.setenv("WANDB_SILENT", "true")
     cfg = short_run(
-        max_steps=4, check_rows=32, min_int8_agreement=0.5, wandb_mode="offline", version="e2e-1", name="e2e-minilm"
+        max_steps=4,
+        check_rows=32,
+        min_int8_agreement=0.5,
+        wandb_mode="offline",
+        version="e2e-1",
+        name="e2e-minilm",
     )
     pkg = pipeline.run(cfg, tmp_path / "run")
 
     assert sorted(set(asked)) == ["test", "train", "val"]  # the holdout is never asked for
     assert pkg.ref == "e2e-minilm@e2e-1" and load_package(pkg.path).digest == pkg.digest
     m = pkg.manifest
-    assert m["onnx"]["quantization"] == "int8-dynamic" and (pkg.path / m["onnx"]["fp32_file"]).is_file()
+    assert (
+        m["onnx"]["quantization"] == "int8-dynamic"
+        and (pkg.path / m["onnx"]["fp32_file"]).is_file()
+    )
     assert m["onnx"]["parity"]["max_abs_diff"] <= m["onnx"]["parity"]["tolerance"]
     assert m["onnx"]["parity"]["int8_label_agreement"] >= 0.5
     assert 0.0 <= m["tasks"]["vulnerable"]["threshold"] <= 1.0
@@ -67,7 +83,9 @@ def test_train_export_package_compare(tmp_path: Path, monkeypatch: pytest.Monkey
     sess = ort.InferenceSession(str(pkg.onnx_path), providers=["CPUExecutionProvider"])
     ids = np.array([[101, 2026, 4003, 102]], dtype=np.int64)
     outs = sess.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})
-    assert [o.shape[1] for o in outs] == [len(pkg.heads[t].labels) for t in ("team", "issue", "vulnerable")]
+    assert [o.shape[1] for o in outs] == [
+        len(pkg.heads[t].labels) for t in ("team", "issue", "vulnerable")
+    ]
 
     rc = main(
         [
@@ -88,9 +106,11 @@ def test_train_export_package_compare(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 @pytest.mark.skipif(not DATA.is_file(), reason="shared CFPB data not present")
-def test_a_soup_publishes_the_mean_of_its_ingredients(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``soup_seeds``: each ingredient trains from the main run's initialisation in its own checkpoint folder,
-    and the published weights are the mean of the ingredients' final weights."""
+def test_a_soup_publishes_the_mean_of_its_ingredients(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``soup_seeds``: each ingredient trains from the main run's initialisation in its own
+    checkpoint folder, and the published weights are the mean of the ingredients' final weights."""
     import torch
 
     from trainer import pipeline
@@ -102,7 +122,9 @@ def test_a_soup_publishes_the_mean_of_its_ingredients(tmp_path: Path, monkeypatc
     pipeline.run(cfg, run)
 
     soup = json.loads((run / "train_report.json").read_text())["train"]["soup"]
-    assert list(soup["ingredients"]) == ["13", "14"] and all(i["steps"] == 2 for i in soup["ingredients"].values())
+    assert list(soup["ingredients"]) == ["13", "14"] and all(
+        i["steps"] == 2 for i in soup["ingredients"].values()
+    )
     folders = ("checkpoints", "checkpoints-soup-14")
     finals = [torch.load(run / d / "last.pt", weights_only=False)["model"] for d in folders]
     published = MultiTaskModel.load(run / "work").state_dict()
@@ -112,7 +134,9 @@ def test_a_soup_publishes_the_mean_of_its_ingredients(tmp_path: Path, monkeypatc
         if tensor.is_floating_point():
             torch.testing.assert_close(tensor, (a + b) / 2, msg=name)
             moved += not torch.equal(a, b)
-    assert moved > 0  # the ingredients differ (batch order, dropout), so the soup is not one of them
+    assert (
+        moved > 0
+    )  # the ingredients differ (batch order, dropout), so the soup is not one of them
     # same initialisation: the frozen word embeddings are the pretrained ones in both
     emb = "encoder.embeddings.word_embeddings.weight"
     assert torch.equal(finals[0][emb], finals[1][emb])
@@ -122,9 +146,9 @@ def test_a_soup_publishes_the_mean_of_its_ingredients(tmp_path: Path, monkeypatc
 def test_masked_lm_adaptation_trains_the_encoder_the_fine_tune_starts_from(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``mlm_epochs``: the encoder is adapted on the training texts plus an unlabelled source, never on an
-    evaluation text; the fine-tune starts from the adapted weights; the manifest records the adaptation; a
-    resumed run reuses the adapted encoder instead of adapting again."""
+    """``mlm_epochs``: the encoder is adapted on the training texts plus an unlabelled source, never
+    on an evaluation text; the fine-tune starts from the adapted weights; the manifest records the
+    adaptation; a resumed run reuses the adapted encoder instead of adapting again."""
     import pandas as pd
     import torch
 
@@ -136,9 +160,9 @@ def test_masked_lm_adaptation_trains_the_encoder_the_fine_tune_starts_from(
     val_text = shared.loc[shared["split"] == "val", "Consumer complaint narrative"].iloc[0]
     archive = tmp_path / "archive.csv"
     # an archive that also holds a validation text: it must not reach the encoder
-    pd.DataFrame({"Consumer complaint narrative": ["My XXXX card was charged twice.", val_text, ""]}).to_csv(
-        archive, index=False
-    )
+    pd.DataFrame(
+        {"Consumer complaint narrative": ["My XXXX card was charged twice.", val_text, ""]}
+    ).to_csv(archive, index=False)
     seen: list[str] = []
     real_corpus = pretrain.corpus
 
@@ -149,7 +173,9 @@ def test_masked_lm_adaptation_trains_the_encoder_the_fine_tune_starts_from(
 
     monkeypatch.setattr(pretrain, "corpus", spy)
     steps: list[tuple[str, int | None]] = []
-    monkeypatch.setattr(Tracker, "log", lambda self, m, step=None: steps.extend((k, step) for k in m))
+    monkeypatch.setattr(
+        Tracker, "log", lambda self, m, step=None: steps.extend((k, step) for k in m)
+    )
     monkeypatch.setenv("WANDB_SILENT", "true")
     cfg = smallest_run(max_steps=20, mlm_epochs=5, mlm_data=str(archive))
     run = tmp_path / "run"
@@ -157,12 +183,17 @@ def test_masked_lm_adaptation_trains_the_encoder_the_fine_tune_starts_from(
 
     assert "My XXXX card was charged twice." in seen and val_text not in seen
     summary = json.loads((run / "checkpoints-mlm" / pretrain.DONE_FILE).read_text())
-    assert summary["steps"] == 20 and summary["texts"] == len(seen)  # 5 epochs of ceil(49 / 16) = 4 batches
+    assert summary["steps"] == 20 and summary["texts"] == len(
+        seen
+    )  # 5 epochs of ceil(49 / 16) = 4 batches
     # W&B steps only grow: the fine-tune's first loss point comes after the stage's last
     assert ("mlm/loss", 20) in steps and ("train/loss", 40) in steps
     assert summary["final_loss"] > 0
     adaptation = pkg.manifest["lineage"]["adaptation"]
-    assert adaptation["method"] == "masked-lm" and adaptation["corpus_digest"] == summary["corpus_digest"]
+    assert (
+        adaptation["method"] == "masked-lm"
+        and adaptation["corpus_digest"] == summary["corpus_digest"]
+    )
     assert adaptation["sources"] == [str(archive)]
     assert "masked-LM adaptation" in pkg.manifest["description"]
 
@@ -170,23 +201,31 @@ def test_masked_lm_adaptation_trains_the_encoder_the_fine_tune_starts_from(
     adapted = load_encoder(run / "checkpoints-mlm" / "encoder").state_dict()
     layer = "encoder.layer.0.attention.self.query.weight"
     assert not torch.equal(base[layer], adapted[layer])  # the stage trained the encoder
-    assert torch.equal(base["embeddings.word_embeddings.weight"], adapted["embeddings.word_embeddings.weight"])
+    assert torch.equal(
+        base["embeddings.word_embeddings.weight"], adapted["embeddings.word_embeddings.weight"]
+    )
     tuned = MultiTaskModel.load(run / "work").state_dict()
-    # the fine-tune moved on from the adapted weights, not from the base ones: it stays closer to them
-    assert (tuned["encoder." + layer] - adapted[layer]).norm() < (tuned["encoder." + layer] - base[layer]).norm()
+    # the fine-tune moved on from the adapted weights, not from the base ones: it stays closer to
+    # them
+    assert (tuned["encoder." + layer] - adapted[layer]).norm() < (
+        tuned["encoder." + layer] - base[layer]
+    ).norm()
 
     stamp = (run / "checkpoints-mlm" / pretrain.DONE_FILE).stat().st_mtime_ns
     pipeline.run(cfg, run, resume=True)
-    assert (run / "checkpoints-mlm" / pretrain.DONE_FILE).stat().st_mtime_ns == stamp  # reused, not redone
+    assert (
+        run / "checkpoints-mlm" / pretrain.DONE_FILE
+    ).stat().st_mtime_ns == stamp  # reused, not redone
 
 
 @pytest.mark.skipif(not DATA.is_file(), reason="shared CFPB data not present")
 def test_wide_and_deep_package_reads_past_the_encoder_and_the_consumer_serves_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``lexical_weight``: the package's tokenizer reads ``lexical_read_length`` ids, the graph mixes the
-    encoder on the first ``max_length`` with the TF-IDF model on all of them, the manifest records the mix,
-    and the consumer's own inference serves it, with words past the encoder's cut changing the decision."""
+    """``lexical_weight``: the package's tokenizer reads ``lexical_read_length`` ids, the graph
+    mixes the encoder on the first ``max_length`` with the TF-IDF model on all of them, the manifest
+    records the mix, and the consumer's own inference serves it, with words past the encoder's cut
+    changing the decision."""
     from consumer.inference import OnnxModel, TextEncoder
     from trainer import pipeline
 
@@ -198,12 +237,18 @@ def test_wide_and_deep_package_reads_past_the_encoder_and_the_consumer_serves_it
     facts = pkg.manifest["lineage"]["lexical"]
     assert facts["weight"] == 0.5 and facts["encoder_length"] == 32 and facts["features_used"] > 0
     assert "TF-IDF" in pkg.manifest["description"]
-    assert pkg.manifest["onnx"]["parity"]["max_abs_diff"] <= pkg.manifest["onnx"]["parity"]["tolerance"]
+    assert (
+        pkg.manifest["onnx"]["parity"]["max_abs_diff"]
+        <= pkg.manifest["onnx"]["parity"]["tolerance"]
+    )
 
     served = OnnxModel(pkg)
     encoder = TextEncoder(pkg)
     opening = "I am writing about my account. " * 8  # longer than the 32 ids the encoder reads
-    texts = [opening + "student loan servicer forbearance " * 20, opening + "debt collector calls " * 20]
+    texts = [
+        opening + "student loan servicer forbearance " * 20,
+        opening + "debt collector calls " * 20,
+    ]
     encoded = encoder.encode(texts)
     assert all(len(e.ids) > 32 for e in encoded)
     probs = served.run(encoded)

@@ -1,11 +1,12 @@
 """The chart on a real single-node cluster (``scripts/k8s.sh up``; ``make test`` starts it).
 
-The cluster's address book is ``.k8s/env`` (or ``K8S_ENV_FILE``): its kubeconfig, and the Kafka and Redis that
-pods reach (``K8S_POD_*``) beside the host-side addresses the test itself uses (``K8S_KAFKA_*``). Without it
-the tier is skipped, unless the run promised services (``CA_REQUIRE_SERVICES=1``): then it fails.
+The cluster's address book is ``.k8s/env`` (or ``K8S_ENV_FILE``): its kubeconfig, and the Kafka and
+Redis that pods reach (``K8S_POD_*``) beside the host-side addresses the test itself uses
+(``K8S_KAFKA_*``). Without it the tier is skipped, unless the run promised services
+(``CA_REQUIRE_SERVICES=1``): then it fails.
 
-Per test module: a namespace and topics of its own, and the chart installed from ``ci/k8s-values.yaml`` with
-the images ``scripts/images.sh`` built for this checkout.
+Per test module: a namespace and topics of its own, and the chart installed from
+``ci/k8s-values.yaml`` with the images ``scripts/images.sh`` built for this checkout.
 """
 
 from __future__ import annotations
@@ -57,14 +58,23 @@ class Cluster:
     def pod_redis_url(self) -> str:
         return self.env["K8S_POD_REDIS_URL"]
 
-    def run(self, tool: str, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, tool: str, *args: str, timeout: float = 300, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         """``kubectl`` or ``helm`` against this cluster; a failure raises with both outputs."""
         exe = str(Path(self.env["K8S_BIN"]) / "kubectl") if tool == "kubectl" else tool
-        env = {**os.environ, "KUBECONFIG": self.env["KUBECONFIG"], "HELM_CACHE_HOME": str(ENV_FILE.parent / "helm")}
-        out = subprocess.run([exe, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False)
+        env = {
+            **os.environ,
+            "KUBECONFIG": self.env["KUBECONFIG"],
+            "HELM_CACHE_HOME": str(ENV_FILE.parent / "helm"),
+        }
+        out = subprocess.run(
+            [exe, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+        )
         if check and out.returncode != 0:
             raise AssertionError(
-                f"{tool} {' '.join(args)} -> {out.returncode}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+                f"{tool} {' '.join(args)} -> "
+                f"{out.returncode}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
             )
         return out
 
@@ -88,21 +98,31 @@ def cluster() -> Cluster:
     if shutil.which("helm") is None:
         _unavailable("helm (scripts/install-tools.sh)")
     c = Cluster(_read_env(ENV_FILE))
-    ready = c.run("kubectl", "get", "nodes", "-o", "jsonpath={.items[*].status.conditions[?(@.type=='Ready')].status}")
+    ready = c.run(
+        "kubectl",
+        "get",
+        "nodes",
+        "-o",
+        "jsonpath={.items[*].status.conditions[?(@.type=='Ready')].status}",
+    )
     assert ready.stdout.strip() == "True", f"the test cluster's node is not Ready: {ready.stdout!r}"
     return c
 
 
 def image_ref(name: str) -> str:
     out = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "images.sh"), "ref", name], capture_output=True, text=True, check=True
+        ["bash", str(ROOT / "scripts" / "images.sh"), "ref", name],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return out.stdout.strip()
 
 
 @pytest.fixture(scope="session")
 def image_tag() -> str:
-    """The tag scripts/images.sh gave this checkout's images (``make k8s-up`` builds and loads them)."""
+    """The tag scripts/images.sh gave this checkout's images (``make k8s-up`` builds and loads
+    them)."""
     return image_ref("consumer").rsplit(":", 1)[1]
 
 
@@ -148,7 +168,12 @@ class Release:
 
     def logs(self, component: str) -> str:
         out = self.kubectl(
-            "logs", "-l", f"app.kubernetes.io/component={component}", "--tail=200", "--prefix", check=False
+            "logs",
+            "-l",
+            f"app.kubernetes.io/component={component}",
+            "--tail=200",
+            "--prefix",
+            check=False,
         )
         return out.stdout + out.stderr
 
@@ -161,7 +186,8 @@ def topic_names(unique: str) -> dict[str, str]:
 def release_values(
     cluster: Cluster, unique: str, tag: str, model_dir: Path, extra: dict[str, str] | None = None
 ) -> list[str]:
-    """``--set`` arguments binding ci/k8s-values.yaml to this run: addresses, topics, images, model."""
+    """``--set`` arguments binding ci/k8s-values.yaml to this run: addresses, topics, images,
+    model."""
     topics = topic_names(unique)
     sets = {
         "image.tag": tag,
@@ -176,7 +202,9 @@ def release_values(
         "consumer.env.ALLOCATOR_TRANSACTION_TIMEOUT_MS": "10000",
         **(extra or {}),
     }
-    volume = json.dumps([{"name": "models", "hostPath": {"path": str(model_dir), "type": "Directory"}}])
+    volume = json.dumps(
+        [{"name": "models", "hostPath": {"path": str(model_dir), "type": "Directory"}}]
+    )
     mount = json.dumps([{"name": "models", "mountPath": "/models/tiny", "readOnly": True}])
     args = ["--values", str(CHART / "ci" / "k8s-values.yaml")]
     for k, v in sets.items():
@@ -204,7 +232,9 @@ def release(cluster: Cluster, image_tag: str, pod_model_dir: Path) -> Iterator[R
     try:
         rel.helm("install", rel.name, str(CHART), *values, "--wait", "--timeout", "6m")
     except AssertionError as exc:
-        describe = cluster.run("kubectl", "--namespace", namespace, "describe", "pods", check=False).stdout
+        describe = cluster.run(
+            "kubectl", "--namespace", namespace, "describe", "pods", check=False
+        ).stdout
         cluster.run("kubectl", "delete", "namespace", namespace, "--wait=false", check=False)
         raise AssertionError(f"{exc}\n--- pods ---\n{describe[-6000:]}") from None
     print(f"helm install: {time.monotonic() - t0:.1f}s")

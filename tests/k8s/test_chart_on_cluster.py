@@ -1,5 +1,6 @@
-"""Issue 21: the chart's pods on a real cluster. Real CFPB complaints stream through two consumer pods into
-``allocations`` exactly once, across a ``helm upgrade`` that rolls the pods and a pod deleted mid-stream."""
+"""Issue 21: the chart's pods on a real cluster. Real CFPB complaints stream through two consumer
+pods into ``allocations`` exactly once, across a ``helm upgrade`` that rolls the pods and a pod
+deleted mid-stream."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ pytestmark = pytest.mark.k8s
 
 
 def _ready(pod: dict) -> bool:
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
+    return any(
+        c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", [])
+    )
 
 
 def _wait(what: str, check, timeout: float = 240) -> None:  # type: ignore[no-untyped-def]
@@ -43,7 +46,9 @@ def test_every_component_becomes_ready_through_its_probes(release: Release) -> N
     assert any(k.startswith("networkpolicy") for k in kinds), kinds
 
 
-def test_complaints_stream_exactly_once_through_an_upgrade_and_a_deleted_pod(release: Release) -> None:
+def test_complaints_stream_exactly_once_through_an_upgrade_and_a_deleted_pod(
+    release: Release,
+) -> None:
     cluster = release.cluster
     docs = real_complaints(900)
     items = [(d["complaint_id"].encode(), json.dumps(d).encode()) for d in docs]
@@ -51,20 +56,33 @@ def test_complaints_stream_exactly_once_through_an_upgrade_and_a_deleted_pod(rel
     feeder.start()
     try:
         _wait("a third of the complaints sent", lambda: feeder.sent >= len(items) // 3, timeout=120)
-        # A rolling update mid-stream to a new image tag (the same image tagged again in the node's containerd, as a
-        # release pipeline would push one) rolls both pods.
+        # A rolling update mid-stream to a new image tag (the same image tagged again in the node's
+        # containerd, as a release pipeline would push one) rolls both pods.
         before = {p["metadata"]["name"] for p in release.pods("consumer")}
         old = image_ref("consumer")
         new_tag = f"{old.rsplit(':', 1)[1]}-next"
-        ctr = ["ctr", "--address", cluster.env["K8S_CONTAINERD_SOCK"], "-n", "k8s.io", "images", "tag", "--force"]
-        subprocess.run([*ctr, old, f"{old.rsplit(':', 1)[0]}:{new_tag}"], check=True, capture_output=True)
+        ctr = [
+            "ctr",
+            "--address",
+            cluster.env["K8S_CONTAINERD_SOCK"],
+            "-n",
+            "k8s.io",
+            "images",
+            "tag",
+            "--force",
+        ]
+        subprocess.run(
+            [*ctr, old, f"{old.rsplit(':', 1)[0]}:{new_tag}"], check=True, capture_output=True
+        )
         release.helm(
             "upgrade", release.name, str(CHART), *release.values,
             "--set-string", f"image.tag={new_tag}", "--wait", "--timeout", "6m",
         )  # fmt: skip
         release.wait_rolled_out("ca-complaints-allocation-consumer")
         after = release.pods("consumer")
-        assert not before & {p["metadata"]["name"] for p in after}, "helm upgrade replaced every consumer pod"
+        assert not before & {p["metadata"]["name"] for p in after}, (
+            "helm upgrade replaced every consumer pod"
+        )
         assert {p["spec"]["containers"][0]["image"].rsplit(":", 1)[1] for p in after} == {new_tag}
         after_names = {p["metadata"]["name"] for p in after}
         # A pod deleted mid-stream is replaced by its Deployment.
@@ -81,16 +99,23 @@ def test_complaints_stream_exactly_once_through_an_upgrade_and_a_deleted_pod(rel
         feeder.join(180)
         assert feeder.sent == len(items)
         counts = wait_count(cluster.kafka, [release.topics["allocations"]], len(docs), timeout=240)
-        assert counts[release.topics["allocations"]] >= len(docs), (counts, release.logs("consumer")[-4000:])
+        assert counts[release.topics["allocations"]] >= len(docs), (
+            counts,
+            release.logs("consumer")[-4000:],
+        )
     finally:
         feeder.join(5)
 
-    allocations = [json.loads(r.value) for r in read_all(cluster.kafka, release.topics["allocations"])]
+    allocations = [
+        json.loads(r.value) for r in read_all(cluster.kafka, release.topics["allocations"])
+    ]
     per_id = Counter(a["complaint_id"] for a in allocations)
     assert set(per_id) == {d["complaint_id"] for d in docs}, "0 lost"
     assert per_id.most_common(1)[0][1] == 1, "0 duplicated"
     assert len({a["decision_id"] for a in allocations}) == len(allocations)
-    assert not read_all(cluster.kafka, release.topics["dlq"], idle_ms=1000), "no valid complaint went to the DLQ"
+    assert not read_all(cluster.kafka, release.topics["dlq"], idle_ms=1000), (
+        "no valid complaint went to the DLQ"
+    )
 
 
 def test_helm_test_passes(release: Release) -> None:
@@ -102,8 +127,13 @@ def test_turning_autoscaling_on_keeps_the_running_replicas(release: Release) -> 
     deployment = "ca-complaints-allocation-consumer"
     release.helm(
         "upgrade", release.name, str(CHART), *release.values,
-        "--set", "autoscaling.hpa.enabled=true", "--set", "autoscaling.hpa.maxReplicas=4", "--wait", "--timeout", "4m",
+        "--set", "autoscaling.hpa.enabled=true", "--set", "autoscaling.hpa.maxReplicas=4",
+        "--wait", "--timeout", "4m",
     )  # fmt: skip
-    spec = release.cluster.kubectl_json("--namespace", release.namespace, "get", "deployment", deployment)["spec"]
-    assert spec["replicas"] == 2, "the live count is kept until the autoscaler decides (not reset to 1)"
+    spec = release.cluster.kubectl_json(
+        "--namespace", release.namespace, "get", "deployment", deployment
+    )["spec"]
+    assert spec["replicas"] == 2, (
+        "the live count is kept until the autoscaler decides (not reset to 1)"
+    )
     assert release.kubectl("get", "hpa", deployment, "-o", "name").stdout.strip()

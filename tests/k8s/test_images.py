@@ -1,4 +1,5 @@
-"""Issue 21: each image that ``scripts/images.sh`` built for this checkout, run as it ships (buildah, chroot)."""
+"""Issue 21: each image that ``scripts/images.sh`` built for this checkout, run as it ships
+(buildah, chroot)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,9 @@ def run_in(image: str, *cmd: str) -> str:
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     if out.returncode == 125 or "no such image" in out.stderr or "image not known" in out.stderr:
-        pytest.fail(f"image {image} is not built for this checkout: run `make images`\n{out.stderr[-2000:]}")
+        pytest.fail(
+            f"image {image} is not built for this checkout: run `make images`\n{out.stderr[-2000:]}"
+        )
     assert out.returncode == 0, (image, cmd, out.stdout[-2000:], out.stderr[-2000:])
     return out.stdout
 
@@ -40,7 +43,11 @@ def head() -> str:
 
 @pytest.mark.parametrize(
     ("image", "modules"),
-    [("consumer", "onnxruntime"), ("explainer", "shap onnxruntime"), ("trainer", "torch onnxruntime")],
+    [
+        ("consumer", "onnxruntime"),
+        ("explainer", "shap onnxruntime"),
+        ("trainer", "torch onnxruntime"),
+    ],
 )
 def test_image_runs_as_non_root_with_only_its_dependencies_and_the_real_commit(
     image: str, modules: str, head: str

@@ -19,16 +19,23 @@ SCRIPT = ROOT / "scripts" / "validate_manifests.py"
 def validate(*args: str, kubectl: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {"KUBECTL": kubectl} if kubectl else {}
     return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=600, check=False,
+        [sys.executable, str(SCRIPT), *args],
+        capture_output=True, text=True, timeout=600, check=False,
         env={**os.environ, **env},
     )  # fmt: skip
 
 
 def test_every_scenario_is_valid_offline_and_accepted_by_the_apiserver(cluster: Cluster) -> None:
-    out = validate("--kubeconfig", cluster.env["KUBECONFIG"], kubectl=str(Path(cluster.env["K8S_BIN"]) / "kubectl"))
+    out = validate(
+        "--kubeconfig",
+        cluster.env["KUBECONFIG"],
+        kubectl=str(Path(cluster.env["K8S_BIN"]) / "kubectl"),
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     lines = out.stdout.splitlines()
-    scenarios = {p.name for p in (ROOT / "helm" / "complaints-allocation" / "ci").glob("*-values.yaml")}
+    scenarios = {
+        p.name for p in (ROOT / "helm" / "complaints-allocation" / "ci").glob("*-values.yaml")
+    }
     assert {line.split(":")[0].removeprefix("chart ") for line in lines} >= scenarios
     assert len(lines) == len(scenarios) + 3, "and the three kustomize builds"
     for line in lines:

@@ -23,16 +23,20 @@ def cfg():
 
 def test_cache_key_names_what_is_learnt_not_where_or_how(cfg) -> None:
     key = acc.cache_key(cfg, "digest-1")
-    moved = cfg.replace(data=["/elsewhere/complaints.csv.gz"], threads=1, version="v9", checkpoint_every=7)
+    moved = cfg.replace(
+        data=["/elsewhere/complaints.csv.gz"], threads=1, version="v9", checkpoint_every=7
+    )
     assert acc.cache_key(moved, "digest-1") == key
     assert acc.cache_key(cfg, "digest-2") != key  # other rows
     assert acc.cache_key(cfg.replace(lr=2e-4), "digest-1") != key  # another recipe
-    assert acc.cache_key(cfg.replace(mlm_data=["/archive.csv.gz"]), "digest-1") != key  # not in the digest
+    assert (
+        acc.cache_key(cfg.replace(mlm_data=["/archive.csv.gz"]), "digest-1") != key
+    )  # not in the digest
     # the lexical stage's settings count only when it is on
     off = cfg.replace(lexical_weight=0.0)
-    assert acc.cache_key(off.replace(lexical_c=1.0, lexical_read_length=512), "digest-1") == acc.cache_key(
-        off, "digest-1"
-    )
+    assert acc.cache_key(
+        off.replace(lexical_c=1.0, lexical_read_length=512), "digest-1"
+    ) == acc.cache_key(off, "digest-1")
     assert acc.cache_key(off, "digest-1") != key  # the default has it on
     assert acc.cache_key(cfg.replace(lexical_c=1.0), "digest-1") != key
 
@@ -44,7 +48,8 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def fake_training(monkeypatch: pytest.MonkeyPatch, package: Path) -> list[Path]:
-    """Replace the pipeline's ``run`` by a copy of ``package`` into the run folder; returns the run folders."""
+    """Replace the pipeline's ``run`` by a copy of ``package`` into the run folder; returns the run
+    folders."""
     import trainer.pipeline
 
     calls: list[Path] = []
@@ -57,7 +62,9 @@ def fake_training(monkeypatch: pytest.MonkeyPatch, package: Path) -> list[Path]:
     return calls
 
 
-def test_default_package_trains_once_then_reuses_the_cached_copy(cfg, cache, tiny, monkeypatch) -> None:
+def test_default_package_trains_once_then_reuses_the_cached_copy(
+    cfg, cache, tiny, monkeypatch
+) -> None:
     calls = fake_training(monkeypatch, tiny)
     first = acc.default_package(cfg, "digest-1")
     assert first.digest == load_package(tiny).digest
@@ -68,7 +75,9 @@ def test_default_package_trains_once_then_reuses_the_cached_copy(cfg, cache, tin
     assert (cache / "models" / "default.key").read_text().strip() == acc.cache_key(cfg, "digest-1")
 
 
-def test_default_package_retrains_for_other_data_or_when_asked(cfg, cache, tiny, tiny2, monkeypatch) -> None:
+def test_default_package_retrains_for_other_data_or_when_asked(
+    cfg, cache, tiny, tiny2, monkeypatch
+) -> None:
     calls = fake_training(monkeypatch, tiny)
     acc.default_package(cfg, "digest-1")
     acc.default_package(cfg, "digest-2")  # other rows: another key, another run
@@ -79,7 +88,9 @@ def test_default_package_retrains_for_other_data_or_when_asked(cfg, cache, tiny,
     assert len(calls2) == 1
 
 
-def test_default_package_adopts_a_finished_run_without_training(cfg, cache, tiny, monkeypatch) -> None:
+def test_default_package_adopts_a_finished_run_without_training(
+    cfg, cache, tiny, monkeypatch
+) -> None:
     calls = fake_training(monkeypatch, tiny)
     run_dir = cache / "runs" / f"default-{acc.cache_key(cfg, 'digest-1')}"
     shutil.copytree(tiny, run_dir / "package")  # e.g. a job interrupted after its run was complete
@@ -92,7 +103,9 @@ def frame(n: int) -> pd.DataFrame:
     rows = []
     for i in range(n):
         if i % 2:
-            rows.append(("my credit card was charged a fee twice", "cards", "Fees or interest", "no"))
+            rows.append(
+                ("my credit card was charged a fee twice", "cards", "Fees or interest", "no")
+            )
         else:
             text = "a veteran here, the collector calls me every day about a debt"
             rows.append((text, "collections", "Communication tactics", "yes"))
@@ -116,7 +129,10 @@ def test_tfidf_baseline_learns_and_scores_only_labelled_rows(cfg) -> None:
 
 def test_table_lists_every_column_and_the_human_figures() -> None:
     metrics = {"accuracy": 0.5, "macro_f1": 0.25, "recall": 0.75, "precision": 0.125}
-    results = {name: {t: metrics for t in ("team", "issue", "vulnerable")} for name in ("model:test", "tfidf")}
+    results = {
+        name: {t: metrics for t in ("team", "issue", "vulnerable")}
+        for name in ("model:test", "tfidf")
+    }
     results["human"] = acc.HUMAN
     lines = acc.table(results).splitlines()
     assert "model:test" in lines[0] and "tfidf" in lines[0] and "human" in lines[0]

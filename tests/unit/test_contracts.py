@@ -1,4 +1,5 @@
-"""The JSON Schemas are the contract; the Python types must agree with them on valid and invalid examples."""
+"""The JSON Schemas are the contract; the Python types must agree with them on valid and invalid
+examples."""
 
 from __future__ import annotations
 
@@ -14,7 +15,13 @@ from consumer.loop import dlq_headers
 
 SHA = "a" * 64
 MODEL = {"name": "m", "version": "1", "sha256": SHA}
-PRED = {"label": "x", "score": 0.9, "top_k": [{"label": "x", "score": 0.9}], "model": MODEL, "arm": "champion"}
+PRED = {
+    "label": "x",
+    "score": 0.9,
+    "top_k": [{"label": "x", "score": 0.9}],
+    "model": MODEL,
+    "arm": "champion",
+}
 
 
 def allocation(**over: Any) -> dict[str, Any]:
@@ -64,7 +71,10 @@ COMPLAINTS = [
     ({"schema": "complaint/v1", "complaint_id": 1, "text": "hello"}, False),
     ({"schema": "complaint/v1", "text": "hello"}, False),
     ({"schema": "complaint/v1", "complaint_id": "1", "text": "hi", "metadata": "no"}, False),
-    ({"schema": "complaint/v1", "complaint_id": "1", "text": "hi", "received_at": "yesterday"}, False),
+    (
+        {"schema": "complaint/v1", "complaint_id": "1", "text": "hi", "received_at": "yesterday"},
+        False,
+    ),
 ]
 
 FEEDBACK = [
@@ -114,13 +124,27 @@ FEEDBACK = [
         },
         False,
     ),
-    ({"schema": "feedback/v1", "complaint_id": "1", "team": "t", "issue": "i", "vulnerable": True}, False),
+    (
+        {
+            "schema": "feedback/v1",
+            "complaint_id": "1",
+            "team": "t",
+            "issue": "i",
+            "vulnerable": True,
+        },
+        False,
+    ),
 ]
 
 ALLOCATIONS = [
     (allocation(), True),
     (
-        allocation(journey="vulnerable", vulnerable=True, needs_review=True, review_reasons=["team_low_confidence"]),
+        allocation(
+            journey="vulnerable",
+            vulnerable=True,
+            needs_review=True,
+            review_reasons=["team_low_confidence"],
+        ),
         True,
     ),
     (allocation(journey="urgent"), False),
@@ -128,7 +152,14 @@ ALLOCATIONS = [
     (allocation(input_sha256="xyz"), False),
     (allocation(strategy={"version": -1}), False),
     (allocation(predictions={"team": {**PRED, "arm": "blue"}}), False),
-    (allocation(predictions={"team": {**PRED, "model": {"name": "m", "version": "1", "sha256": "short"}}}), False),
+    (
+        allocation(
+            predictions={
+                "team": {**PRED, "model": {"name": "m", "version": "1", "sha256": "short"}}
+            }
+        ),
+        False,
+    ),
     (allocation(surprise=1), False),
 ]
 
@@ -185,7 +216,13 @@ def test_shadow_result_validates_against_schema() -> None:
 
 def test_unknown_complaint_fields_pass_through_under_metadata() -> None:
     c = Complaint.model_validate(
-        {"schema": "complaint/v1", "complaint_id": "1", "text": "t", "product": "p", "metadata": {"m": 1}}
+        {
+            "schema": "complaint/v1",
+            "complaint_id": "1",
+            "text": "t",
+            "product": "p",
+            "metadata": {"m": 1},
+        }
     )
     assert c.metadata == {"product": "p", "m": 1}
 

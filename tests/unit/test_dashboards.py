@@ -11,14 +11,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-pytest.importorskip("grafana_foundation_sdk", reason="pip install -e '.[dev]' (grafana-foundation-sdk)")
+pytest.importorskip(
+    "grafana_foundation_sdk", reason="pip install -e '.[dev]' (grafana-foundation-sdk)"
+)
 
 from dashboards import CHART_DIR, files, queries
 from dashboards.__main__ import main
 from dashboards.generate import metric_names
 
 PROMTOOL = shutil.which("promtool")
-needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="no promtool (apt-get install prometheus)")
+needs_promtool = pytest.mark.skipif(
+    PROMTOOL is None, reason="no promtool (apt-get install prometheus)"
+)
 
 
 def defined_metrics() -> set[str]:
@@ -34,7 +38,9 @@ def defined_metrics() -> set[str]:
 
 
 def test_committed_files_match_the_code(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--check"]) == 0, "generated files drifted: run `python -m dashboards`\n" + capsys.readouterr().out
+    assert main(["--check"]) == 0, (
+        "generated files drifted: run `python -m dashboards`\n" + capsys.readouterr().out
+    )
 
 
 def test_check_reports_drift(tmp_path: Path) -> None:
@@ -58,9 +64,8 @@ def test_queries_read_only_defined_metrics() -> None:
     unused = (
         defined
         - used
-        - {
-            "allocator_shadow_confidence_delta",  # a distribution for ad-hoc analysis; agreement is the panel
-        }
+        # a distribution for ad-hoc analysis; agreement is the panel
+        - {"allocator_shadow_confidence_delta"}
     )
     assert not unused, f"metrics nobody looks at: {sorted(unused)}"
 
@@ -81,13 +86,17 @@ def test_panels_are_complete() -> None:
             refs = [t["refId"] for t in panel["targets"]]
             assert len(refs) == len(set(refs)), f"{path}: {panel['title']} repeats a refId"
             for t in panel["targets"]:
-                assert 'namespace=~"$namespace"' in t["expr"], f"{panel['title']}: not filtered by namespace"
+                assert 'namespace=~"$namespace"' in t["expr"], (
+                    f"{panel['title']}: not filtered by namespace"
+                )
 
 
 @needs_promtool
 def test_dashboard_queries_parse(tmp_path: Path) -> None:
     """promtool has no expression checker: each query becomes a recording rule it must parse."""
-    rules = [{"record": f"dashboard:query:{n}", "expr": expr} for n, (_, expr) in enumerate(queries())]
+    rules = [
+        {"record": f"dashboard:query:{n}", "expr": expr} for n, (_, expr) in enumerate(queries())
+    ]
     path = tmp_path / "queries.yaml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "queries", "rules": rules}]}))
     result = subprocess.run([PROMTOOL, "check", "rules", str(path)], capture_output=True, text=True)
@@ -97,7 +106,9 @@ def test_dashboard_queries_parse(tmp_path: Path) -> None:
 @needs_promtool
 def test_alert_rules_pass_promtool_check() -> None:
     result = subprocess.run(
-        [PROMTOOL, "check", "rules", str(CHART_DIR / "rules" / "alerts.yaml")], capture_output=True, text=True
+        [PROMTOOL, "check", "rules", str(CHART_DIR / "rules" / "alerts.yaml")],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -108,7 +119,9 @@ def test_alert_rules_pass_promtool_unit_tests() -> None:
     result = subprocess.run([PROMTOOL, "test", "rules", str(tests)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     tested = {
-        t["alertname"] for case in yaml.safe_load(tests.read_text())["tests"] for t in case.get("alert_rule_test", [])
+        t["alertname"]
+        for case in yaml.safe_load(tests.read_text())["tests"]
+        for t in case.get("alert_rule_test", [])
     }
     defined = {
         r["alert"]
@@ -123,6 +136,9 @@ def test_every_alert_has_a_runbook_section() -> None:
     runbook = (CHART_DIR.parents[1] / "docs" / "operations.md").read_text()
     headings = {line[4:].strip() for line in runbook.splitlines() if line.startswith("### ")}
     alerts = {
-        r["alert"] for r in yaml.safe_load((CHART_DIR / "rules" / "alerts.yaml").read_text())["groups"][0]["rules"]
+        r["alert"]
+        for r in yaml.safe_load((CHART_DIR / "rules" / "alerts.yaml").read_text())["groups"][0][
+            "rules"
+        ]
     }
     assert alerts <= headings, f"alerts without a runbook section: {sorted(alerts - headings)}"

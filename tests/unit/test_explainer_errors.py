@@ -1,4 +1,5 @@
-"""Every class of the exception tree has a deliberate HTTP status in the explainer (httpx-style boundary test)."""
+"""Every class of the exception tree has a deliberate HTTP status in the explainer (httpx-style
+boundary test)."""
 
 from __future__ import annotations
 
@@ -40,7 +41,9 @@ def test_every_error_class_maps_on_purpose() -> None:
         if not (cls.__module__.startswith("consumer.") or cls.__module__.startswith("explainer.")):
             continue  # other packages' trees (trainer) never reach the explainer
         status, code = http_error(cls("boom"))
-        assert code != "internal", f"{cls.__name__} falls through to 500 internal: map it in explainer.errors"
+        assert code != "internal", (
+            f"{cls.__name__} falls through to 500 internal: map it in explainer.errors"
+        )
         assert 400 <= status < 600
         if cls in EXPECTED:
             assert (status, code) == EXPECTED[cls], cls.__name__
@@ -51,7 +54,9 @@ def test_explainer_errors_stay_catchable_as_their_consumer_kin() -> None:
     assert issubclass(ee.ModelDigestMismatchError, ce.IntegrityError)
     assert issubclass(ee.InputMismatchError, ce.ContractError)
     assert issubclass(ee.BadRequestError, ce.InputError)
-    assert all(issubclass(c, ee.ExplainerError) for c in EXPECTED if c.__module__ == "explainer.errors")
+    assert all(
+        issubclass(c, ee.ExplainerError) for c in EXPECTED if c.__module__ == "explainer.errors"
+    )
 
 
 def test_unknown_exceptions_are_500_internal() -> None:

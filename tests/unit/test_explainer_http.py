@@ -1,4 +1,5 @@
-"""The HTTP API over an in-memory world: auth, routes, statuses, the OpenAPI description, audit lines, metrics."""
+"""The HTTP API over an in-memory world: auth, routes, statuses, the OpenAPI description, audit
+lines, metrics."""
 
 from __future__ import annotations
 
@@ -24,19 +25,30 @@ from explainer.service import Limits
 from explainer.testing import MemoryWorld
 
 TOKEN = "test-token-0123456789"
-TEXT = "The debt collector keeps calling me at work about a debt I do not owe, and threatened to sue me."
+TEXT = (
+    "The debt collector keeps calling me at work about a debt I do not owe, "
+    "and threatened to sue me."
+)
 
 
 class Api:
     def __init__(self, world: MemoryWorld, server: ExplainerServer) -> None:
-        self.world, self.server = world, server
+        self.world = world
+        self.server = server
         self.allocation = world.decide(TEXT)
 
     def call(
-        self, method: str, path: str, body: Any = None, token: str | None = TOKEN, raw: bytes | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        token: str | None = TOKEN,
+        raw: bytes | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
         data = raw if raw is not None else None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{self.server.port}{path}", data=data, method=method)
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.server.port}{path}", data=data, method=method
+        )
         if token is not None:
             req.add_header("Authorization", f"Bearer {token}")
         if data is not None:
@@ -48,16 +60,27 @@ class Api:
             return e.code, dict(e.headers), e.read()
 
     def explanation(self, query: str = "", **kw: Any) -> tuple[int, dict[str, str], bytes]:
-        return self.call("GET", f"/v1/decisions/{self.allocation.decision_id}/explanation{query}", **kw)
+        return self.call(
+            "GET", f"/v1/decisions/{self.allocation.decision_id}/explanation{query}", **kw
+        )
 
 
 @pytest.fixture(scope="module")
 def api(tiny: Path) -> Iterator[Api]:
     registry = CollectorRegistry()
     metrics = ExplainerMetrics(registry)
-    world = MemoryWorld(tiny, metrics=metrics, limits=Limits(max_evals=80, budget_s=60, concurrency=1, cache_size=8))
+    world = MemoryWorld(
+        tiny, metrics=metrics, limits=Limits(max_evals=80, budget_s=60, concurrency=1, cache_size=8)
+    )
     server = ExplainerServer(
-        world.service, TOKEN, metrics, registry, lambda: (True, "alive"), lambda: (True, "ready"), 0, "127.0.0.1"
+        world.service,
+        TOKEN,
+        metrics,
+        registry,
+        lambda: (True, "alive"),
+        lambda: (True, "ready"),
+        0,
+        "127.0.0.1",
     ).start()
     try:
         yield Api(world, server)
@@ -95,10 +118,14 @@ def test_html_explanation_highlights_tokens(api: Api) -> None:
 
 
 def test_post_with_allocation_and_text(api: Api) -> None:
-    status, _, body = api.call("POST", "/v1/explanations", _post_body(api.allocation, text=TEXT, task="issue"))
+    status, _, body = api.call(
+        "POST", "/v1/explanations", _post_body(api.allocation, text=TEXT, task="issue")
+    )
     doc = json.loads(body)
     assert status == 200 and doc["text_from"] == "request" and doc["task"] == "issue"
-    status, _, body = api.call("POST", "/v1/explanations?format=html", _post_body(api.allocation, task="issue"))
+    status, _, body = api.call(
+        "POST", "/v1/explanations?format=html", _post_body(api.allocation, task="issue")
+    )
     assert status == 200 and body.startswith(b"<!doctype html>")
 
 
@@ -109,10 +136,24 @@ def test_post_with_allocation_and_text(api: Api) -> None:
         ("GET", "/v1/decisions/{id}/explanation?task=colour", None, None, 400, "bad_request"),
         ("GET", "/v1/decisions/{id}/explanation?label=astronauts", None, None, 400, "bad_request"),
         ("GET", "/v1/decisions/no%20such/explanation", None, None, 400, "bad_request"),
-        ("GET", "/v1/decisions/" + "f" * 32 + "/explanation", None, None, 404, "decision_not_found"),
+        (
+            "GET",
+            "/v1/decisions/" + "f" * 32 + "/explanation",
+            None,
+            None,
+            404,
+            "decision_not_found",
+        ),
         ("GET", "/v1/nothing", None, None, 404, "not_found"),
         ("POST", "/v1/explanations", None, b"{not json", 400, "bad_request"),
-        ("POST", "/v1/explanations", {"allocation": {"schema": "allocation/v1"}}, None, 400, "bad_request"),
+        (
+            "POST",
+            "/v1/explanations",
+            {"allocation": {"schema": "allocation/v1"}},
+            None,
+            400,
+            "bad_request",
+        ),
         ("POST", "/v1/explanations", {"record": {}}, None, 400, "bad_request"),
         ("POST", "/v1/explanations", "tampered", None, 409, "input_mismatch"),
         ("POST", "/v1/explanations", "other-digest", None, 409, "model_digest_mismatch"),
@@ -128,9 +169,13 @@ def test_errors_have_their_status_and_code(
         body = _post_body(a, text=TEXT.replace("sue", "see"))
     elif body in ("other-digest", "unregistered"):
         model = pred.model.model_copy(
-            update={"sha256": "b" * 64} if body == "other-digest" else {"version": "never-registered"}
+            update={"sha256": "b" * 64}
+            if body == "other-digest"
+            else {"version": "never-registered"}
         )
-        body = _post_body(a.model_copy(update={"predictions": {"team": pred.model_copy(update={"model": model})}}))
+        body = _post_body(
+            a.model_copy(update={"predictions": {"team": pred.model_copy(update={"model": model})}})
+        )
     got, _, payload = api.call(method, path.replace("{id}", a.decision_id), body, raw=raw)
     assert (got, json.loads(payload)["error"]) == (status, code), payload
 
@@ -146,15 +191,26 @@ def test_busy_slots_give_429_with_retry_after(api: Api) -> None:
             )
     finally:
         service.slots = saved
-    assert status == 429 and json.loads(body)["error"] == "busy" and int(headers["Retry-After"]) >= 1
+    assert (
+        status == 429 and json.loads(body)["error"] == "busy" and int(headers["Retry-After"]) >= 1
+    )
 
 
 def test_budget_exceeded_is_504(tiny: Path) -> None:
     registry = CollectorRegistry()
-    world = MemoryWorld(tiny, limits=Limits(max_evals=500, budget_s=1e-9, concurrency=1, cache_size=0))
+    world = MemoryWorld(
+        tiny, limits=Limits(max_evals=500, budget_s=1e-9, concurrency=1, cache_size=0)
+    )
     metrics = ExplainerMetrics(registry)
     server = ExplainerServer(
-        world.service, TOKEN, metrics, registry, lambda: (True, ""), lambda: (True, ""), 0, "127.0.0.1"
+        world.service,
+        TOKEN,
+        metrics,
+        registry,
+        lambda: (True, ""),
+        lambda: (True, ""),
+        0,
+        "127.0.0.1",
     ).start()
     try:
         status, _, body = Api(world, server).explanation()
@@ -173,7 +229,12 @@ def test_probes_metrics_and_openapi_need_no_token(api: Api) -> None:
     status, _, body = api.call("GET", "/openapi.json", token=None)
     spec = json.loads(body)
     assert status == 200 and spec["openapi"].startswith("3.1")
-    assert {"/v1/decisions/{decision_id}/explanation", "/v1/explanations", "/healthz", "/readyz"} <= set(spec["paths"])
+    assert {
+        "/v1/decisions/{decision_id}/explanation",
+        "/v1/explanations",
+        "/healthz",
+        "/readyz",
+    } <= set(spec["paths"])
     _assert_refs_resolve(spec, spec)
 
 
@@ -191,12 +252,19 @@ def _assert_refs_resolve(node: Any, root: dict[str, Any]) -> None:
             _assert_refs_resolve(v, root)
 
 
-def test_every_request_writes_one_audit_line_without_the_text(api: Api, caplog: pytest.LogCaptureFixture) -> None:
+def test_every_request_writes_one_audit_line_without_the_text(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.INFO, logger="explainer.audit"):
         api.explanation("?task=team")
         api.explanation(token="wrong")
-        deadline = time.monotonic() + 5  # the server thread writes the line after the response has gone out
-        while len([r for r in caplog.records if r.name == "explainer.audit"]) < 2 and time.monotonic() < deadline:
+        deadline = (
+            time.monotonic() + 5
+        )  # the server thread writes the line after the response has gone out
+        while (
+            len([r for r in caplog.records if r.name == "explainer.audit"]) < 2
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.01)
     lines = [r for r in caplog.records if r.name == "explainer.audit"]
     assert len(lines) == 2
@@ -209,7 +277,11 @@ def test_every_request_writes_one_audit_line_without_the_text(api: Api, caplog: 
         "/v1/decisions/{id}/explanation",
     )
     assert ok["cache"] in ("hit", "miss") and ok["duration_ms"] >= 0
-    assert (denied["status"], denied["error"], denied["who"]) == (401, "unauthorized", fingerprint("wrong"))
+    assert (denied["status"], denied["error"], denied["who"]) == (
+        401,
+        "unauthorized",
+        fingerprint("wrong"),
+    )
     for line in lines:
         flat = json.dumps(vars(line), default=str)
         assert "debt collector" not in flat and "threatened" not in flat

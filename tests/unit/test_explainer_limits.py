@@ -17,7 +17,12 @@ def test_cache_is_a_bounded_lru() -> None:
     cache.put("b", "B")
     assert cache.get("a") == "A"  # a is now the most recent
     cache.put("c", "C")
-    assert cache.get("b") is None and cache.get("a") == "A" and cache.get("c") == "C" and len(cache) == 2
+    assert (
+        cache.get("b") is None
+        and cache.get("a") == "A"
+        and cache.get("c") == "C"
+        and len(cache) == 2
+    )
     off: ResultCache[str] = ResultCache(0)
     off.put("a", "A")
     assert off.get("a") is None
@@ -35,7 +40,10 @@ def test_concurrent_requests_for_one_key_compute_once() -> None:
         return 42
 
     results: list[tuple[int, bool]] = []
-    threads = [threading.Thread(target=lambda: results.append(cache.get_or_compute("k", compute))) for _ in range(5)]
+    threads = [
+        threading.Thread(target=lambda: results.append(cache.get_or_compute("k", compute)))
+        for _ in range(5)
+    ]
     for t in threads:
         t.start()
     time.sleep(0.2)
@@ -64,7 +72,11 @@ def test_slots_bound_concurrency_and_waiting() -> None:
             pass
         assert time.monotonic() - started >= 0.2
         none_waiting = Slots(1, wait_s=5, max_waiting=0)
-        with none_waiting.hold(), pytest.raises(BusyError, match="already wait"), none_waiting.hold():
+        with (
+            none_waiting.hold(),
+            pytest.raises(BusyError, match="already wait"),
+            none_waiting.hold(),
+        ):
             pass
     with slots.hold():  # released after use
         pass

@@ -1,4 +1,5 @@
-"""One request end to end without services: the exact artifact, the exact input, refusals, the cache."""
+"""One request end to end without services: the exact artifact, the exact input, refusals, the
+cache."""
 
 from __future__ import annotations
 
@@ -21,7 +22,10 @@ from explainer.errors import (
 from explainer.index import DecisionIndex
 from explainer.testing import MemoryWorld
 
-TEXT = "The debt collector keeps calling me at work about a debt I do not owe, and threatened to sue me."
+TEXT = (
+    "The debt collector keeps calling me at work about a debt I do not owe, "
+    "and threatened to sue me."
+)
 OTHER = "My bank closed my checking account without notice and kept my money."
 
 
@@ -66,7 +70,9 @@ def test_results_are_cached_per_decision_task_label_and_input(world: World) -> N
     first, hit1 = world.service.explain(allocation, "team")
     again, hit2 = world.service.explain(allocation, "team")
     assert (hit1, hit2) == (False, True) and again is first
-    _, hit3 = world.service.explain(allocation, "team", "cards" if first["label"] != "cards" else "mortgages")
+    _, hit3 = world.service.explain(
+        allocation, "team", "cards" if first["label"] != "cards" else "mortgages"
+    )
     assert not hit3
     # a POSTed record reusing the decision id for another input never reads the cached result
     forged = allocation.model_copy(update={"input_sha256": "0" * 64})
@@ -120,7 +126,12 @@ def test_registered_digest_differing_from_the_decisions_is_409(world: World) -> 
     pred = allocation.predictions["team"]
     other_model = pred.model.model_copy(update={"sha256": "a" * 64})
     forged = allocation.model_copy(
-        update={"predictions": {**allocation.predictions, "team": pred.model_copy(update={"model": other_model})}}
+        update={
+            "predictions": {
+                **allocation.predictions,
+                "team": pred.model_copy(update={"model": other_model}),
+            }
+        }
     )
     with pytest.raises(ModelDigestMismatchError, match="not the same artifact") as err:
         world.service.explain(forged)
@@ -144,7 +155,11 @@ def test_decision_index_is_bounded_by_size_and_age() -> None:
     index = DecisionIndex(max_entries=3, lookback_s=100)
     for i in range(5):
         index.put(f"d{i}", 0, i, timestamp_s=1000 + i)
-    assert len(index) == 3 and index.get("d0", now=1001) is None and index.get("d4", now=1001) == (0, 4)
+    assert (
+        len(index) == 3
+        and index.get("d0", now=1001) is None
+        and index.get("d4", now=1001) == (0, 4)
+    )
     assert index.get("d2", now=1102.5) is None and index.get("d3", now=1102.5) == (0, 3)
     index.put("d3", 1, 9, timestamp_s=1200)  # redelivered: the latest record wins
     assert index.get("d3", now=1200) == (1, 9)

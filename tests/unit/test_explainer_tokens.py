@@ -1,4 +1,5 @@
-"""The explainer's token view equals what the consumer scored, and shap's Text masker accepts its tokenizer."""
+"""The explainer's token view equals what the consumer scored, and shap's Text masker accepts its
+tokenizer."""
 
 from __future__ import annotations
 
@@ -44,7 +45,18 @@ def test_kept_positions_for_head_and_head_tail_policies() -> None:
 
 def test_kept_positions_of_periodic_text_follow_the_encoders_split() -> None:
     full = [101, *([5, 6] * 10), 102]
-    kept = [101, 5, 6, 5, 6, 5, 6, 5, 6, 102]  # room 8: head 2, tail 6 in the encoder's rule; also fits 0..8
+    kept = [
+        101,
+        5,
+        6,
+        5,
+        6,
+        5,
+        6,
+        5,
+        6,
+        102,
+    ]  # room 8: head 2, tail 6 in the encoder's rule; also fits 0..8
     pos = kept_positions(full, kept, "head_tail")
     assert pos == [0, 1, 2, 15, 16, 17, 18, 19, 20, 21]
     assert [full[p] for p in pos] == kept
@@ -57,14 +69,21 @@ def test_kept_positions_refuse_what_is_not_a_head_and_tail() -> None:
         kept_positions([101, 1, 102], [101, 1, 2, 3, 102], "head")  # longer than the text
 
 
-@pytest.mark.parametrize("text", [SHORT, LONG, "short", "Ünïcödé façade — “quotes” and emoji 🙂 too"])
+@pytest.mark.parametrize(
+    "text", [SHORT, LONG, "short", "Ünïcödé façade — “quotes” and emoji 🙂 too"]
+)
 def test_view_ids_are_the_encoders_and_offsets_point_at_the_tokens(tiny: Path, text: str) -> None:
     tokens, encoder = tokens_of(tiny)
     view = tokens.view(text)
     enc = encoder.encode([text])[0]
     assert list(view.ids) == enc.ids.tolist()
     assert view.truncated == enc.truncated
-    assert view.special[0] and view.special[-1] and view.offsets[0] is None and view.offsets[-1] is None
+    assert (
+        view.special[0]
+        and view.special[-1]
+        and view.offsets[0] is None
+        and view.offsets[-1] is None
+    )
     for token, off, special in zip(view.tokens, view.offsets, view.special, strict=True):
         if special or token == "[UNK]":
             continue
@@ -87,15 +106,21 @@ def test_long_text_names_the_span_the_model_never_saw(tiny: Path, head_tail: Pat
     assert len(ht.dropped) == 1
     start, end = ht.dropped[0]
     kept = [o for o in ht.offsets if o]
-    assert any(o[1] <= start for o in kept) and any(o[0] >= end for o in kept), "a head and a tail around the cut"
+    assert any(o[1] <= start for o in kept) and any(o[0] >= end for o in kept), (
+        "a head and a tail around the cut"
+    )
 
 
 def test_shap_text_masker_features_are_the_text_tokens(tiny: Path) -> None:
     import shap
 
     tokens, _ = tokens_of(tiny)
-    masker = shap.maskers.Text(ShapTokenizer(tokens), mask_token=tokens.mask_id, output_type="token_ids")
-    assert (masker.keep_prefix, masker.keep_suffix) == (0, 0), "no special tokens among the features"
+    masker = shap.maskers.Text(
+        ShapTokenizer(tokens), mask_token=tokens.mask_id, output_type="token_ids"
+    )
+    assert (masker.keep_prefix, masker.keep_suffix) == (0, 0), (
+        "no special tokens among the features"
+    )
     view = tokens.view(SHORT)
     body = view.body
     assert len(body) == len(view.ids) - 2

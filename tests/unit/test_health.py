@@ -1,4 +1,5 @@
-"""The probe and metrics port of the consumer and the promoter: what the kubelet and Prometheus read."""
+"""The probe and metrics port of the consumer and the promoter: what the kubelet and Prometheus
+read."""
 
 from __future__ import annotations
 
@@ -44,13 +45,21 @@ def test_metrics_and_the_two_probes_answer_with_their_reasons(
     status, body = get(health.port, "/metrics")
     assert status == 200 and "probe_test_records_total 3.0" in body
     assert get(health.port, "/healthz")[0] == 200
-    assert get(health.port, "/readyz") == (503, "no model plan yet")  # not ready is not dead: no restart
+    assert get(health.port, "/readyz") == (
+        503,
+        "no model plan yet",
+    )  # not ready is not dead: no restart
     ready[0] = True
-    assert get(health.port, "/readyz?verbose=1") == (200, "serving")  # the query string is not the path
+    assert get(health.port, "/readyz?verbose=1") == (
+        200,
+        "serving",
+    )  # the query string is not the path
     assert get(health.port, "/other")[0] == 404
 
 
-def test_a_loop_that_stopped_beating_fails_liveness(server: tuple[HealthServer, list[float], list[bool]]) -> None:
+def test_a_loop_that_stopped_beating_fails_liveness(
+    server: tuple[HealthServer, list[float], list[bool]],
+) -> None:
     health, beat, _ = server
     status, body = get(health.port, "/healthz")
     assert status == 200 and body.startswith("loop last beat 0.")

@@ -1,6 +1,7 @@
-"""The Helm chart: lint and render every ci/*-values.yaml scenario, validate every object against the
-Kubernetes schemas offline (kubernetes-validate ships them), and assert what every object owes: restricted pod security,
-standard labels, names within 63 characters. What each feature renders: test_helm_features.py.
+"""The Helm chart: lint and render every ci/*-values.yaml scenario, validate every object against
+the Kubernetes schemas offline (kubernetes-validate ships them), and assert what every object owes:
+restricted pod security, standard labels, names within 63 characters. What each feature renders:
+test_helm_features.py.
 
 Needs a ``helm`` binary (``scripts/install-tools.sh`` builds a pinned one); skipped without it.
 """
@@ -38,7 +39,15 @@ def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 @cache
 def _render(values: tuple[str, ...], sets: tuple[str, ...], release: str) -> tuple[Doc, ...]:
-    args = ["template", release, str(CHART), "--namespace", "triage", "--kube-version", KUBE_VERSION]
+    args = [
+        "template",
+        release,
+        str(CHART),
+        "--namespace",
+        "triage",
+        "--kube-version",
+        KUBE_VERSION,
+    ]
     for v in values:
         args += ["-f", str(CHART / "ci" / v)]
     for s in sets:
@@ -59,7 +68,9 @@ def render_error(*sets: str) -> str:
 
 def find(docs: list[Doc], kind: str, suffix: str = "") -> Doc:
     found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"].endswith(suffix)]
-    assert len(found) == 1, f"expected one {kind} named *{suffix}, got {[d['metadata']['name'] for d in found]}"
+    assert len(found) == 1, (
+        f"expected one {kind} named *{suffix}, got {[d['metadata']['name'] for d in found]}"
+    )
     return found[0]
 
 
@@ -74,7 +85,11 @@ def pod_spec(doc: Doc) -> Doc:
 
 def settings_map(docs: list[Doc]) -> dict[str, str]:
     """Data of the ConfigMap every process reads with envFrom."""
-    (config,) = [d for d in docs if d["kind"] == "ConfigMap" and "KAFKA_BOOTSTRAP_SERVERS" in d.get("data", {})]
+    (config,) = [
+        d
+        for d in docs
+        if d["kind"] == "ConfigMap" and "KAFKA_BOOTSTRAP_SERVERS" in d.get("data", {})
+    ]
     return dict(config["data"])
 
 
@@ -82,7 +97,8 @@ def env_of(container: Doc) -> dict[str, Doc]:
     return {e["name"]: e for e in container.get("env", [])}
 
 
-# --- lint and schemas ------------------------------------------------------------------------------
+# --- lint and
+# schemas ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -93,14 +109,18 @@ def test_lint_strict(scenario: str) -> None:
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_every_object_is_valid_kubernetes(scenario: str) -> None:
-    kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate")
+    kubernetes_validate = pytest.importorskip(
+        "kubernetes_validate", reason="pip install kubernetes-validate"
+    )
     for doc in render(scenario):
         if doc["kind"] in CRD_KINDS:
             continue
         try:  # strict: unknown fields are errors, not silently dropped by the API server
             kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
         except kubernetes_validate.ValidationError as exc:
-            pytest.fail(f"{doc['kind']}/{doc['metadata']['name']}: {exc.message} at {list(exc.path)}")
+            pytest.fail(
+                f"{doc['kind']}/{doc['metadata']['name']}: {exc.message} at {list(exc.path)}"
+            )
 
 
 def test_values_schema_refuses_unknown_and_invalid_values() -> None:
@@ -149,7 +169,9 @@ def test_standard_labels_and_short_names(scenario: str) -> None:
             selector = doc["spec"]["selector"]["matchLabels"]
             template = doc["spec"]["template"]["metadata"]["labels"]
             assert selector.items() <= template.items(), where
-            assert "app.kubernetes.io/version" not in selector, "selectors are immutable: no version in them"
+            assert "app.kubernetes.io/version" not in selector, (
+                "selectors are immutable: no version in them"
+            )
 
 
 def test_long_release_names_are_cut_without_collisions() -> None:

@@ -1,5 +1,5 @@
-"""What the chart renders for each feature: the consumer, autoscaling, opt-in objects, secret wiring,
-the hook and trainer Jobs, images and monitoring. Helpers and the skip without helm are in
+"""What the chart renders for each feature: the consumer, autoscaling, opt-in objects, secret
+wiring, the hook and trainer Jobs, images and monitoring. Helpers and the skip without helm are in
 test_helm_chart.py."""
 
 from __future__ import annotations
@@ -53,7 +53,9 @@ def test_consumer_defaults() -> None:
     assert env["ALLOCATOR_DRAIN_TIMEOUT_S"]["value"] == "8"
     config = settings_map(docs)
     assert c["envFrom"] == [{"configMapRef": {"name": "rel-complaints-allocation"}}]
-    assert config["ALLOCATOR_CREATE_TOPICS"] == "false", "the topics Job creates topics, not the pods"
+    assert config["ALLOCATOR_CREATE_TOPICS"] == "false", (
+        "the topics Job creates topics, not the pods"
+    )
     mounts = {m["mountPath"] for m in c["volumeMounts"]}
     assert config["ALLOCATOR_MODEL_CACHE_DIR"].startswith(tuple(mounts - {"/tmp"}))
     cache_volume = next(v for v in spec["volumes"] if v["name"] == "cache")
@@ -63,7 +65,9 @@ def test_consumer_defaults() -> None:
 def test_replicas_are_bounded_by_partitions() -> None:
     assert "idle" in render_error("consumer.replicas=7")
     assert "idle" in render_error("autoscaling.keda.enabled=true", "autoscaling.keda.maxReplicas=7")
-    assert "enable one" in render_error("autoscaling.keda.enabled=true", "autoscaling.hpa.enabled=true")
+    assert "enable one" in render_error(
+        "autoscaling.keda.enabled=true", "autoscaling.hpa.enabled=true"
+    )
     assert "drainTimeoutSeconds" in render_error("consumer.terminationGracePeriodSeconds=10")
 
 
@@ -72,12 +76,17 @@ def test_autoscaled_consumer_leaves_replicas_to_the_autoscaler() -> None:
     assert "replicas" not in find(keda, "Deployment", "-consumer")["spec"]
     scaled = find(keda, "ScaledObject")
     assert scaled["apiVersion"] == "keda.sh/v1alpha1"
-    assert scaled["spec"]["scaleTargetRef"]["name"] == find(keda, "Deployment", "-consumer")["metadata"]["name"]
+    assert (
+        scaled["spec"]["scaleTargetRef"]["name"]
+        == find(keda, "Deployment", "-consumer")["metadata"]["name"]
+    )
     (trigger,) = scaled["spec"]["triggers"]
     assert trigger["type"] == "kafka"
     assert trigger["metadata"]["consumerGroup"] == "complaints-allocation-prod"
     assert trigger["metadata"]["topic"] == "complaints"
-    assert all(isinstance(v, str) for v in trigger["metadata"].values()), "KEDA metadata values are strings"
+    assert all(isinstance(v, str) for v in trigger["metadata"].values()), (
+        "KEDA metadata values are strings"
+    )
     hpa = find(render("hpa-values.yaml"), "HorizontalPodAutoscaler")
     (metric,) = hpa["spec"]["metrics"]
     assert metric["external"]["metric"]["name"] == "allocator_consumer_lag_messages"
@@ -108,7 +117,9 @@ def test_opt_in_objects_are_absent_by_default() -> None:
 
 def test_full_scenario_renders_every_feature() -> None:
     docs = render("full-values.yaml")
-    assert kinds(docs) >= OPT_IN - {"TriggerAuthentication", "HorizontalPodAutoscaler"} | {"PodDisruptionBudget"}
+    assert kinds(docs) >= OPT_IN - {"TriggerAuthentication", "HorizontalPodAutoscaler"} | {
+        "PodDisruptionBudget"
+    }
     pdbs = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
     assert sorted(d["metadata"]["name"] for d in pdbs) == ["triage-consumer", "triage-explainer"]
     policy = find(docs, "NetworkPolicy", "triage")
@@ -117,18 +128,27 @@ def test_full_scenario_renders_every_feature() -> None:
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
     metric_services = [
-        d for d in docs if d["kind"] == "Service" and any(p["name"] == "metrics" for p in d["spec"]["ports"])
+        d
+        for d in docs
+        if d["kind"] == "Service" and any(p["name"] == "metrics" for p in d["spec"]["ports"])
     ]
     assert len(metric_services) == 3, "consumer, promoter and explainer are all scraped"
     for svc in metric_services:
-        assert monitor["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+        assert (
+            monitor["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+        )
 
 
 def test_minimal_scenario_is_the_consumer_alone() -> None:
     docs = render("minimal-values.yaml")
-    assert [d["metadata"]["name"] for d in docs if d["kind"] in POD_KINDS] == ["rel-complaints-allocation-consumer"]
+    assert [d["metadata"]["name"] for d in docs if d["kind"] in POD_KINDS] == [
+        "rel-complaints-allocation-consumer"
+    ]
     assert "ServiceAccount" not in kinds(docs)
-    assert pod_spec(find(docs, "Deployment", "-consumer"))["serviceAccountName"] == "complaints-allocation"
+    assert (
+        pod_spec(find(docs, "Deployment", "-consumer"))["serviceAccountName"]
+        == "complaints-allocation"
+    )
 
 
 # --- secrets --------------------------------------------------------------------------------------
@@ -136,7 +156,11 @@ def test_minimal_scenario_is_the_consumer_alone() -> None:
 
 def test_sasl_tls_wiring_uses_the_existing_secret() -> None:
     docs = render("sasl-tls-values.yaml")
-    assert not [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "rel-complaints-allocation"]
+    assert not [
+        d
+        for d in docs
+        if d["kind"] == "Secret" and d["metadata"]["name"] == "rel-complaints-allocation"
+    ]
     config = settings_map(docs)
     assert config["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
     assert config["KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
@@ -155,7 +179,9 @@ def test_sasl_tls_wiring_uses_the_existing_secret() -> None:
         if doc["kind"] != "Job":  # the topics Job talks to Kafka only
             assert volumes["secrets"]["secret"]["secretName"] == "complaints-allocation-credentials"
             assert "REDIS_PASSWORD" in keys
-        assert ("ALLOCATOR_EXPLAINER_TOKEN" in keys) == doc["metadata"]["name"].endswith("-explainer")
+        assert ("ALLOCATOR_EXPLAINER_TOKEN" in keys) == doc["metadata"]["name"].endswith(
+            "-explainer"
+        )
         assert volumes["kafka-tls"]["secret"]["secretName"] == "kafka-client-tls"
         for var in ("KAFKA_SSL_CAFILE", "KAFKA_SSL_CERTFILE", "KAFKA_SSL_KEYFILE"):
             assert config[var].startswith(mounts["kafka-tls"] + "/")
@@ -165,7 +191,11 @@ def test_sasl_tls_wiring_uses_the_existing_secret() -> None:
     assert refs["password"] == ("complaints-allocation-credentials", "KAFKA_SASL_PASSWORD")
     assert refs["ca"] == ("kafka-client-tls", "ca.crt")
     keda_secret = find(docs, "Secret", "-keda")
-    assert keda_secret["stringData"] == {"sasl": "scram_sha512", "username": "complaints-allocation", "tls": "enable"}
+    assert keda_secret["stringData"] == {
+        "sasl": "scram_sha512",
+        "username": "complaints-allocation",
+        "tls": "enable",
+    }
 
 
 def test_chart_secret_holds_only_what_is_configured() -> None:
@@ -211,7 +241,8 @@ def test_topics_job_is_a_hook_that_needs_nothing_from_the_release() -> None:
     assert "serviceAccountName" not in spec, "nor does the chart's ServiceAccount"
     assert env_of(c)["ALLOCATOR_TOPIC_PARTITIONS"]["value"] == "6"
     sasl = render(
-        "default-values.yaml", sets=("kafka.sasl.mechanism=PLAIN", "kafka.sasl.username=u", "kafka.sasl.password=p")
+        "default-values.yaml",
+        sets=("kafka.sasl.mechanism=PLAIN", "kafka.sasl.username=u", "kafka.sasl.password=p"),
     )
     hook_secret = find(sasl, "Secret", "-topics")
     assert hook_secret["metadata"]["annotations"]["helm.sh/hook-weight"] == "-10"
@@ -249,8 +280,13 @@ def test_trainer_pushes_and_registers_only_with_a_hub_repo() -> None:
 
     recipe = ["--config", "default"]  # always first: the published recipe, as `make train` runs it
     assert trainer_args("default-values.yaml") == recipe
-    assert trainer_args("default-values.yaml", sets=("trainer.args={--resume}",)) == [*recipe, "--resume"]
-    pushed = trainer_args("default-values.yaml", sets=("trainer.pushToHub.repo=bank/complaints-minilm",))
+    assert trainer_args("default-values.yaml", sets=("trainer.args={--resume}",)) == [
+        *recipe,
+        "--resume",
+    ]
+    pushed = trainer_args(
+        "default-values.yaml", sets=("trainer.pushToHub.repo=bank/complaints-minilm",)
+    )
     assert pushed == [*recipe, "--push-to-hub", "bank/complaints-minilm", "--register"]
     full = trainer_args("full-values.yaml")
     assert full == [
@@ -266,10 +302,18 @@ def test_trainer_pushes_and_registers_only_with_a_hub_repo() -> None:
 
 def test_images() -> None:
     docs = render("full-values.yaml")
-    images = {d["metadata"]["name"]: pod_spec(d)["containers"][0]["image"] for d in docs if d["kind"] in POD_KINDS}
+    images = {
+        d["metadata"]["name"]: pod_spec(d)["containers"][0]["image"]
+        for d in docs
+        if d["kind"] in POD_KINDS
+    }
     digest = "registry.example.com/complaints-allocation/consumer@sha256:" + "0" * 64
-    assert images["triage-consumer"] == images["triage-promoter"] == images["triage-topics"] == digest
-    assert images["triage-explainer"] == "registry.example.com/complaints-allocation/explainer:0.1.0"
+    assert (
+        images["triage-consumer"] == images["triage-promoter"] == images["triage-topics"] == digest
+    )
+    assert (
+        images["triage-explainer"] == "registry.example.com/complaints-allocation/explainer:0.1.0"
+    )
 
 
 # --- monitoring -----------------------------------------------------------------------------------
@@ -279,11 +323,17 @@ def test_prometheus_rule_is_the_rules_file_with_overrides() -> None:
     rule = find(render("full-values.yaml"), "PrometheusRule")
     source = yaml.safe_load((CHART / "rules" / "alerts.yaml").read_text())
     (group, extra) = rule["spec"]["groups"]
-    expected = [r["alert"] for r in source["groups"][0]["rules"] if r["alert"] != "AllocatorEndToEndLatencyHigh"]
+    expected = [
+        r["alert"]
+        for r in source["groups"][0]["rules"]
+        if r["alert"] != "AllocatorEndToEndLatencyHigh"
+    ]
     assert [r["alert"] for r in group["rules"]] == expected
     by_name = {r["alert"]: r for r in group["rules"]}
     assert by_name["AllocatorLiveAccuracyBelowTarget"]["for"] == "2h"
-    assert by_name["AllocatorStoreDown"]["annotations"]["runbook_url"].endswith("#allocatorstoredown")
+    assert by_name["AllocatorStoreDown"]["annotations"]["runbook_url"].endswith(
+        "#allocatorstoredown"
+    )
     assert extra["rules"][0]["alert"] == "AllocatorCanaryRunning"
 
 
@@ -321,7 +371,8 @@ def test_keda_scales_in_through_behavior_and_falls_back_to_fixed_replicas() -> N
         "fallback"
         not in find(
             render(
-                "default-values.yaml", sets=("autoscaling.keda.enabled=true", "autoscaling.keda.fallback.replicas=0")
+                "default-values.yaml",
+                sets=("autoscaling.keda.enabled=true", "autoscaling.keda.fallback.replicas=0"),
             ),
             "ScaledObject",
         )["spec"]
@@ -340,10 +391,17 @@ def test_an_existing_secret_is_read_under_its_own_key_names() -> None:
         "kafka.sasl.username=triage",
     )
     docs = render("default-values.yaml", sets=sets)
-    assert not [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "rel-complaints-allocation"]
+    assert not [
+        d
+        for d in docs
+        if d["kind"] == "Secret" and d["metadata"]["name"] == "rel-complaints-allocation"
+    ]
     for component, expected in (
         ("consumer", {"password": "KAFKA_SASL_PASSWORD"}),
-        ("explainer", {"password": "KAFKA_SASL_PASSWORD", "explainer-token": "ALLOCATOR_EXPLAINER_TOKEN"}),
+        (
+            "explainer",
+            {"password": "KAFKA_SASL_PASSWORD", "explainer-token": "ALLOCATOR_EXPLAINER_TOKEN"},
+        ),
     ):
         volumes = find(docs, "Deployment", component)["spec"]["template"]["spec"]["volumes"]
         secret = next(v["secret"] for v in volumes if v["name"] == "secrets")
@@ -353,9 +411,13 @@ def test_an_existing_secret_is_read_under_its_own_key_names() -> None:
     sasl = ("kafka.sasl.mechanism=PLAIN", "kafka.sasl.username=u", "kafka.sasl.password=p")
     own = render("default-values.yaml", sets=(*sasl, "secrets.keys.KAFKA_SASL_PASSWORD=password"))
     items = next(
-        v for v in find(own, "Deployment", "consumer")["spec"]["template"]["spec"]["volumes"] if v["name"] == "secrets"
+        v
+        for v in find(own, "Deployment", "consumer")["spec"]["template"]["spec"]["volumes"]
+        if v["name"] == "secrets"
     )
-    assert items["secret"]["items"] == [{"key": "KAFKA_SASL_PASSWORD", "path": "KAFKA_SASL_PASSWORD"}]
+    assert items["secret"]["items"] == [
+        {"key": "KAFKA_SASL_PASSWORD", "path": "KAFKA_SASL_PASSWORD"}
+    ]
 
 
 def test_the_retraining_job_runs_the_published_recipe() -> None:

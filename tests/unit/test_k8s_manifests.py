@@ -1,5 +1,6 @@
-"""The kustomize flavour (k8s/): every kustomization builds, every object is valid Kubernetes (strict,
-offline schemas), pods are restricted, and the settings they pass are ones consumer/settings.py knows.
+"""The kustomize flavour (k8s/): every kustomization builds, every object is valid Kubernetes
+(strict, offline schemas), pods are restricted, and the settings they pass are ones
+consumer/settings.py knows.
 
 Needs a ``kustomize`` binary (``scripts/install-tools.sh``); skipped without it.
 """
@@ -26,13 +27,17 @@ Doc = dict[str, Any]
 
 
 KUSTOMIZE = tool("kustomize")
-pytestmark = pytest.mark.skipif(KUSTOMIZE is None, reason="no kustomize binary: run scripts/install-tools.sh")
+pytestmark = pytest.mark.skipif(
+    KUSTOMIZE is None, reason="no kustomize binary: run scripts/install-tools.sh"
+)
 
 
 @cache
 def build(path: str) -> tuple[Doc, ...]:
     assert KUSTOMIZE is not None
-    out = subprocess.run([KUSTOMIZE, "build", str(K8S / path)], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [KUSTOMIZE, "build", str(K8S / path)], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     return tuple(d for d in yaml.safe_load_all(out.stdout) if d)
 
@@ -53,14 +58,18 @@ def test_layout() -> None:
 
 @pytest.mark.parametrize("path", KUSTOMIZATIONS)
 def test_every_object_is_valid_kubernetes(path: str) -> None:
-    kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate")
+    kubernetes_validate = pytest.importorskip(
+        "kubernetes_validate", reason="pip install kubernetes-validate"
+    )
     for doc in build(path):
         if doc["kind"] in CRD_KINDS:
             continue
         try:
             kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
         except kubernetes_validate.ValidationError as exc:
-            pytest.fail(f"{doc['kind']}/{doc['metadata']['name']}: {exc.message} at {list(exc.path)}")
+            pytest.fail(
+                f"{doc['kind']}/{doc['metadata']['name']}: {exc.message} at {list(exc.path)}"
+            )
 
 
 @pytest.mark.parametrize("path", KUSTOMIZATIONS)
@@ -76,18 +85,27 @@ def test_pods_are_restricted_and_images_resolved(path: str) -> None:
             assert c["securityContext"]["readOnlyRootFilesystem"] is True, where
             assert c["securityContext"]["allowPrivilegeEscalation"] is False, where
             assert c["securityContext"]["capabilities"]["drop"] == ["ALL"], where
-            assert c["image"].startswith("registry.example.com/"), f"{where}: image placeholder not replaced"
+            assert c["image"].startswith("registry.example.com/"), (
+                f"{where}: image placeholder not replaced"
+            )
             mounts = {m["name"] for m in c["volumeMounts"]}
-            assert mounts <= {v["name"] for v in spec["volumes"]}, f"{where}: mount without a volume"
+            assert mounts <= {v["name"] for v in spec["volumes"]}, (
+                f"{where}: mount without a volume"
+            )
 
 
 @pytest.mark.parametrize("path", KUSTOMIZATIONS)
 def test_labels_and_selectors(path: str) -> None:
     for doc in build(path):
         labels = doc["metadata"].get("labels", {})
-        if path.startswith("overlays") and doc["kind"] in {"PodDisruptionBudget", "NetworkPolicy"} | CRD_KINDS:
+        if (
+            path.startswith("overlays")
+            and doc["kind"] in {"PodDisruptionBudget", "NetworkPolicy"} | CRD_KINDS
+        ):
             continue  # overlay-only objects carry no common labels (the base's label transformer)
-        assert labels.get("app.kubernetes.io/part-of") == "complaints-allocation", doc["metadata"]["name"]
+        assert labels.get("app.kubernetes.io/part-of") == "complaints-allocation", doc["metadata"][
+            "name"
+        ]
         if doc["kind"] == "Deployment":
             selector = doc["spec"]["selector"]["matchLabels"]
             assert selector.items() <= doc["spec"]["template"]["metadata"]["labels"].items()

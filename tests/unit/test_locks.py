@@ -1,4 +1,5 @@
-"""The hash-pinned locks (requirements/*.lock): each image's lock is the tests' lock narrowed, never different."""
+"""The hash-pinned locks (requirements/*.lock): each image's lock is the tests' lock narrowed, never
+different."""
 
 from __future__ import annotations
 
@@ -41,8 +42,12 @@ def requirement_names(specs: list[str]) -> set[str]:
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
 
-@pytest.mark.parametrize(("lock", "extras"), [("consumer", []), ("explainer", ["explain"]), ("trainer", ["train"])])
-def test_image_lock_is_a_subset_of_the_test_lock_with_the_same_pins(lock: str, extras: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("lock", "extras"), [("consumer", []), ("explainer", ["explain"]), ("trainer", ["train"])]
+)
+def test_image_lock_is_a_subset_of_the_test_lock_with_the_same_pins(
+    lock: str, extras: list[str]
+) -> None:
     dev, image = read_lock(REQ / "dev.lock"), read_lock(REQ / f"{lock}.lock")
     differ = {n: (v, dev.get(n)) for n, v in image.items() if dev.get(n) != v}
     assert not differ, f"{lock}.lock pins differently from dev.lock: {differ}"
@@ -55,7 +60,9 @@ def test_image_lock_is_a_subset_of_the_test_lock_with_the_same_pins(lock: str, e
 def test_runtime_lock_has_no_torch_and_the_test_lock_has_every_extra() -> None:
     assert "torch" not in read_lock(REQ / "consumer.lock")
     assert "torch" not in read_lock(REQ / "explainer.lock")
-    every = PROJECT["dependencies"] + [d for deps in PROJECT["optional-dependencies"].values() for d in deps]
+    every = PROJECT["dependencies"] + [
+        d for deps in PROJECT["optional-dependencies"].values() for d in deps
+    ]
     assert requirement_names(every) <= set(read_lock(REQ / "dev.lock"))
 
 

@@ -1,4 +1,5 @@
-"""Experiments and decisions on fakeredis: keying, start versions, recommend-only versus apply, acting once."""
+"""Experiments and decisions on fakeredis: keying, start versions, recommend-only versus apply,
+acting once."""
 
 from __future__ import annotations
 
@@ -51,18 +52,27 @@ def strategies(r: fakeredis.FakeRedis) -> StrategyStore:
     return store
 
 
-def start(store: StrategyStore, action: str, task: str = "team", model: str = "m@2", weight: float = 0.5) -> Experiment:
+def start(
+    store: StrategyStore, action: str, task: str = "team", model: str = "m@2", weight: float = 0.5
+) -> Experiment:
     move = {"canary": transitions.canary, "shadow": transitions.shadow}[action]
-    new = store.update(lambda cur: move(cur, model, weight if action == "canary" else 1.0, task), action, "test")
+    new = store.update(
+        lambda cur: move(cur, model, weight if action == "canary" else 1.0, task), action, "test"
+    )
     return running(new, store.history(50))[task]
 
 
-def put_counts(r: fakeredis.FakeRedis, exp: Experiment, champion: tuple[int, ...], challenger: tuple[int, ...]) -> None:
+def put_counts(
+    r: fakeredis.FakeRedis, exp: Experiment, champion: tuple[int, ...], challenger: tuple[int, ...]
+) -> None:
     fields: dict[str, Any] = exp.to_fields()
     for arm, counts in (("champion", champion), ("challenger", challenger)):
         fields |= {f"{arm}.{k}": v for k, v in zip(ARM_FIELDS, counts, strict=True)}
     if exp.mode == "shadow":  # champion right and challenger wrong (b), and the reverse (c)
-        fields |= {"b": max(0, champion[1] - challenger[1]), "c": max(0, challenger[1] - champion[1])}
+        fields |= {
+            "b": max(0, champion[1] - challenger[1]),
+            "c": max(0, challenger[1] - champion[1]),
+        }
     r.hset(Keys(PREFIX).experiment(exp.id), mapping=fields)
 
 
@@ -71,9 +81,18 @@ WORSE = ((600, 480, 100, 90), (600, 380, 100, 90))
 EQUAL = ((600, 480, 100, 90), (600, 481, 100, 90))
 
 
-def evaluator(r: fakeredis.FakeRedis, store: StrategyStore, auto: bool, seen: list[Any]) -> Evaluator:
+def evaluator(
+    r: fakeredis.FakeRedis, store: StrategyStore, auto: bool, seen: list[Any]
+) -> Evaluator:
     policy = Policy(alpha=0.05, min_labels=50, auto_apply=auto, canary_weight=0.1)
-    return Evaluator(r, PREFIX, store, policy, seen.append, lambda e, a, applied: seen.append((e.task, a, applied)))
+    return Evaluator(
+        r,
+        PREFIX,
+        store,
+        policy,
+        seen.append,
+        lambda e, a, applied: seen.append((e.task, a, applied)),
+    )
 
 
 def test_experiment_identity_and_start_version(strategies: StrategyStore) -> None:
@@ -87,7 +106,9 @@ def test_experiment_identity_and_start_version(strategies: StrategyStore) -> Non
     assert Experiment.of("team", TaskPlan("champion", "m@1")) is None
 
 
-def test_recommend_only_records_once_and_never_writes(r: fakeredis.FakeRedis, strategies: StrategyStore) -> None:
+def test_recommend_only_records_once_and_never_writes(
+    r: fakeredis.FakeRedis, strategies: StrategyStore
+) -> None:
     exp = start(strategies, "canary")
     put_counts(r, exp, *BETTER)
     seen: list[Any] = []
@@ -96,11 +117,16 @@ def test_recommend_only_records_once_and_never_writes(r: fakeredis.FakeRedis, st
     second = ev.evaluate([exp.id], running(strategies.current(), strategies.history()))
     assert first[0].decision.action == "promote" and first[0].recorded is not None
     assert first[0].recorded == second[0].recorded and not first[0].recorded["applied"]
-    assert [x for x in seen if isinstance(x, tuple)] == [("team", "promote", False)], "one recommendation"
+    assert [x for x in seen if isinstance(x, tuple)] == [("team", "promote", False)], (
+        "one recommendation"
+    )
     current = strategies.current()
     assert current is not None and current.version == 2 and current.tasks["team"].mode == "canary"
     doc = status(JoinStore(r, PREFIX, 3600), ev, ev.policy)
-    assert doc["experiments"][0]["decision"]["action"] == "promote" and doc["experiments"][0]["running"]
+    assert (
+        doc["experiments"][0]["decision"]["action"] == "promote"
+        and doc["experiments"][0]["running"]
+    )
     json.dumps(doc)  # JSON-ready
 
 
@@ -122,11 +148,17 @@ def test_auto_apply_writes_the_strategy_once_with_the_evidence(
     ev = evaluator(r, strategies, True, seen)
     exps = running(strategies.current(), strategies.history())
     verdict: Verdict = ev.evaluate([exp.id], exps)[0]
-    assert verdict.recorded is not None and verdict.recorded["applied"] and verdict.recorded["strategy_version"] == 3
+    assert (
+        verdict.recorded is not None
+        and verdict.recorded["applied"]
+        and verdict.recorded["strategy_version"] == 3
+    )
     current = strategies.current()
     assert current is not None and current.version == 3 and current.tasks["team"] == expect
     assert current.tasks["issue"] == TaskPlan("champion", "m@1"), "other tasks are left alone"
-    assert "always-valid p_" in current.reason and f"labels champion={counts[0][0]}" in current.reason
+    assert (
+        "always-valid p_" in current.reason and f"labels champion={counts[0][0]}" in current.reason
+    )
     ev.evaluate([exp.id], exps)  # the stale view still lists the experiment: no second write
     assert strategies.current().version == 3  # type: ignore[union-attr]
     assert [x for x in seen if isinstance(x, tuple)] == [("team", verdict.decision.action, True)]
@@ -135,12 +167,16 @@ def test_auto_apply_writes_the_strategy_once_with_the_evidence(
 def test_equal_arms_wait(r: fakeredis.FakeRedis, strategies: StrategyStore) -> None:
     exp = start(strategies, "canary")
     put_counts(r, exp, *EQUAL)
-    verdict = evaluator(r, strategies, True, []).evaluate([exp.id], running(strategies.current()))[0]
+    verdict = evaluator(r, strategies, True, []).evaluate([exp.id], running(strategies.current()))[
+        0
+    ]
     assert verdict.decision.action == "wait" and verdict.recorded is None
     assert strategies.current().version == 2  # type: ignore[union-attr]
 
 
-def test_a_plan_changed_by_someone_else_is_not_overwritten(r: fakeredis.FakeRedis, strategies: StrategyStore) -> None:
+def test_a_plan_changed_by_someone_else_is_not_overwritten(
+    r: fakeredis.FakeRedis, strategies: StrategyStore
+) -> None:
     exp = start(strategies, "canary")
     put_counts(r, exp, *BETTER)
     exps = running(strategies.current(), strategies.history())
@@ -160,11 +196,17 @@ def test_a_recommendation_is_applied_once_auto_apply_is_turned_on(
     evaluator(r, strategies, False, []).evaluate([exp.id], exps)
     assert strategies.current().version == 2  # type: ignore[union-attr]
     verdict = evaluator(r, strategies, True, []).evaluate([exp.id], exps)[0]
-    assert verdict.recorded is not None and verdict.recorded["action"] == "rollback" and verdict.recorded["applied"]
+    assert (
+        verdict.recorded is not None
+        and verdict.recorded["action"] == "rollback"
+        and verdict.recorded["applied"]
+    )
     assert strategies.current().tasks["team"] == TaskPlan("champion", "m@1")  # type: ignore[union-attr]
 
 
-def test_experiments_that_no_longer_run_are_not_evaluated(r: fakeredis.FakeRedis, strategies: StrategyStore) -> None:
+def test_experiments_that_no_longer_run_are_not_evaluated(
+    r: fakeredis.FakeRedis, strategies: StrategyStore
+) -> None:
     exp = start(strategies, "canary")
     put_counts(r, exp, *BETTER)
     assert evaluator(r, strategies, True, []).evaluate([exp.id], running(strategy(9))) == []
@@ -185,7 +227,9 @@ def test_first_decision_is_decide_after_every_label(mode: str) -> None:
         before = [a.to_dict() for a in (champion, challenger)] + [pair.to_dict()]
         arms = [0, 1] if mode == "shadow" else [int(rng.random() < 0.5)]
         for i in arms:
-            (champion, challenger)[i].record(bool(right[i]), vulnerable=vulnerable, flagged=bool(flags[i]))
+            (champion, challenger)[i].record(
+                bool(right[i]), vulnerable=vulnerable, flagged=bool(flags[i])
+            )
         if mode == "shadow":
             pair.record(bool(right[0]), bool(right[1]))
         after = [a.to_dict() for a in (champion, challenger)] + [pair.to_dict()]
@@ -195,14 +239,21 @@ def test_first_decision_is_decide_after_every_label(mode: str) -> None:
             for k in after[j]
         }
         labels.append(inc)
-        d = decide(champion, challenger, paired=mode == "shadow", discordant=pair if mode == "shadow" else None)
+        d = decide(
+            champion,
+            challenger,
+            paired=mode == "shadow",
+            discordant=pair if mode == "shadow" else None,
+        )
         if expected is None and d.action != "wait":
             expected = d
     got = first_decision(exp, {}, labels, Policy())
     assert expected is not None and got is not None
     assert (got.action, got.evidence) == (expected.action, expected.evidence)
     # the same labels in two batches: the second starts from the counters the first left in Redis
-    k = (expected.evidence["n_champion"] + expected.evidence["n_challenger"]) // (4 if mode == "shadow" else 2)
+    k = (expected.evidence["n_champion"] + expected.evidence["n_challenger"]) // (
+        4 if mode == "shadow" else 2
+    )
     base = {name: str(sum(x[name] for x in labels[:k])) for name in labels[0]}
     assert first_decision(exp, {}, labels[:k], Policy()) is None
     again = first_decision(exp, base, labels[k:], Policy())

@@ -1,5 +1,5 @@
-"""The promoter's join on fakeredis: any arrival order, parked and unknown feedback, duplicates, replays,
-malformed and late records, and which labels count in which experiment."""
+"""The promoter's join on fakeredis: any arrival order, parked and unknown feedback, duplicates,
+replays, malformed and late records, and which labels count in which experiment."""
 
 from __future__ import annotations
 
@@ -22,8 +22,16 @@ TTL = 86_400
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 NOW = T0.timestamp() + 7200
 HEADS = {m: {"team": {}, "issue": {}, "vulnerable": {}} for m in ("m@1", "m@2", "m@3")}
-LABELS = {"team": ["banking", "cards", "loans"], "issue": ["fees", "fraud", "other"], "vulnerable": ["no", "yes"]}
-TOPICS: dict[Kind, str] = {"allocation": "allocations", "shadow": "allocations.shadow", "feedback": "feedback"}
+LABELS = {
+    "team": ["banking", "cards", "loans"],
+    "issue": ["fees", "fraud", "other"],
+    "vulnerable": ["no", "yes"],
+}
+TOPICS: dict[Kind, str] = {
+    "allocation": "allocations",
+    "shadow": "allocations.shadow",
+    "feedback": "feedback",
+}
 
 
 def strategy(version: int = 1, **plans: Mapping[str, Any]) -> Strategy:
@@ -40,11 +48,23 @@ def strategy(version: int = 1, **plans: Mapping[str, Any]) -> Strategy:
 
 
 def canary(challenger: str = "m@2", weight: float = 0.5) -> dict[str, Any]:
-    return {"mode": "canary", "champion": "m@1", "challenger": challenger, "weight": weight, "salt": f"c:{challenger}"}
+    return {
+        "mode": "canary",
+        "champion": "m@1",
+        "challenger": challenger,
+        "weight": weight,
+        "salt": f"c:{challenger}",
+    }
 
 
 def shadow(challenger: str = "m@2") -> dict[str, Any]:
-    return {"mode": "shadow", "champion": "m@1", "challenger": challenger, "sample": 1.0, "salt": f"s:{challenger}"}
+    return {
+        "mode": "shadow",
+        "champion": "m@1",
+        "challenger": challenger,
+        "sample": 1.0,
+        "salt": f"s:{challenger}",
+    }
 
 
 def truth(i: int, vulnerable: bool = False) -> Truth:
@@ -78,17 +98,27 @@ def store(r: fakeredis.FakeRedis) -> JoinStore:
     return JoinStore(r, "t:", TTL)
 
 
-def records(sim: Simulator, t: Truth, feed: Feed, delay_h: float = 1.0) -> tuple[Decoded, Decoded | None, Decoded]:
+def records(
+    sim: Simulator, t: Truth, feed: Feed, delay_h: float = 1.0
+) -> tuple[Decoded, Decoded | None, Decoded]:
     alloc, sh = sim.allocate(t, T0)
     fb = feedback(t, T0 + timedelta(hours=delay_h))
-    return feed.rec("allocation", alloc), feed.rec("shadow", sh) if sh else None, feed.rec("feedback", fb)
+    return (
+        feed.rec("allocation", alloc),
+        feed.rec("shadow", sh) if sh else None,
+        feed.rec("feedback", fb),
+    )
 
 
 def perfect(s: Strategy, seed: int = 0) -> Simulator:
-    return Simulator(s, {m: Skill(1.0, recall=1.0, false_alarm=0.0) for m in HEADS}, LABELS, seed=seed)
+    return Simulator(
+        s, {m: Skill(1.0, recall=1.0, false_alarm=0.0) for m in HEADS}, LABELS, seed=seed
+    )
 
 
-def test_feedback_before_its_allocation_is_parked_then_joined(store: JoinStore, r: fakeredis.FakeRedis) -> None:
+def test_feedback_before_its_allocation_is_parked_then_joined(
+    store: JoinStore, r: fakeredis.FakeRedis
+) -> None:
     s, feed = strategy(), Feed()
     alloc, _, fb = records(perfect(s), truth(1), feed)
     store.apply([fb], {}, NOW)
@@ -97,7 +127,9 @@ def test_feedback_before_its_allocation_is_parked_then_joined(store: JoinStore, 
     assert store.summary()["feedback.joined"] == 1 and store.summary()["feedback.parked_now"] == 0
     assert delta.delays == [3600.0]
     live = store.live()
-    assert live["acc\tteam\tm@1\tchampion\tn"] == 1 and live["acc\tteam\tm@1\tchampion\tcorrect"] == 1
+    assert (
+        live["acc\tteam\tm@1\tchampion\tn"] == 1 and live["acc\tteam\tm@1\tchampion\tcorrect"] == 1
+    )
     assert r.ttl("t:promoter:c:c-1") <= TTL
 
 
@@ -105,9 +137,13 @@ def test_duplicates_count_once_and_replays_count_nothing(store: JoinStore) -> No
     s, feed = strategy(), Feed()
     alloc, _, fb = records(perfect(s), truth(1), feed)
     store.apply([alloc, fb], {}, NOW)
-    again = feed.rec("feedback", feedback(truth(1), T0 + timedelta(hours=2)))  # a second decision: new offset
+    again = feed.rec(
+        "feedback", feedback(truth(1), T0 + timedelta(hours=2))
+    )  # a second decision: new offset
     store.apply([again, feed.rec("allocation", perfect(s).allocate(truth(1), T0)[0])], {}, NOW)
-    replay = store.apply([alloc, fb, again], {}, NOW)  # a crash before the offset commit: the same records
+    replay = store.apply(
+        [alloc, fb, again], {}, NOW
+    )  # a crash before the offset commit: the same records
     assert replay.summary == {"allocation.replayed": 1, "feedback.replayed": 2}
     summary = store.summary()
     assert summary["feedback.joined"] == 1 and summary["feedback.duplicate"] == 1
@@ -121,7 +157,10 @@ def test_duplicates_count_once_and_replays_count_nothing(store: JoinStore) -> No
         ("feedback", b"\xff\xfe not utf-8"),
         ("feedback", b'{"schema": "feedback/v1", '),
         ("feedback", json.dumps({"schema": "feedback/v9", "complaint_id": "secret-id"}).encode()),
-        ("allocation", json.dumps({"schema": "allocation/v1", "complaint_id": "secret-id"}).encode()),
+        (
+            "allocation",
+            json.dumps({"schema": "allocation/v1", "complaint_id": "secret-id"}).encode(),
+        ),
         ("shadow", b"[1, 2]"),
         ("shadow", None),
     ],
@@ -167,14 +206,23 @@ def test_late_feedback_counts_live_but_not_in_the_experiment(store: JoinStore) -
     batch = [x for i in range(40) for x in records(sim, truth(i), feed, delay_h=2) if x]
     store.apply(batch, exps, NOW)
     in_time = store.summary()["feedback.joined"]
-    late = [x for i in range(40, 50) for x in records(sim, truth(i), feed, delay_h=TTL / 3600 + 1) if x]
+    late = [
+        x for i in range(40, 50) for x in records(sim, truth(i), feed, delay_h=TTL / 3600 + 1) if x
+    ]
     store.apply(late, exps, NOW)
     assert store.summary()["feedback.late"] == 10 and in_time == 40
     counts = Counts.of(
-        "canary", {k.decode(): v.decode() for k, v in store.r.hgetall(store.keys.experiment(exps["team"].id)).items()}
+        "canary",
+        {
+            k.decode(): v.decode()
+            for k, v in store.r.hgetall(store.keys.experiment(exps["team"].id)).items()
+        },
     )
     assert counts.champion.n + counts.challenger.n == 40
-    assert sum(v for k, v in store.live().items() if k.startswith("acc\tteam") and k.endswith("\tn")) == 50
+    assert (
+        sum(v for k, v in store.live().items() if k.startswith("acc\tteam") and k.endswith("\tn"))
+        == 50
+    )
 
 
 def test_a_canary_allocation_whose_experiment_ended_is_late(store: JoinStore) -> None:
@@ -195,7 +243,9 @@ def test_canary_labels_count_in_the_arm_that_served_them(store: JoinStore) -> No
     exps = running(s)
     sim = Simulator(s, {"m@1": Skill(0.0, 1.0, 0.0), "m@2": Skill(1.0, 1.0, 0.0)}, LABELS)
     feed = Feed()
-    batch = [x for i in range(200) for x in records(sim, truth(i, vulnerable=i % 4 == 0), feed) if x]
+    batch = [
+        x for i in range(200) for x in records(sim, truth(i, vulnerable=i % 4 == 0), feed) if x
+    ]
     store.apply(batch, exps, NOW)
     team = exp_counts(store, exps["team"].id)
     n_canary = sum(s.tasks["team"].arm(f"c-{i}") == "canary" for i in range(200))
@@ -205,7 +255,9 @@ def test_canary_labels_count_in_the_arm_that_served_them(store: JoinStore) -> No
     assert team.discordance is None
 
 
-@pytest.mark.parametrize("order", ["alloc-shadow-feedback", "feedback-shadow-alloc", "shadow-feedback-alloc"])
+@pytest.mark.parametrize(
+    "order", ["alloc-shadow-feedback", "feedback-shadow-alloc", "shadow-feedback-alloc"]
+)
 def test_shadow_pairs_count_once_in_any_arrival_order(store: JoinStore, order: str) -> None:
     s = strategy(2, team=shadow())
     exps = running(s)
@@ -215,18 +267,27 @@ def test_shadow_pairs_count_once_in_any_arrival_order(store: JoinStore, order: s
     for i in range(30):
         alloc, sh, fb = records(sim, truth(i), feed)
         assert sh is not None
-        for rec in sorted([alloc, sh, fb], key=lambda d: rank[{"allocation": "alloc"}.get(d.kind, d.kind)]):
+        for rec in sorted(
+            [alloc, sh, fb], key=lambda d: rank[{"allocation": "alloc"}.get(d.kind, d.kind)]
+        ):
             store.apply([rec], exps, NOW)  # one record per batch: the worst interleaving
     team = exp_counts(store, exps["team"].id, "shadow")
     assert team.champion.n == team.challenger.n == 30 and team.discordance is not None
-    assert (team.champion.correct, team.challenger.correct, team.discordance.c, team.discordance.b) == (0, 30, 30, 0)
+    assert (
+        team.champion.correct,
+        team.challenger.correct,
+        team.discordance.c,
+        team.discordance.b,
+    ) == (0, 30, 30, 0)
     assert store.summary()["shadow.joined"] == 30
 
 
 def test_labels_from_before_the_experiment_started_do_not_count(store: JoinStore) -> None:
     old = strategy(1)
     sim, feed = perfect(old), Feed()
-    allocs = [records(sim, truth(i), feed) for i in range(5)]  # champion-mode allocations, strategy v1
+    allocs = [
+        records(sim, truth(i), feed) for i in range(5)
+    ]  # champion-mode allocations, strategy v1
     s = strategy(2, team=canary())
     store.apply([a for a, _, _ in allocs] + [f for _, _, f in allocs], running(s, [old]), NOW)
     assert store.summary()["feedback.joined"] == 5
@@ -239,7 +300,9 @@ def test_a_conflicting_writer_makes_the_batch_retry_and_count_once(r: fakeredis.
 
         def _prepare(self, *args: Any, **kwargs: Any) -> Any:
             out = super()._prepare(*args, **kwargs)
-            if not self.raced:  # another replica writes this complaint between our read and our EXEC
+            if (
+                not self.raced
+            ):  # another replica writes this complaint between our read and our EXEC
                 self.raced = True
                 self.r.hset(self.keys.complaint("c-1"), "x", "1")
             return out

@@ -1,4 +1,5 @@
-"""The promoter loop with an in-memory consumer: state before offsets, a Redis outage loses nothing, metrics."""
+"""The promoter loop with an in-memory consumer: state before offsets, a Redis outage loses nothing,
+metrics."""
 
 from __future__ import annotations
 
@@ -64,7 +65,9 @@ def setup() -> Iterator[tuple[PromoterLoop, FakeConsumer, fakeredis.FakeServer, 
     evaluator = Evaluator(r, "t:", strategies, Policy(), hooks.verdict, hooks.decision)
     consumer = FakeConsumer()
     consumer.parts = {TopicPartition(t, 0) for t in KINDS}
-    loop = PromoterLoop(consumer, KINDS, JoinStore(r, "t:", TTL), RunningExperiments(strategies), evaluator, hooks)
+    loop = PromoterLoop(
+        consumer, KINDS, JoinStore(r, "t:", TTL), RunningExperiments(strategies), evaluator, hooks
+    )
     loop.clock = lambda: NOW
     yield loop, consumer, server, registry
     r.close()
@@ -81,17 +84,25 @@ def records(n: int) -> list[Rec]:
     return out
 
 
-def test_a_redis_outage_rewinds_the_batch_and_commits_nothing(setup: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_redis_outage_rewinds_the_batch_and_commits_nothing(
+    setup: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     loop, consumer, server, registry = setup
     batch = records(3)
     monkeypatch.setattr("consumer.promoter.loop.RETRY_SLEEP_S", 0.0)
     server.connected = False
     assert loop.process(batch) is False
     assert not consumer.committed
-    assert sorted((tp.topic, o) for tp, o in consumer.seeks) == [("allocations", 0), ("feedback", 0)]
+    assert sorted((tp.topic, o) for tp, o in consumer.seeks) == [
+        ("allocations", 0),
+        ("feedback", 0),
+    ]
     server.connected = True
     assert loop.process(batch) is True
-    assert {tp.topic: om.offset for tp, om in consumer.committed.items()} == {"allocations": 3, "feedback": 4}
+    assert {tp.topic: om.offset for tp, om in consumer.committed.items()} == {
+        "allocations": 3,
+        "feedback": 4,
+    }
     assert registry.get_sample_value("allocator_feedback_total", {"outcome": "joined"}) == 3
     assert registry.get_sample_value("allocator_feedback_total", {"outcome": "malformed"}) == 1
     assert registry.get_sample_value("allocator_label_delay_seconds_count") == 3

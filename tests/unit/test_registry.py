@@ -27,20 +27,26 @@ def stores() -> tuple[Registry, StrategyStore]:
     return registry, StrategyStore(r, "t:", registry)
 
 
-def test_register_is_idempotent_and_versions_are_immutable(stores, tiny: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_register_is_idempotent_and_versions_are_immutable(
+    stores, tiny: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     registry, _ = stores
     first = registry.register(str(tiny))
     assert first.ref == "tiny-minilm@tiny-s0"
     assert registry.register(str(tiny)).digest == first.digest
     other = shutil.copytree(tiny, tmp_path / "other")
-    manifest = (other / "manifest.json").read_text().replace('"Random weights', '"Other random weights')
+    manifest = (
+        (other / "manifest.json").read_text().replace('"Random weights', '"Other random weights')
+    )
     (other / "manifest.json").write_text(manifest)
     with pytest.raises(RegistryError, match="immutable"):
         registry.register(str(other))
     assert [e.ref for e in registry.list()] == [first.ref]
 
 
-def test_a_changed_byte_is_refused_naming_file_and_digests(stores, tiny: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_changed_byte_is_refused_naming_file_and_digests(
+    stores, tiny: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     registry, _ = stores
     copy = shutil.copytree(tiny, tmp_path / "pkg")
     entry = registry.register(str(copy))
@@ -65,7 +71,9 @@ def test_strategy_cas_history_and_rollback(stores, tiny: Path, tiny2: Path) -> N
     assert v1.version == 1
     with pytest.raises(StrategyConflictError):
         store.write(tasks, 0, "stale writer", "test")
-    v2 = store.write({**tasks, "team": TaskPlan("canary", a, b, weight=0.1, salt="s")}, 1, "canary", "test")
+    v2 = store.write(
+        {**tasks, "team": TaskPlan("canary", a, b, weight=0.1, salt="s")}, 1, "canary", "test"
+    )
     assert store.current() == v2 and v2.version == 2
     assert [s.version for s in store.history()] == [1]
     v3 = store.rollback("undo", "test")
@@ -85,16 +93,21 @@ def test_changes_are_announced(stores, tiny: Path) -> None:  # type: ignore[no-u
     registry, store = stores
     a = registry.register(str(tiny)).ref
     sub = store.subscribe()
-    store.write({t: TaskPlan("champion", a) for t in ("team", "issue", "vulnerable")}, 0, "first", "test")
+    store.write(
+        {t: TaskPlan("champion", a) for t in ("team", "issue", "vulnerable")}, 0, "first", "test"
+    )
     # the first read may consume the subscription confirmation (returned as None)
     msg = sub.get_message(timeout=1) or sub.get_message(timeout=1)
     assert msg is not None and msg["data"] == b"1"
     sub.close()
 
 
-def test_hub_packages_are_pinned_and_resolved_through_the_hub_client(tiny: Path, tmp_path: Path) -> None:
-    """hf://owner/repo@<commit> goes through huggingface_hub.snapshot_download; here from a local cache laid out
-    as the hub client writes it (no hub is reachable), so the real resolution code runs."""
+def test_hub_packages_are_pinned_and_resolved_through_the_hub_client(
+    tiny: Path, tmp_path: Path
+) -> None:
+    """hf://owner/repo@<commit> goes through huggingface_hub.snapshot_download; here from a local
+    cache laid out as the hub client writes it (no hub is reachable), so the real resolution code
+    runs."""
     commit = "0123456789abcdef0123456789abcdef01234567"
     snapshot = tmp_path / "cache" / "models--bank--complaints-tiny" / "snapshots" / commit
     shutil.copytree(tiny, snapshot)

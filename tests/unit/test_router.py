@@ -36,14 +36,17 @@ def items(n: int) -> list[Item]:
 def plan_for(tiny: Path, tiny2: Path, **tasks: TaskPlan) -> Plan:
     a, b = load_package(tiny), load_package(tiny2)
     base = {t: TaskPlan("champion", a.ref) for t in TASKS}
-    return build_plan(Strategy(7, {**base, **tasks}), {a.ref: a, b.ref: b}, None, threads=1, max_sub_batch=4)
+    return build_plan(
+        Strategy(7, {**base, **tasks}), {a.ref: a, b.ref: b}, None, threads=1, max_sub_batch=4
+    )
 
 
 class Counting:
     """Wraps a model to count how often each message is scored."""
 
     def __init__(self, model: object) -> None:
-        self.model, self.rows = model, 0
+        self.model = model
+        self.rows = 0
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.model, name)
@@ -68,7 +71,9 @@ def test_champion_allocations_carry_full_provenance(tiny: Path, tiny2: Path) -> 
     assert alloc.journey == ("vulnerable" if alloc.vulnerable else "standard")
 
 
-def test_canary_publishes_the_arm_model_and_each_model_runs_once_per_message(tiny: Path, tiny2: Path) -> None:
+def test_canary_publishes_the_arm_model_and_each_model_runs_once_per_message(
+    tiny: Path, tiny2: Path
+) -> None:
     b = load_package(tiny2).ref
     a = load_package(tiny).ref
     canary = {t: TaskPlan("canary", a, b, weight=0.5, salt="s") for t in ("team", "issue")}
@@ -82,8 +87,11 @@ def test_canary_publishes_the_arm_model_and_each_model_runs_once_per_message(tin
         for task in ("team", "issue"):
             p = alloc.predictions[task]
             assert p.model.version == ("tiny-s1" if p.arm == "canary" else "tiny-s0")
-            assert p.arm == alloc.predictions["team"].arm, "one salt: a complaint has one arm in every task"
-    # champion serves vulnerable for every message, so it runs 40 times; the challenger only on its arm
+            assert p.arm == alloc.predictions["team"].arm, (
+                "one salt: a complaint has one arm in every task"
+            )
+    # champion serves vulnerable for every message, so it runs 40 times; the challenger only on its
+    # arm
     assert counted[a].rows == 40
     assert counted[b].rows == arms["canary"]
 
@@ -97,7 +105,9 @@ def test_shadow_scores_but_never_publishes(tiny: Path, tiny2: Path) -> None:
         assert alloc.predictions["team"].model.version == "tiny-s0"
         assert shadow.predictions["team"].model.version == "tiny-s1"
         assert shadow.predictions["team"].arm == "shadow"
-        assert shadow.agreement["team"] == (shadow.predictions["team"].label == alloc.predictions["team"].label)
+        assert shadow.agreement["team"] == (
+            shadow.predictions["team"].label == alloc.predictions["team"].label
+        )
         assert shadow.decision_id == alloc.decision_id
 
 
@@ -106,10 +116,20 @@ def test_guardrail_champion_flag_sends_to_vulnerable_journey(tiny: Path, tiny2: 
     plan = plan_for(tiny, tiny2, vulnerable=TaskPlan("canary", a, b, weight=1.0, salt="s"))
     champ, chall = plan.models[a], plan.models[b]
     object.__setattr__(
-        champ, "heads", {**champ.heads, "vulnerable": dataclasses.replace(champ.heads["vulnerable"], threshold=0.0)}
+        champ,
+        "heads",
+        {
+            **champ.heads,
+            "vulnerable": dataclasses.replace(champ.heads["vulnerable"], threshold=0.0),
+        },
     )
     object.__setattr__(
-        chall, "heads", {**chall.heads, "vulnerable": dataclasses.replace(chall.heads["vulnerable"], threshold=1.01)}
+        chall,
+        "heads",
+        {
+            **chall.heads,
+            "vulnerable": dataclasses.replace(chall.heads["vulnerable"], threshold=1.01),
+        },
     )
     routed = Router(plan).route(items(5))
     for _, alloc in routed.allocations:
@@ -123,13 +143,19 @@ def test_low_confidence_goes_to_review(tiny: Path, tiny2: Path) -> None:
     plan = plan_for(tiny, tiny2)
     model = plan.models[load_package(tiny).ref]
     object.__setattr__(
-        model, "heads", {**model.heads, "team": dataclasses.replace(model.heads["team"], review_threshold=1.0)}
+        model,
+        "heads",
+        {**model.heads, "team": dataclasses.replace(model.heads["team"], review_threshold=1.0)},
     )
     routed = Router(plan).route(items(3))
-    assert all(a.needs_review and "team_low_confidence" in a.review_reasons for _, a in routed.allocations)
+    assert all(
+        a.needs_review and "team_low_confidence" in a.review_reasons for _, a in routed.allocations
+    )
 
 
-def test_model_failure_is_isolated_to_its_message(tiny: Path, tiny2: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_model_failure_is_isolated_to_its_message(
+    tiny: Path, tiny2: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     plan = plan_for(tiny, tiny2)
     model = next(iter(plan.models.values()))
     real = model.run

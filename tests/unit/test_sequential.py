@@ -1,4 +1,5 @@
-"""The promotion statistics: error rates by simulation, the rule on hand-made counts, and the state."""
+"""The promotion statistics: error rates by simulation, the rule on hand-made counts, and the
+state."""
 
 from __future__ import annotations
 
@@ -25,10 +26,13 @@ DESIGNS: tuple[Design, ...] = ("canary", "shadow")
 
 
 def _vulnerable_arm(n: int, correct: int, positives: int = 40, flagged: int = 36) -> ArmStats:
-    return ArmStats(n=n, correct=correct, vulnerable_positives=positives, vulnerable_flagged=flagged)
+    return ArmStats(
+        n=n, correct=correct, vulnerable_positives=positives, vulnerable_flagged=flagged
+    )
 
 
-# --- error rates, by simulation with decide's rule applied after every label -----------------------------------
+# --- error rates, by simulation with decide's rule applied after every
+# label ------------------------------
 
 
 @pytest.mark.parametrize("design", DESIGNS)
@@ -39,9 +43,11 @@ def test_null_false_promotion_rate_is_within_alpha(design: Design) -> None:
 
 
 def test_the_harness_catches_peeking_at_a_fixed_sample_test() -> None:
-    # The same null paths, judged by a one-sided z-test at 5% after every label (not anytime-valid): it must
-    # "promote" far more often than 5%, or the null test above could not fail.
-    champion, challenger, _ = sample_paths(Scenario("null", "canary", 0.8, 0.8), 200, 5_000, np.random.default_rng(3))
+    # The same null paths, judged by a one-sided z-test at 5% after every label (not anytime-valid):
+    # it must "promote" far more often than 5%, or the null test above could not fail.
+    champion, challenger, _ = sample_paths(
+        Scenario("null", "canary", 0.8, 0.8), 200, 5_000, np.random.default_rng(3)
+    )
     n_a, n_b = np.maximum(champion.n, 1), np.maximum(challenger.n, 1)
     p = (np.asarray(champion.correct) + challenger.correct) / (n_a + n_b)
     z = (np.asarray(challenger.correct) / n_b - np.asarray(champion.correct) / n_a) / np.sqrt(
@@ -67,7 +73,8 @@ def test_a_clearly_worse_challenger_is_rolled_back_in_most_runs(design: Design) 
 
 @pytest.mark.parametrize("design", DESIGNS)
 def test_decide_after_every_label_matches_the_vectorised_rule(design: Design) -> None:
-    # simulate.run relies on evaluate() being exactly decide(); replay two paths label by label through record().
+    # simulate.run relies on evaluate() being exactly decide(); replay two paths label by label
+    # through record().
     sc = Scenario("better", design, 0.80, 0.90, correlation=0.3)
     champion_path, challenger_path, disc_path = sample_paths(sc, 2, 1_500, np.random.default_rng(5))
     policy = Policy(min_vulnerable=10)
@@ -84,14 +91,17 @@ def test_decide_after_every_label_matches_the_vectorised_rule(design: Design) ->
                 challenger.record(bool(kb), vulnerable=bool(pb), flagged=bool(fb))
             if design == "shadow":
                 discordance.record(bool(ka), bool(kb))
-                decision = decide(champion, challenger, paired=True, discordant=discordance, min_vulnerable=10)
+                decision = decide(
+                    champion, challenger, paired=True, discordant=discordance, min_vulnerable=10
+                )
             else:
                 decision = decide(champion, challenger, min_vulnerable=10)
             expected = {1: "promote", -1: "rollback", 0: "wait"}[int(vectorised[row, t])]
             assert decision.action == expected, (row, t, decision)
 
 
-# --- the rule on hand-made counts ------------------------------------------------------------------------------
+# --- the rule on hand-made
+# counts -------------------------------------------------------------------------
 
 
 def test_better_accuracy_with_equal_recall_promotes() -> None:
@@ -102,7 +112,9 @@ def test_better_accuracy_with_equal_recall_promotes() -> None:
 
 def test_guardrail_blocks_promotion_when_challenger_recall_is_worse() -> None:
     champion = _vulnerable_arm(2_000, 1_600, positives=200, flagged=180)  # recall 0.90
-    challenger = _vulnerable_arm(500, 450, positives=50, flagged=43)  # recall 0.86, accuracy 0.90 vs 0.80
+    challenger = _vulnerable_arm(
+        500, 450, positives=50, flagged=43
+    )  # recall 0.86, accuracy 0.90 vs 0.80
     decision = decide(champion, challenger)
     assert decision.evidence["p_better"] <= 0.05  # the accuracy evidence alone would promote
     assert decision.action == "wait" and "guardrail" in decision.reason
@@ -111,7 +123,9 @@ def test_guardrail_blocks_promotion_when_challenger_recall_is_worse() -> None:
 
 
 def test_guardrail_needs_enough_vulnerable_customers_in_each_arm() -> None:
-    decision = decide(_vulnerable_arm(2_000, 1_600), _vulnerable_arm(500, 450, positives=29, flagged=29))
+    decision = decide(
+        _vulnerable_arm(2_000, 1_600), _vulnerable_arm(500, 450, positives=29, flagged=29)
+    )
     assert decision.action == "wait"
 
 
@@ -125,14 +139,19 @@ def test_a_clear_fall_in_vulnerable_recall_rolls_back_even_with_better_accuracy(
 
 @pytest.mark.parametrize("paired", [False, True])
 def test_no_decision_before_min_labels_in_each_arm(paired: bool) -> None:
-    # The champion always wrong and the challenger always right: overwhelming evidence from the first labels.
+    # The champion always wrong and the challenger always right: overwhelming evidence from the
+    # first labels.
     champion, challenger, discordance = ArmStats(), ArmStats(), Discordance()
     for i in range(1, 80):
         champion.record(False, vulnerable=True, flagged=True)
         challenger.record(True, vulnerable=True, flagged=True)
         discordance.record(False, True)
         decision = decide(
-            champion, challenger, paired=paired, discordant=discordance if paired else None, min_vulnerable=1
+            champion,
+            challenger,
+            paired=paired,
+            discordant=discordance if paired else None,
+            min_vulnerable=1,
         )
         assert decision.action == ("wait" if i < 50 else "promote"), i
 
@@ -149,15 +168,23 @@ def test_paired_and_discordant_go_together() -> None:
         decide(ArmStats(100, 80), ArmStats(100, 90), discordant=(5, 15))
 
 
-# --- the formula -----------------------------------------------------------------------------------------------
+# --- the
+# formula ------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     ("s", "v", "tau"), [(0.0, 0.0, 0.3), (12.0, 40.0, 0.3), (-5.0, 30.0, 0.3), (60.0, 900.0, 0.05)]
 )
-def test_e_value_is_the_half_normal_mixture_of_likelihood_ratios(s: float, v: float, tau: float) -> None:
+def test_e_value_is_the_half_normal_mixture_of_likelihood_ratios(
+    s: float, v: float, tau: float
+) -> None:
     lam = np.linspace(0.0, 12 * tau, 200_001)
-    integrand = np.exp(lam * s - lam**2 * v / 2) * 2 * np.exp(-(lam**2) / (2 * tau**2)) / (tau * math.sqrt(2 * math.pi))
+    integrand = (
+        np.exp(lam * s - lam**2 * v / 2)
+        * 2
+        * np.exp(-(lam**2) / (2 * tau**2))
+        / (tau * math.sqrt(2 * math.pi))
+    )
     numeric = float(np.sum((integrand[1:] + integrand[:-1]) / 2 * np.diff(lam)))
     assert math.isclose(math.exp(float(log_e_positive(s, v, tau))), numeric, rel_tol=1e-6)
 
@@ -168,12 +195,17 @@ def test_log_ndtr_matches_scipy_including_the_far_tail() -> None:
     np.testing.assert_allclose(log_ndtr(x), special.log_ndtr(x), rtol=1e-9)
 
 
-# --- state -----------------------------------------------------------------------------------------------------
+# ---
+# state --------------------------------------------------------------------------------------------
 
 
 def test_state_round_trips_through_json() -> None:
     arm = ArmStats()
-    for correct, vulnerable, flagged in [(True, False, True), (False, True, True), (True, True, False)]:
+    for correct, vulnerable, flagged in [
+        (True, False, True),
+        (False, True, True),
+        (True, True, False),
+    ]:
         arm.record(correct, vulnerable=vulnerable, flagged=flagged)
     assert arm == ArmStats(n=3, correct=2, vulnerable_positives=2, vulnerable_flagged=1)
     assert ArmStats.from_dict(json.loads(json.dumps(arm.to_dict()))) == arm
@@ -183,7 +215,11 @@ def test_state_round_trips_through_json() -> None:
 
 @pytest.mark.parametrize(
     "state",
-    [{"n": 3, "correct": 4, "vulnerable_positives": 0, "vulnerable_flagged": 0}, {"n": 3, "correct": 1}, {"n": "x"}],
+    [
+        {"n": 3, "correct": 4, "vulnerable_positives": 0, "vulnerable_flagged": 0},
+        {"n": 3, "correct": 1},
+        {"n": "x"},
+    ],
 )
 def test_inconsistent_or_incomplete_state_is_refused(state: dict[str, object]) -> None:
     with pytest.raises(ValueError):

@@ -12,8 +12,9 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "stack.sh"
 
 
 def test_a_cluster_id_never_starts_with_a_dash(tmp_path: Path) -> None:
-    """Base64url of 16 random bytes starts with "-" once in 64 draws, and the storage tool's argument parser
-    then takes ``-t -xyz`` for two options. The first draw here is such an id: the function must draw again."""
+    """Base64url of 16 random bytes starts with "-" once in 64 draws, and the storage tool's
+    argument parser then takes ``-t -xyz`` for two options. The first draw here is such an id: the
+    function must draw again."""
     first, second = uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(int=12345)
     (tmp_path / "sitecustomize.py").write_text(
         "import uuid\n"

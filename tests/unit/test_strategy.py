@@ -40,7 +40,9 @@ def test_raising_the_weight_keeps_canary_members() -> None:
     small = TaskPlan("canary", "m@1", "m@2", weight=0.1, salt="s")
     big = TaskPlan("canary", "m@1", "m@2", weight=0.3, salt="s")
     ids = [str(i) for i in range(5000)]
-    assert {i for i in ids if small.arm(i) == "canary"} <= {i for i in ids if big.arm(i) == "canary"}
+    assert {i for i in ids if small.arm(i) == "canary"} <= {
+        i for i in ids if big.arm(i) == "canary"
+    }
 
 
 def test_salt_changes_assignment() -> None:
@@ -52,19 +54,51 @@ def test_shadow_sample() -> None:
     plan = TaskPlan("shadow", "m@1", "m@2", sample=0.25, salt="s")
     share = sum(plan.shadowed(str(i)) for i in range(20_000)) / 20_000
     assert abs(share - 0.25) < 0.02
-    assert all(plan.arm(str(i)) == "champion" for i in range(100)), "shadow never publishes the challenger"
+    assert all(plan.arm(str(i)) == "champion" for i in range(100)), (
+        "shadow never publishes the challenger"
+    )
 
 
 @pytest.mark.parametrize(
     ("tasks", "message"),
     [
-        ({"team": {"mode": "canary", "champion": "m@1", "challenger": "m@2", "weight": 1.5, "salt": "s"}}, "weight"),
         (
-            {"team": {"mode": "canary", "champion": "m@1", "challenger": "x@9", "weight": 0.5, "salt": "s"}},
+            {
+                "team": {
+                    "mode": "canary",
+                    "champion": "m@1",
+                    "challenger": "m@2",
+                    "weight": 1.5,
+                    "salt": "s",
+                }
+            },
+            "weight",
+        ),
+        (
+            {
+                "team": {
+                    "mode": "canary",
+                    "champion": "m@1",
+                    "challenger": "x@9",
+                    "weight": 0.5,
+                    "salt": "s",
+                }
+            },
             "not registered",
         ),
         ({"issue": {"mode": "champion", "champion": "n@1"}}, "has no 'issue' head"),
-        ({"team": {"mode": "shadow", "champion": "m@1", "challenger": "m@1", "sample": 1, "salt": "s"}}, "both"),
+        (
+            {
+                "team": {
+                    "mode": "shadow",
+                    "champion": "m@1",
+                    "challenger": "m@1",
+                    "sample": 1,
+                    "salt": "s",
+                }
+            },
+            "both",
+        ),
         ({"team": {"mode": "blue", "champion": "m@1"}}, "invalid strategy"),
     ],
 )
@@ -82,7 +116,16 @@ def test_routing_tasks_are_required() -> None:
 
 def test_round_trip_and_next_version() -> None:
     s = parse(
-        doc(team={"mode": "canary", "champion": "m@1", "challenger": "m@2", "weight": 0.2, "salt": "s"}), HEADS.get
+        doc(
+            team={
+                "mode": "canary",
+                "champion": "m@1",
+                "challenger": "m@2",
+                "weight": 0.2,
+                "salt": "s",
+            }
+        ),
+        HEADS.get,
     )
     again = parse(s.to_doc(), HEADS.get)
     assert again == s
@@ -90,7 +133,8 @@ def test_round_trip_and_next_version() -> None:
     assert nxt["version"] == 2 and parse(nxt, HEADS.get).tasks == s.tasks
 
 
-# --- transitions: pure functions from the strategy in force to the new plans -------------------------------
+# --- transitions: pure functions from the strategy in force to the new
+# plans -------------------------------
 
 ALL = ("issue", "team", "vulnerable")
 
@@ -101,7 +145,17 @@ def test_the_first_champion_takes_every_task_of_its_model() -> None:
 
 
 def test_a_champion_replaces_only_the_tasks_both_have_and_ends_their_experiments() -> None:
-    current = parse(doc(team={"mode": "canary", "champion": "m@1", "challenger": "m@2", "weight": 0.1, "salt": "s"}))
+    current = parse(
+        doc(
+            team={
+                "mode": "canary",
+                "champion": "m@1",
+                "challenger": "m@2",
+                "weight": 0.1,
+                "salt": "s",
+            }
+        )
+    )
     tasks = transitions.champion(current, "n@1", ("team", "extra"))
     assert tasks["team"] == TaskPlan("champion", "n@1")
     assert tasks["issue"] == TaskPlan("champion", "m@1")
@@ -119,7 +173,17 @@ def test_canary_and_shadow_keep_the_champion_and_salt_by_challenger() -> None:
 
 
 def test_promote_moves_the_challenger_up_and_skips_tasks_without_an_experiment() -> None:
-    current = parse(doc(team={"mode": "canary", "champion": "m@1", "challenger": "m@2", "weight": 0.1, "salt": "s"}))
+    current = parse(
+        doc(
+            team={
+                "mode": "canary",
+                "champion": "m@1",
+                "challenger": "m@2",
+                "weight": 0.1,
+                "salt": "s",
+            }
+        )
+    )
     tasks = transitions.promote(current)
     assert tasks["team"] == TaskPlan("champion", "m@2")
     assert tasks["issue"] == TaskPlan("champion", "m@1")
@@ -128,7 +192,17 @@ def test_promote_moves_the_challenger_up_and_skips_tasks_without_an_experiment()
 
 
 def test_end_keeps_the_champion() -> None:
-    current = parse(doc(team={"mode": "shadow", "champion": "m@1", "challenger": "m@2", "sample": 1.0, "salt": "s"}))
+    current = parse(
+        doc(
+            team={
+                "mode": "shadow",
+                "champion": "m@1",
+                "challenger": "m@2",
+                "sample": 1.0,
+                "salt": "s",
+            }
+        )
+    )
     assert transitions.end(current)["team"] == TaskPlan("champion", "m@1")
 
 

@@ -1,4 +1,5 @@
-"""Data sources: CFPB CSV/Parquet, a ``datasets`` folder (hub-style column names), feedback JSONL."""
+"""Data sources: CFPB CSV/Parquet, a ``datasets`` folder (hub-style column names), feedback
+JSONL."""
 
 from __future__ import annotations
 
@@ -164,7 +165,13 @@ def test_feedback_jsonl(tmp_path: Path, space: LabelSpace) -> None:
             "issue": "Invented in 2030",
             "vulnerable": "no",
         },
-        {"complaint_id": "10", "text": "Bad team", "team": "crypto", "issue": "Other", "vulnerable": False},
+        {
+            "complaint_id": "10",
+            "text": "Bad team",
+            "team": "crypto",
+            "issue": "Other",
+            "vulnerable": False,
+        },
         {"complaint_id": "11", "text": "", "team": "cards", "issue": "Other", "vulnerable": False},
     ]
     path.write_text("\n".join(json.dumps(r) for r in records) + "\n\n")
@@ -190,39 +197,57 @@ def test_bad_sources(tmp_path: Path, space: LabelSpace) -> None:
         load_source(str(nocol), space)
 
 
-def test_a_source_without_issue_or_tags_gives_unknown_labels_not_defaults(tmp_path: Path, space: LabelSpace) -> None:
-    """A Product-only file (like the shared product_only.csv.gz) labels the team and nothing else."""
+def test_a_source_without_issue_or_tags_gives_unknown_labels_not_defaults(
+    tmp_path: Path, space: LabelSpace
+) -> None:
+    """A Product-only file (like the shared product_only.csv.gz) labels the team and nothing
+    else."""
     path = tmp_path / "product_only.csv"
     pd.DataFrame(
         [
-            {"Product": "Mortgage", "Consumer complaint narrative": "Escrow shortage again.", "product_family": ""},
-            {"Product": "Payday loan", "Consumer complaint narrative": "Rolled over twice.", "product_family": ""},
+            {
+                "Product": "Mortgage",
+                "Consumer complaint narrative": "Escrow shortage again.",
+                "product_family": "",
+            },
+            {
+                "Product": "Payday loan",
+                "Consumer complaint narrative": "Rolled over twice.",
+                "product_family": "",
+            },
         ]
     ).to_csv(path, index=False)
     df, report = load_source(str(path), space)
     assert list(df["team"]) == ["mortgages", "consumer_lending"]
-    assert set(df["issue"]) == {UNKNOWN} and set(df["vulnerable"]) == {UNKNOWN}  # not "Other", not "no"
+    assert set(df["issue"]) == {UNKNOWN} and set(df["vulnerable"]) == {
+        UNKNOWN
+    }  # not "Other", not "no"
     assert report.summary()["unlabelled"] == {"issue": 2, "vulnerable": 2}
     feedback = tmp_path / "team_only.jsonl"
-    feedback.write_text(json.dumps({"complaint_id": "5", "text": "Routed by hand", "team": "cards"}) + "\n")
+    feedback.write_text(
+        json.dumps({"complaint_id": "5", "text": "Routed by hand", "team": "cards"}) + "\n"
+    )
     fb, _ = load_source(str(feedback), space)
     assert (fb.loc[0, "issue"], fb.loc[0, "vulnerable"]) == (UNKNOWN, UNKNOWN)
 
 
 def test_load_texts_reads_narratives_from_every_kind_of_source(tmp_path: Path) -> None:
-    """Masked-LM adaptation reads texts only: labels, ids and unknown products do not matter; empty texts
-    are left out; a source without a text column or with bad lines is an error, not an empty corpus."""
+    """Masked-LM adaptation reads texts only: labels, ids and unknown products do not matter; empty
+    texts are left out; a source without a text column or with bad lines is an error, not an empty
+    corpus."""
     import datasets
 
     from trainer.data import load_texts
 
     table = tmp_path / "archive.csv.gz"
-    pd.DataFrame({"Consumer complaint narrative": ["first", "  ", "second"], "Product": ["?", "", ""]}).to_csv(
-        table, index=False
-    )
+    pd.DataFrame(
+        {"Consumer complaint narrative": ["first", "  ", "second"], "Product": ["?", "", ""]}
+    ).to_csv(table, index=False)
     assert load_texts(str(table)) == ["first", "second"]
     jsonl = tmp_path / "export.jsonl"
-    jsonl.write_text('{"text": "from feedback", "team": "nobody"}\n\n{"text": ""}\n', encoding="utf-8")
+    jsonl.write_text(
+        '{"text": "from feedback", "team": "nobody"}\n\n{"text": ""}\n', encoding="utf-8"
+    )
     assert load_texts(str(jsonl)) == ["from feedback"]
     folder = tmp_path / "hf"
     datasets.DatasetDict(
@@ -237,7 +262,11 @@ def test_load_texts_reads_narratives_from_every_kind_of_source(tmp_path: Path) -
     pd.DataFrame({"Product": ["Mortgage"]}).to_csv(no_text, index=False)
     bad_line = tmp_path / "bad.jsonl"
     bad_line.write_text('["not", "an", "object"]\n', encoding="utf-8")
-    bad = ((no_text, "no complaint text column"), (bad_line, "JSON object"), (tmp_path / "x", "no such"))
+    bad = (
+        (no_text, "no complaint text column"),
+        (bad_line, "JSON object"),
+        (tmp_path / "x", "no such"),
+    )
     for source, message in bad:
         with pytest.raises(DataError, match=message):
             load_texts(str(source))

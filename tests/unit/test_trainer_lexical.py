@@ -1,5 +1,6 @@
-"""``trainer.lexical``: the TF-IDF features the graph computes are the ones the wide model was fitted on, the
-graph's re-cut of the ids is the tokenizer's own, and the wide-and-deep module exports with parity."""
+"""``trainer.lexical``: the TF-IDF features the graph computes are the ones the wide model was
+fitted on, the graph's re-cut of the ids is the tokenizer's own, and the wide-and-deep module
+exports with parity."""
 
 from __future__ import annotations
 
@@ -12,24 +13,35 @@ from trainer.labels import IGNORE
 
 pytestmark = pytest.mark.train
 
-VOCAB, BUCKETS, SPECIAL = 50, 64, {0, 1, 2}  # 0 pads, 1 opens, 2 closes a row, like [PAD] [CLS] [SEP]
+VOCAB, BUCKETS, SPECIAL = (
+    50,
+    64,
+    {0, 1, 2},
+)  # 0 pads, 1 opens, 2 closes a row, like [PAD] [CLS] [SEP]
 
 
 def rows(seed: int, n: int) -> list[list[int]]:
     rng = np.random.default_rng(seed)
     # a special id inside a row too ([UNK]-like), which must count for nothing
-    return [[1, *rng.integers(2, VOCAB, size=int(rng.integers(1, 30))).tolist(), 2] for _ in range(n)]
+    return [
+        [1, *rng.integers(2, VOCAB, size=int(rng.integers(1, 30))).tolist(), 2] for _ in range(n)
+    ]
 
 
 def padded(batch: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     width = max(len(r) for r in batch)
-    ids, mask = np.zeros((len(batch), width), dtype=np.int64), np.zeros((len(batch), width), dtype=np.int64)
+    ids, mask = (
+        np.zeros((len(batch), width), dtype=np.int64),
+        np.zeros((len(batch), width), dtype=np.int64),
+    )
     for i, r in enumerate(batch):
         ids[i, : len(r)], mask[i, : len(r)] = r, 1
     return ids, mask
 
 
-def fitted(train: list[list[int]], vocab: int, buckets: int, special: set[int]) -> tuple[object, object]:
+def fitted(
+    train: list[list[int]], vocab: int, buckets: int, special: set[int]
+) -> tuple[object, object]:
     """The fitted features and the training rows' counts, as the pipeline makes them."""
     from trainer.lexical import Features, count
 
@@ -56,7 +68,9 @@ def test_graph_features_equal_the_features_the_wide_model_was_fitted_on() -> Non
     # a pair counts once per occurrence and hashes past the vocabulary
     counts = feats.counts([[1, 5, 6, 5, 6, 2]]).toarray()[0]
     assert counts[5] == 2 and counts[6] == 2 and counts[VOCAB + (5 * 1_000_003 + 6) % BUCKETS] == 2
-    assert counts[:VOCAB].sum() == 4 and counts.sum() == 4 + 3  # pairs 5-6, 6-5, 5-6; none with [CLS]/[SEP]
+    assert (
+        counts[:VOCAB].sum() == 4 and counts.sum() == 4 + 3
+    )  # pairs 5-6, 6-5, 5-6; none with [CLS]/[SEP]
 
 
 def test_the_graphs_cut_is_the_tokenizers_head_truncation() -> None:
@@ -71,7 +85,9 @@ def test_the_graphs_cut_is_the_tokenizers_head_truncation() -> None:
     long = TextEncoder(serving_tokenizer(path, 512), 512)
     short = TextEncoder(serving_tokenizer(path, 16), 16)
     ids, mask = long.pad(long.encode(texts))
-    cut_ids, cut_mask = head_cut(torch.from_numpy(ids), torch.from_numpy(mask), 16, long.tok.token_to_id("[SEP]"))
+    cut_ids, cut_mask = head_cut(
+        torch.from_numpy(ids), torch.from_numpy(mask), 16, long.tok.token_to_id("[SEP]")
+    )
     for i, want in enumerate(short.encode(texts)):
         n = int(cut_mask[i].sum())
         assert cut_ids[i, :n].tolist() == want and not cut_mask[i, n:].any()
@@ -90,7 +106,9 @@ def test_wide_model_fills_labels_without_training_rows_and_two_class_tasks() -> 
     multi = np.array([1 if 7 in r else 0 for r in train])
     binary = np.array([1 if 9 in r else 0 for r in train])
     binary[:5] = IGNORE  # rows not labelled for the task are left out, not read as a class
-    wide = fit_wide(feats, counts, {"multi": multi, "binary": binary}, {"multi": 4, "binary": 2}, c=8.0)
+    wide = fit_wide(
+        feats, counts, {"multi": multi, "binary": binary}, {"multi": 4, "binary": 2}, c=8.0
+    )
     w, b = wide["multi"]
     assert w.shape == (feats.size, 4) and (b[2:] == MISSING_LOGIT).all() and not w[:, 2:].any()
     assert w[7, 1] > w[7, 0]  # the id that marks class 1 votes for it
@@ -98,7 +116,9 @@ def test_wide_model_fills_labels_without_training_rows_and_two_class_tasks() -> 
     assert not w2[:, 0].any() and b2[0] == 0.0 and w2[9, 1] > 0
 
 
-def test_wide_and_deep_exports_with_parity_on_texts_longer_than_the_encoder_reads(tmp_path: Path) -> None:
+def test_wide_and_deep_exports_with_parity_on_texts_longer_than_the_encoder_reads(
+    tmp_path: Path,
+) -> None:
     import onnxruntime as ort
     import torch
 
@@ -112,12 +132,16 @@ def test_wide_and_deep_exports_with_parity_on_texts_longer_than_the_encoder_read
     labels = load_label_space().tasks
     deep = model.build(model.tiny_encoder(0), labels, 0).eval()
     enc = TextEncoder(serving_tokenizer(model.default_base_model() / "tokenizer.json", 96), 96)
-    texts = [t * k for t in CHECK_TEXTS for k in (1, 3)]  # most longer than the 16 ids the encoder reads
+    texts = [
+        t * k for t in CHECK_TEXTS for k in (1, 3)
+    ]  # most longer than the 16 ids the encoder reads
     train = enc.encode(texts)
     feats, counts = fitted(train, enc.tok.get_vocab_size(), 1024, special_ids(enc.tok))
     rng = np.random.default_rng(0)
     y = {t: rng.integers(0, len(ls), size=len(train)) for t, ls in labels.items()}
-    wide = LexicalHead(feats, fit_wide(feats, counts, y, {t: len(ls) for t, ls in labels.items()}, c=1.0))
+    wide = LexicalHead(
+        feats, fit_wide(feats, counts, y, {t: len(ls) for t, ls in labels.items()}, c=1.0)
+    )
     net = WideAndDeep(deep, wide, 0.5, 16, enc.tok.token_to_id("[SEP]")).eval()
     fp32 = tmp_path / "m.onnx"
     export.export_fp32(net, fp32)
@@ -140,7 +164,9 @@ def test_a_mix_needs_a_weight_strictly_between_0_and_1() -> None:
 
     deep = model.build(model.tiny_encoder(0), {"t": ("a", "b")}, 0)
     feats, _ = fitted(rows(3, 5), VOCAB, BUCKETS, SPECIAL)
-    wide = LexicalHead(feats, {"t": (np.zeros((feats.size, 2), dtype=np.float32), np.zeros(2, dtype=np.float32))})
+    wide = LexicalHead(
+        feats, {"t": (np.zeros((feats.size, 2), dtype=np.float32), np.zeros(2, dtype=np.float32))}
+    )
     for weight in (0.0, 1.0):
         with pytest.raises(ConfigError, match="lexical_weight"):
             WideAndDeep(deep, wide, weight, 16, 2)
@@ -156,15 +182,19 @@ def test_lexical_settings_are_checked_when_the_config_is_made() -> None:
         ({"lexical_weight": 1.0}, "lexical_weight"),
         ({"lexical_weight": -0.1}, "lexical_weight"),
         ({"lexical_weight": 0.5, "truncation": "head_tail"}, "truncation 'head'"),
-        ({"lexical_weight": 0.5, "lexical_read_length": 64, "max_length": 128}, "lexical_read_length"),
+        (
+            {"lexical_weight": 0.5, "lexical_read_length": 64, "max_length": 128},
+            "lexical_read_length",
+        ),
     ):
         with pytest.raises(ConfigError, match=match):
             TrainConfig(**bad)  # type: ignore[arg-type]
 
 
 def test_every_value_the_sweep_can_pick_makes_a_valid_config_with_the_defaults() -> None:
-    """A sweep run is ``train.default.yaml`` plus sampled flags: each one must be a setting the default
-    accepts, or the agent's Job fails at start (as head_tail would with the lexical mix on)."""
+    """A sweep run is ``train.default.yaml`` plus sampled flags: each one must be a setting the
+    default accepts, or the agent's Job fails at start (as head_tail would with the lexical mix
+    on)."""
     import yaml
 
     from trainer.run_config import load_config
@@ -191,4 +221,6 @@ def test_a_recipe_by_name_is_the_shipped_file_and_the_sweep_names_one() -> None:
         recipe_path("nope")
     command = yaml.safe_load((RECIPES / "sweep.yaml").read_text())["command"]
     recipe = command[command.index("--config") + 1]
-    assert recipe_path(recipe).is_file(), "the sweep's recipe resolves inside any install (the trainer image)"
+    assert recipe_path(recipe).is_file(), (
+        "the sweep's recipe resolves inside any install (the trainer image)"
+    )

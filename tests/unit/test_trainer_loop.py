@@ -56,17 +56,26 @@ def test_batch_loss_leaves_out_a_task_without_labels_in_the_batch() -> None:
     from trainer.labels import IGNORE
     from trainer.train import batch_loss
 
-    out = {"team_logits": torch.tensor([[2.0, 0.0], [0.0, 2.0]]), "issue_logits": torch.tensor([[1.0, 0.0]] * 2)}
+    out = {
+        "team_logits": torch.tensor([[2.0, 0.0], [0.0, 2.0]]),
+        "issue_logits": torch.tensor([[1.0, 0.0]] * 2),
+    }
     weights = {"team": torch.ones(2), "issue": torch.ones(2)}
-    team_only = batch_loss(out, {"team": np.array([0, IGNORE]), "issue": np.array([IGNORE, IGNORE])}, weights, {})
+    team_only = batch_loss(
+        out, {"team": np.array([0, IGNORE]), "issue": np.array([IGNORE, IGNORE])}, weights, {}
+    )
     expected = nn.functional.cross_entropy(out["team_logits"][:1], torch.tensor([0]))
     assert team_only is not None and torch.isfinite(team_only)
     assert float(team_only) == pytest.approx(float(expected))
-    both = batch_loss(out, {"team": np.array([0, 1]), "issue": np.array([1, 1])}, weights, {"issue": 2.0})
+    both = batch_loss(
+        out, {"team": np.array([0, 1]), "issue": np.array([1, 1])}, weights, {"issue": 2.0}
+    )
     issue = nn.functional.cross_entropy(out["issue_logits"], torch.tensor([1, 1]))
     team = nn.functional.cross_entropy(out["team_logits"], torch.tensor([0, 1]))
     assert both is not None and float(both) == pytest.approx(float(team + 2.0 * issue))
-    none = batch_loss(out, {"team": np.array([IGNORE] * 2), "issue": np.array([IGNORE] * 2)}, weights, {})
+    none = batch_loss(
+        out, {"team": np.array([IGNORE] * 2), "issue": np.array([IGNORE] * 2)}, weights, {}
+    )
     assert none is None
 
 
@@ -83,8 +92,12 @@ def test_batch_loss_is_pytorchs_class_weighted_mean(smoothing: float) -> None:
     y = np.array([0, 2, IGNORE, 1])
     w = torch.tensor([0.5, 2.0, 3.0])
     target = torch.from_numpy(y)
-    expected = nn.CrossEntropyLoss(weight=w, ignore_index=IGNORE, label_smoothing=smoothing)(logits, target)
-    got = batch_loss({"team_logits": logits}, {"team": y}, {"team": w}, {}, label_smoothing=smoothing)
+    expected = nn.CrossEntropyLoss(weight=w, ignore_index=IGNORE, label_smoothing=smoothing)(
+        logits, target
+    )
+    got = batch_loss(
+        {"team_logits": logits}, {"team": y}, {"team": w}, {}, label_smoothing=smoothing
+    )
     assert got is not None and float(got) == pytest.approx(float(expected))
     plain = nn.CrossEntropyLoss(weight=w, ignore_index=IGNORE)(logits, target)
     assert (float(expected) == pytest.approx(float(plain))) == (smoothing == 0.0)
@@ -92,7 +105,8 @@ def test_batch_loss_is_pytorchs_class_weighted_mean(smoothing: float) -> None:
 
 
 def test_probe_fits_the_heads_and_leaves_the_encoder_untouched() -> None:
-    """LP-FT's first stage: the heads' loss falls on the frozen features; no encoder weight moves."""
+    """LP-FT's first stage: the heads' loss falls on the frozen features; no encoder weight
+    moves."""
     import torch
 
     from trainer import model
@@ -102,10 +116,19 @@ def test_probe_fits_the_heads_and_leaves_the_encoder_untouched() -> None:
     n = 64
     labels = {"team": rng.integers(0, 3, n), "vulnerable": rng.integers(0, 2, n)}
     # the label is written in the text (token 1000 + label), so the frozen features can separate it
-    ids = [[101, 1000 + int(labels["team"][i]), *rng.integers(1100, 2000, 5).tolist(), 102] for i in range(n)]
+    ids = [
+        [101, 1000 + int(labels["team"][i]), *rng.integers(1100, 2000, 5).tolist(), 102]
+        for i in range(n)
+    ]
     data = Encoded(ids, labels)
-    weights = {t: class_weights(y, k, 0.5) for (t, y), k in zip(labels.items(), (3, 2), strict=True)}
-    net = model.build(model.tiny_encoder(0, vocab_size=2048), {"team": ("a", "b", "c"), "vulnerable": ("n", "y")}, 0)
+    weights = {
+        t: class_weights(y, k, 0.5) for (t, y), k in zip(labels.items(), (3, 2), strict=True)
+    }
+    net = model.build(
+        model.tiny_encoder(0, vocab_size=2048),
+        {"team": ("a", "b", "c"), "vulnerable": ("n", "y")},
+        0,
+    )
     encoder_before = {k: v.clone() for k, v in net.encoder.state_dict().items()}
 
     def loss() -> float:
@@ -131,7 +154,12 @@ def test_fit_probes_only_a_fresh_run(tmp_path: Path) -> None:
     tasks = {"team": ("a", "b", "c"), "vulnerable": ("no", "yes")}
     cfg = TrainConfig(batch_size=8, max_steps=2, probe_epochs=2, bf16="off", threads=1)
     first = fit(
-        model.build(model.tiny_encoder(0), tasks, 0), Encoded(ids, labels), cfg, tmp_path, pad_id=0, data_digest="d"
+        model.build(model.tiny_encoder(0), tasks, 0),
+        Encoded(ids, labels),
+        cfg,
+        tmp_path,
+        pad_id=0,
+        data_digest="d",
     )
     assert first["probe_loss"] is not None and first["probe_loss"] > 0
     resumed = fit(
@@ -170,8 +198,8 @@ def test_micro_batches_respect_the_token_budget_and_cover_every_row() -> None:
 
 
 def test_accumulated_micro_batches_give_the_whole_batch_gradient() -> None:
-    """The pieces' gradients add up to one pass over the whole batch (class weights, an unlabelled task
-    row, very different lengths): micro-batching changes the cost, not the update."""
+    """The pieces' gradients add up to one pass over the whole batch (class weights, an unlabelled
+    task row, very different lengths): micro-batching changes the cost, not the update."""
     import torch
 
     from trainer import model
@@ -184,7 +212,10 @@ def test_accumulated_micro_batches_give_the_whole_batch_gradient() -> None:
     labels = {"team": rng.integers(0, 3, n), "vulnerable": rng.integers(0, 2, n)}
     labels["vulnerable"][[1, 4, 7]] = IGNORE
     data = Encoded(ids, labels)
-    weights = {"team": class_weights(labels["team"], 3, 0.5), "vulnerable": class_weights(labels["vulnerable"], 2, 1)}
+    weights = {
+        "team": class_weights(labels["team"], 3, 0.5),
+        "vulnerable": class_weights(labels["vulnerable"], 2, 1),
+    }
 
     def grads(budget: int) -> tuple[float, dict[str, torch.Tensor]]:
         heads = {"team": ("a", "b", "c"), "vulnerable": ("no", "yes")}
@@ -239,7 +270,9 @@ def test_fit_checkpoints_and_resumes(tmp_path: Path) -> None:
 
     longer = cfg.replace(max_steps=7)
     net2 = model.build(model.tiny_encoder(0), tasks, 0)
-    summary2 = fit(net2, Encoded(ids, labels), longer, tmp_path, pad_id=0, data_digest="d1", resume=True)
+    summary2 = fit(
+        net2, Encoded(ids, labels), longer, tmp_path, pad_id=0, data_digest="d1", resume=True
+    )
     assert summary2["steps"] == 7
     with pytest.raises(DataError):
         fit(
@@ -284,10 +317,15 @@ def test_an_interrupted_fine_tune_resumes_to_the_weights_and_loss_of_one_that_ne
         fit(net(), Encoded(ids, labels), cfg, tmp_path / "cut", pad_id=0, data_digest="d")
     monkeypatch.setattr(train, "accumulate", real)
     cut_net = net()
-    cut = fit(cut_net, Encoded(ids, labels), cfg, tmp_path / "cut", pad_id=0, data_digest="d", resume=True)
+    cut = fit(
+        cut_net, Encoded(ids, labels), cfg, tmp_path / "cut", pad_id=0, data_digest="d", resume=True
+    )
 
     assert cut["steps"] == whole["steps"] == 12 and cut["final_loss"] == whole["final_loss"]
-    a, b = whole_net.state_dict(), cut_net.state_dict()  # dropout, optimiser and batch order all picked up
+    a, b = (
+        whole_net.state_dict(),
+        cut_net.state_dict(),
+    )  # dropout, optimiser and batch order all picked up
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -326,7 +364,12 @@ def test_config_file_and_overrides(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("max_length: 64\ndata: /x.csv\n")
     cfg = load_config(path, epochs=1.5, lr=None)
-    assert (cfg.max_length, cfg.epochs, cfg.data, cfg.lr) == (64, 1.5, ("/x.csv",), TrainConfig().lr)
+    assert (cfg.max_length, cfg.epochs, cfg.data, cfg.lr) == (
+        64,
+        1.5,
+        ("/x.csv",),
+        TrainConfig().lr,
+    )
     with pytest.raises(ConfigError):
         load_config(None, no_such_field=1)
     default = load_config(Path(__file__).parents[2] / "trainer/config/train.default.yaml")
@@ -340,7 +383,8 @@ def test_soup_seeds_come_from_yaml_as_a_tuple_and_bad_ones_are_refused(tmp_path:
     path.write_text("seed: 13\nsoup_seeds: [14, 15]\n")
     assert load_config(path).soup_seeds == (14, 15)
     assert TrainConfig().soup_seeds == ()
-    # the main seed again, a repeat, a bare number, a float: each would train nothing new or is not a seed list
+    # the main seed again, a repeat, a bare number, a float: each would train nothing new or is not
+    # a seed list
     for bad in ([13], [14, 14], 14, "14", [1.5], [True]):
         with pytest.raises(ConfigError, match="soup_seeds"):
             TrainConfig(seed=13, soup_seeds=bad)  # type: ignore[arg-type]
@@ -364,10 +408,14 @@ def test_average_into_is_the_mean_of_the_float_weights_only() -> None:
         else:  # position ids are indices, not weights
             assert torch.equal(tensor, before[0][name]), name
     assert not torch.equal(after["heads.team.weight"], before[0]["heads.team.weight"])
-    for other, state in zip(nets[1:], before[1:], strict=True):  # the ingredients are read, not changed
+    for other, state in zip(
+        nets[1:], before[1:], strict=True
+    ):  # the ingredients are read, not changed
         assert all(torch.equal(v, state[k]) for k, v in other.state_dict().items())
 
-    wider = model.build(model.tiny_encoder(0, vocab_size=64), {**labels, "team": ("a", "b", "c", "d")}, 0)
+    wider = model.build(
+        model.tiny_encoder(0, vocab_size=64), {**labels, "team": ("a", "b", "c", "d")}, 0
+    )
     with pytest.raises(ModelError, match=r"heads\.team"):
         model.average_into(nets[0], [wider])
 
@@ -375,8 +423,8 @@ def test_average_into_is_the_mean_of_the_float_weights_only() -> None:
 def test_a_fine_tune_keeps_its_last_epoch_evaluation_only_when_it_is_of_the_final_weights(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The soup reads each ingredient's validation accuracy from ``run``'s summary instead of predicting again;
-    that is only right when no update came after the last epoch's evaluation."""
+    """The soup reads each ingredient's validation accuracy from ``run``'s summary instead of
+    predicting again; that is only right when no update came after the last epoch's evaluation."""
     from trainer import model
     from trainer.finetune import FineTune
     from trainer.labels import load_label_space
@@ -388,11 +436,15 @@ def test_a_fine_tune_keeps_its_last_epoch_evaluation_only_when_it_is_of_the_fina
     rng = np.random.default_rng(1)
     labels = {t: rng.integers(0, len(names), 16) for t, names in space.tasks.items()}
     monkeypatch.setattr(model, "load_encoder", lambda base: model.tiny_encoder(0))
-    tune = FineTune("tiny", space, Encoded(ids, labels), Encoded(ids, labels), 0, "d", Tracker(None), False)
+    tune = FineTune(
+        "tiny", space, Encoded(ids, labels), Encoded(ids, labels), 0, "d", Tracker(None), False
+    )
     cfg = TrainConfig(batch_size=8, epochs=2, checkpoint_every=0, bf16="off", threads=1)
 
     net, summary = tune.run(cfg, tmp_path / "whole")  # 4 steps, evaluated at 2 and 4
     assert summary["val_accuracy"] == tune.val_accuracy(net)
-    net, stopped = tune.run(cfg.replace(max_steps=3), tmp_path / "stopped")  # evaluated at 2, stopped at 3
+    net, stopped = tune.run(
+        cfg.replace(max_steps=3), tmp_path / "stopped"
+    )  # evaluated at 2, stopped at 3
     assert "val_accuracy" not in stopped
     assert tune._with_val_accuracy(net, stopped)["val_accuracy"] == tune.val_accuracy(net)

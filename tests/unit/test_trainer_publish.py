@@ -1,5 +1,6 @@
-"""Pushing a package to a model hub (``trainer.publish``) and registering the pinned ref, with no network: a hub
-double commits into a local Hugging Face cache, which the registry then reads through ``snapshot_download``."""
+"""Pushing a package to a model hub (``trainer.publish``) and registering the pinned ref, with no
+network: a hub double commits into a local Hugging Face cache, which the registry then reads through
+``snapshot_download``."""
 
 from __future__ import annotations
 
@@ -31,8 +32,8 @@ REPO = "bank/complaints-minilm"
 
 class CacheHub:
     """The HfApi calls ``push_to_hub`` makes. A commit lands in a Hugging Face cache laid out as
-    ``snapshot_download`` reads it: ``models--<owner>--<name>/snapshots/<commit>/`` and ``refs/<branch>``.
-    ``fail`` maps a method name to the error it raises instead."""
+    ``snapshot_download`` reads it: ``models--<owner>--<name>/snapshots/<commit>/`` and
+    ``refs/<branch>``. ``fail`` maps a method name to the error it raises instead."""
 
     def __init__(self, cache: Path, fail: dict[str, Exception] | None = None) -> None:
         self.cache = cache
@@ -50,7 +51,13 @@ class CacheHub:
         self._call("create_repo")
 
     def upload_folder(
-        self, *, repo_id: str, folder_path: Path, repo_type: str, revision: str | None, commit_message: str
+        self,
+        *,
+        repo_id: str,
+        folder_path: Path,
+        repo_type: str,
+        revision: str | None,
+        commit_message: str,
     ) -> CommitInfo:
         self._call("upload_folder")
         files = sorted(p for p in Path(folder_path).rglob("*") if p.is_file())
@@ -61,10 +68,14 @@ class CacheHub:
         (repo / "refs" / (revision or "main")).write_text(oid)
         self.messages.append(commit_message)
         url = f"https://huggingface.co/{repo_id}/commit/{oid}"
-        return CommitInfo(commit_url=url, commit_message=commit_message, commit_description="", oid=oid)
+        return CommitInfo(
+            commit_url=url, commit_message=commit_message, commit_description="", oid=oid
+        )
 
 
-def test_the_pushed_ref_registers_and_verifies_from_the_hub_cache(tiny: Path, tmp_path: Path) -> None:
+def test_the_pushed_ref_registers_and_verifies_from_the_hub_cache(
+    tiny: Path, tmp_path: Path
+) -> None:
     hub = CacheHub(tmp_path / "hub-cache")
     package = load_package(tiny)
     ref = push_to_hub(tiny, REPO, api=hub)
@@ -72,9 +83,12 @@ def test_the_pushed_ref_registers_and_verifies_from_the_hub_cache(tiny: Path, tm
     assert hub.calls == ["create_repo", "upload_folder"]
     assert package.ref in hub.messages[0] and package.digest in hub.messages[0]
 
-    # what a consumer pod does with the ref: snapshot_download from the cache, then verify every digest
+    # what a consumer pod does with the ref: snapshot_download from the cache, then verify every
+    # digest
     client = fakeredis.FakeRedis()
-    settings = ConsumerSettings(redis_prefix="t:", model_cache_dir=tmp_path / "hub-cache", hub_offline=True)
+    settings = ConsumerSettings(
+        redis_prefix="t:", model_cache_dir=tmp_path / "hub-cache", hub_offline=True
+    )
     entry = register(ref, settings, client)
     assert entry["source"] == {"kind": "hub", "repo": REPO, "commit": ref.rsplit("@", 1)[1]}
     assert (entry["ref"], entry["digest"]) == (package.ref, package.digest)
@@ -102,12 +116,17 @@ def test_a_tampered_package_is_refused_before_any_upload(tiny: Path, tmp_path: P
         requests.ConnectionError("Max retries exceeded with url: /api/repos/create"),
     ],
 )
-def test_an_upload_error_becomes_a_publish_error_naming_the_repo(tiny: Path, tmp_path: Path, error: Exception) -> None:
+def test_an_upload_error_becomes_a_publish_error_naming_the_repo(
+    tiny: Path, tmp_path: Path, error: Exception
+) -> None:
     hub = CacheHub(tmp_path / "hub-cache", fail={"upload_folder": error})
     with pytest.raises(PublishError) as info:
         push_to_hub(tiny, REPO, api=hub)
     message = str(info.value)
-    assert message.startswith(f"hf://{REPO}: upload failed: {type(error).__name__}") and "\n" not in message
+    assert (
+        message.startswith(f"hf://{REPO}: upload failed: {type(error).__name__}")
+        and "\n" not in message
+    )
     assert not (tmp_path / "hub-cache").exists()
 
 
@@ -127,17 +146,24 @@ def test_push_command_prints_the_ref_and_maps_errors_to_exit_codes(
     assert json.loads(line)["pushed"].startswith(f"hf://{REPO}@")
 
     denied = HfHubHTTPError("401 Unauthorized")
-    monkeypatch.setattr("trainer.publish.HfApi", lambda: CacheHub(tmp_path / "other", fail={"upload_folder": denied}))
+    monkeypatch.setattr(
+        "trainer.publish.HfApi",
+        lambda: CacheHub(tmp_path / "other", fail={"upload_folder": denied}),
+    )
     assert cli.main(["push", str(tiny), "--repo", REPO]) == 1
     assert capsys.readouterr().err.startswith(f"error: PublishError: hf://{REPO}: upload failed")
 
 
-def test_train_checks_the_hub_repo_before_training(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_train_checks_the_hub_repo_before_training(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     def train_anyway(*args: object, **kwargs: object) -> None:
         raise AssertionError("trained although the push could never succeed")
 
     monkeypatch.setattr("trainer.pipeline.run", train_anyway)
     denied = HfHubHTTPError("401 Unauthorized: invalid token")
-    monkeypatch.setattr("trainer.publish.HfApi", lambda: CacheHub(tmp_path, fail={"create_repo": denied}))
+    monkeypatch.setattr(
+        "trainer.publish.HfApi", lambda: CacheHub(tmp_path, fail={"create_repo": denied})
+    )
     assert cli.main(["train", "--push-to-hub", REPO, "--out", str(tmp_path / "run")]) == 1
     assert cli.main(["train", "--push-to-hub", "no-owner", "--out", str(tmp_path / "run")]) == 2

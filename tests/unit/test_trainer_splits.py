@@ -25,7 +25,13 @@ def test_hash_split_follows_the_shared_rule() -> None:
 
 
 def test_assign_fills_only_missing_splits_and_keys_textless_ids_by_text() -> None:
-    df = frame([("1", "a", "t", "i", "no", "holdout"), ("2", "b", "t", "i", "no", ""), ("", "c", "t", "i", "no", "")])
+    df = frame(
+        [
+            ("1", "a", "t", "i", "no", "holdout"),
+            ("2", "b", "t", "i", "no", ""),
+            ("", "c", "t", "i", "no", ""),
+        ]
+    )
     out = splits.assign(df)
     assert out.loc[0, "split"] == "holdout"
     assert out.loc[1, "split"] == splits.hash_split("2")
@@ -34,10 +40,16 @@ def test_assign_fills_only_missing_splits_and_keys_textless_ids_by_text() -> Non
 
 def test_feedback_corrects_labels_but_never_moves_a_holdout_row() -> None:
     base = frame(
-        [("1", "text one", "cards", "Other", "no", "holdout"), ("2", "text two", "cards", "Other", "no", "train")]
+        [
+            ("1", "text one", "cards", "Other", "no", "holdout"),
+            ("2", "text two", "cards", "Other", "no", "train"),
+        ]
     )
     feedback = frame(
-        [("1", "text one", "mortgages", "Other", "yes", ""), ("2", "text two", "collections", "Other", "no", "")]
+        [
+            ("1", "text one", "mortgages", "Other", "yes", ""),
+            ("2", "text two", "collections", "Other", "no", ""),
+        ]
     )
     out = splits.prepare([base, feedback]).set_index("complaint_id")
     assert out.loc["1", "split"] == "holdout" and out.loc["1", "team"] == "mortgages"
@@ -72,7 +84,9 @@ def test_training_rows_refuses_the_holdout() -> None:
 
 
 def test_digest_ignores_row_order_but_not_labels() -> None:
-    df = frame([("1", "a", "cards", "Other", "no", "train"), ("2", "b", "cards", "Other", "yes", "val")])
+    df = frame(
+        [("1", "a", "cards", "Other", "no", "train"), ("2", "b", "cards", "Other", "yes", "val")]
+    )
     assert splits.digest(df) == splits.digest(df.iloc[::-1])
     changed = df.copy()
     changed.loc[0, "team"] = "mortgages"

@@ -48,7 +48,11 @@ def test_onnx_interface_and_dynamic_shapes(pkg_dir: Path) -> None:
     sess = ort.InferenceSession(str(pkg.onnx_path), providers=["CPUExecutionProvider"])
     assert [i.name for i in sess.get_inputs()] == ["input_ids", "attention_mask"]
     assert all(i.type == "tensor(int64)" for i in sess.get_inputs())
-    assert [o.name for o in sess.get_outputs()] == ["team_logits", "issue_logits", "vulnerable_logits"]
+    assert [o.name for o in sess.get_outputs()] == [
+        "team_logits",
+        "issue_logits",
+        "vulnerable_logits",
+    ]
     for batch, seq in ((1, 5), (3, 17)):
         ids = np.ones((batch, seq), dtype=np.int64)
         out = sess.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})
@@ -58,7 +62,9 @@ def test_onnx_interface_and_dynamic_shapes(pkg_dir: Path) -> None:
 
 
 def test_scorer_runs_on_real_tokenizer(pkg_dir: Path) -> None:
-    scores = OnnxScorer.for_package(load_package(pkg_dir)).score(["My card was charged twice.", "x " * 400])
+    scores = OnnxScorer.for_package(load_package(pkg_dir)).score(
+        ["My card was charged twice.", "x " * 400]
+    )
     assert scores.logits["issue"].shape == (2, len(load_package(pkg_dir).heads["issue"].labels))
 
 

