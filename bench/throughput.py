@@ -125,7 +125,7 @@ def main() -> None:
         "ALLOCATOR_LOG_LEVEL": "WARNING",
     }
     subprocess.run(
-        [sys.executable, "-m", "consumer", "topics", "create"],
+        [sys.executable, "-m", "allocator", "topics", "create"],
         env=cenv,
         check=True,
         stdout=subprocess.DEVNULL,
@@ -145,7 +145,7 @@ def main() -> None:
     producer.flush()
     reader = Reader(env["KAFKA_BOOTSTRAP_SERVERS"], topics["ALLOCATOR_TOPIC_ALLOCATIONS"])
     reader.start()
-    proc = subprocess.Popen([sys.executable, "-m", "consumer", "consume"], env=cenv)
+    proc = subprocess.Popen([sys.executable, "-m", "allocator", "consume"], env=cenv)
     try:
         reader.wait_for(len(rows), timeout=30 + 3 * len(rows) / max(1.0, bare_before) + 60)
         stamps = sorted(reader.allocated_at.values())

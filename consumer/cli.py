@@ -1,14 +1,14 @@
-"""``allocator``: the one console command. Errors of ours print one line and exit 2, never a
-traceback."""
+"""The core's ``allocator`` commands, and ``dispatch``: errors of ours print one line and exit 2,
+never a traceback. The command itself is assembled in ``allocator`` (the composition root)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
+from consumer.cli_strategy import add_model_commands
 from consumer.errors import AllocationError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -60,10 +60,8 @@ def _topics(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="allocator", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
-
+def add_core_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The core's commands: ``produce``, ``consume``, ``topics``, ``models`` and ``strategy``."""
     pr = sub.add_parser("produce", help="publish complaints from a CFPB CSV or JSON lines")
     pr.add_argument("--csv", help="CSV(.gz) with the CFPB columns")
     pr.add_argument("--jsonl", help="JSON lines of complaint/v1 documents")
@@ -83,18 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("action", choices=["create"])
     tp.set_defaults(func=_topics)
 
-    from consumer.cli_models import add_model_commands
-    from consumer.promoter.cli import add_promoter_commands
-
     add_model_commands(sub)
-    add_promoter_commands(sub)
-    try:
-        from explainer.cli import add_explain_commands
-    except ImportError:  # the consumer image has no explainer (shap is in the `explain` extra)
-        pass
-    else:
-        add_explain_commands(sub)
-    return p
 
 
 def dispatch(args: argparse.Namespace, name: str) -> int:
@@ -106,16 +93,3 @@ def dispatch(args: argparse.Namespace, name: str) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return dispatch(args, f"allocator {args.command}")
-
-
-def print_json(doc: object) -> None:
-    print(json.dumps(doc, indent=2, sort_keys=True, default=str))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

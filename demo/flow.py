@@ -67,7 +67,7 @@ class Demo:
         """Run ``allocator ARGS`` as an operator would, record it, return its output."""
         self.commands.append("allocator " + shlex.join(args))
         done = subprocess.run(
-            [sys.executable, "-m", "consumer", *args],
+            [sys.executable, "-m", "allocator", *args],
             env={**os.environ, **self.env},
             capture_output=True,
             text=True,

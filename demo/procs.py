@@ -22,7 +22,7 @@ def free_port() -> int:
 
 
 class Processes:
-    """Starts ``python -m consumer ...`` children; stops them all on exit or Ctrl-C, and on
+    """Starts ``python -m allocator ...`` children; stops them all on exit or Ctrl-C, and on
     ``--down``."""
 
     def __init__(self, logs: Path) -> None:
@@ -33,7 +33,7 @@ class Processes:
     def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         out = (self.logs / f"{name}.log").open("ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "consumer", *args],
+            [sys.executable, "-m", "allocator", *args],
             env={**os.environ, **env},
             stdout=out,
             stderr=subprocess.STDOUT,

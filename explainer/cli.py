@@ -106,7 +106,7 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def add_explain_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``explain`` to the ``allocator`` subcommands (``consumer.cli.build_parser`` calls
+    """Add ``explain`` to the ``allocator`` subcommands (``allocator.build_parser`` calls
     this)."""
     p = sub.add_parser(
         "explain",

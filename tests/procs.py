@@ -18,13 +18,13 @@ from kafka import KafkaConsumer
 
 
 class Proc:
-    """A running ``python -m consumer <args>``; its JSON log lines go to ``log``."""
+    """A running ``python -m allocator <args>``; its JSON log lines go to ``log``."""
 
     def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
         self.log = log
         self._out = log.open("ab")
         self.p = subprocess.Popen(
-            [sys.executable, "-m", "consumer", *args],
+            [sys.executable, "-m", "allocator", *args],
             env={**os.environ, **env},
             stdout=self._out,
             stderr=subprocess.STDOUT,

@@ -73,14 +73,14 @@ def _metrics_by_process() -> dict[str, set[str]]:
 def _has_command(*args: str) -> bool:
     """True when ``allocator <args> --help`` exists (the promoter and explainer may come later)."""
     result = subprocess.run(
-        [sys.executable, "-m", "consumer", *args, "--help"], capture_output=True, timeout=60
+        [sys.executable, "-m", "allocator", *args, "--help"], capture_output=True, timeout=60
     )
     return result.returncode == 0
 
 
 def _cli(env: dict[str, str], *args: str) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "consumer", *args],
+        [sys.executable, "-m", "allocator", *args],
         env=env,
         capture_output=True,
         text=True,

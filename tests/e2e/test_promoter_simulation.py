@@ -2,7 +2,7 @@
 back a clearly worse one and leaves an equal one running, with no code change between the runs.
 
 People's decisions are real CFPB labels (team from the product, issue, vulnerable = tags present).
-The models' decisions are synthetic records (``consumer.promoter.synthetic``) right with a chosen
+The models' decisions are synthetic records (``promoter.synthetic``) right with a chosen
 probability per model, routed by the real strategy (sticky canary arm, shadow scoring) over
 registered tiny model packages. The promoter runs as its own process with ``auto_apply`` on and only
 reads the topics.
@@ -27,11 +27,11 @@ from kafka import KafkaProducer
 
 from consumer import strategy as transitions
 from consumer.produce import Report, csv_complaints
-from consumer.promoter.state import JoinStore
-from consumer.promoter.synthetic import Simulator, Skill, Truth, encode, feedback
 from consumer.registry import Registry
 from consumer.store import StrategyStore
 from consumer.strategy import Strategy
+from promoter.state import JoinStore
+from promoter.synthetic import Simulator, Skill, Truth, encode, feedback
 from tests.flow import DATA, topic_env
 from tests.procs import Proc
 from trainer.labels import LabelMapError, load_label_space
@@ -67,12 +67,12 @@ def real_truths(n: int) -> list[Truth]:
 
 
 class PromoterProc(Proc):
-    """``python -m consumer.promoter`` (the same commands as ``allocator promoter``)."""
+    """``python -m promoter`` (the same commands as ``allocator promoter``)."""
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.log = log
         self._out = log.open("ab")
-        cmd = [sys.executable, "-m", "consumer.promoter"]
+        cmd = [sys.executable, "-m", "promoter"]
         self.p = subprocess.Popen(
             cmd, env={**os.environ, **env}, stdout=self._out, stderr=subprocess.STDOUT
         )
@@ -201,7 +201,7 @@ def test_the_promoter_acts_on_the_evidence(
 
     status = json.loads(
         subprocess.run(
-            [sys.executable, "-m", "consumer.promoter", "status"],
+            [sys.executable, "-m", "promoter", "status"],
             env={**os.environ, **run_env},
             capture_output=True,
             check=True,

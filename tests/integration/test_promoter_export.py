@@ -16,10 +16,10 @@ import pytest
 import redis
 from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 
-from consumer.promoter.records import Decoded, decode
-from consumer.promoter.state import JoinStore
-from consumer.promoter.synthetic import Simulator, Skill, Truth, encode, feedback
 from consumer.strategy import parse
+from promoter.records import Decoded, decode
+from promoter.state import JoinStore
+from promoter.synthetic import Simulator, Skill, Truth, encode, feedback
 from tests.flow import real_complaints, topic_env
 
 pytestmark = pytest.mark.integration
@@ -76,7 +76,7 @@ def test_export_writes_what_the_trainer_reads(
         )  # retention took the first three inputs
         out = tmp_path / "feedback.jsonl"
         done = subprocess.run(
-            [sys.executable, "-m", "consumer.promoter", "export", "--out", str(out)],
+            [sys.executable, "-m", "promoter", "export", "--out", str(out)],
             env={**os.environ, **env},
             capture_output=True,
             text=True,

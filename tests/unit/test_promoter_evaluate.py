@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 
 from consumer import strategy as transitions
-from consumer.promoter.evaluate import Evaluator, Policy, Verdict, first_decision
-from consumer.promoter.experiments import Experiment, running
-from consumer.promoter.sequential import ArmStats, Discordance, decide
-from consumer.promoter.state import JoinStore, Keys
-from consumer.promoter.status import status
 from consumer.registry import Registry
 from consumer.store import StrategyStore
 from consumer.strategy import TaskPlan
+from promoter.evaluate import Evaluator, Policy, Verdict, first_decision
+from promoter.experiments import Experiment, running
+from promoter.sequential import ArmStats, Discordance, decide
+from promoter.state import JoinStore, Keys
+from promoter.status import status
 from tests.unit.test_promoter_join import canary, shadow, strategy
 
 PREFIX = "t:"

@@ -12,11 +12,11 @@ import fakeredis
 import pytest
 from pydantic import BaseModel
 
-from consumer.promoter.experiments import Counts, running
-from consumer.promoter.records import Decoded, Kind, decode
-from consumer.promoter.state import JoinStore
-from consumer.promoter.synthetic import Simulator, Skill, Truth, encode, feedback
 from consumer.strategy import Strategy, parse
+from promoter.experiments import Counts, running
+from promoter.records import Decoded, Kind, decode
+from promoter.state import JoinStore
+from promoter.synthetic import Simulator, Skill, Truth, encode, feedback
 
 TTL = 86_400
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)

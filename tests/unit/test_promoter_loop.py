@@ -12,14 +12,14 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from consumer.metrics import PromoterMetrics
-from consumer.promoter.evaluate import Evaluator, Policy
-from consumer.promoter.hooks import PromoterHooks
-from consumer.promoter.loop import PromoterLoop, RunningExperiments
-from consumer.promoter.records import Kind
-from consumer.promoter.state import JoinStore
-from consumer.promoter.synthetic import Simulator, Skill, encode, feedback
 from consumer.registry import Registry
 from consumer.store import StrategyStore
+from promoter.evaluate import Evaluator, Policy
+from promoter.hooks import PromoterHooks
+from promoter.loop import PromoterLoop, RunningExperiments
+from promoter.records import Kind
+from promoter.state import JoinStore
+from promoter.synthetic import Simulator, Skill, encode, feedback
 from tests.unit.test_promoter_join import LABELS, NOW, T0, TTL, strategy, truth
 
 KINDS: dict[str, Kind] = {"allocations": "allocation", "feedback": "feedback"}
@@ -89,7 +89,7 @@ def test_a_redis_outage_rewinds_the_batch_and_commits_nothing(
 ) -> None:
     loop, consumer, server, registry = setup
     batch = records(3)
-    monkeypatch.setattr("consumer.promoter.loop.RETRY_SLEEP_S", 0.0)
+    monkeypatch.setattr("promoter.loop.RETRY_SLEEP_S", 0.0)
     server.connected = False
     assert loop.process(batch) is False
     assert not consumer.committed

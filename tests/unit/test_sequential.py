@@ -10,7 +10,7 @@ from typing import Literal
 import numpy as np
 import pytest
 
-from consumer.promoter.sequential import (
+from promoter.sequential import (
     ArmStats,
     Discordance,
     Policy,
@@ -19,7 +19,7 @@ from consumer.promoter.sequential import (
     log_e_positive,
     log_ndtr,
 )
-from consumer.promoter.simulate import Scenario, first_decisions, run, sample_paths
+from promoter.simulate import Scenario, first_decisions, run, sample_paths
 
 Design = Literal["canary", "shadow"]
 DESIGNS: tuple[Design, ...] = ("canary", "shadow")

@@ -6,7 +6,7 @@ a shadow to both). To be fast it evaluates ``sequential.evaluate``, the exact ru
 applies, on the running counts of all paths at once; a unit test checks the two agree label by
 label. The first non-wait answer ends an experiment.
 
-    python -m consumer.promoter.simulate   # a table, then one JSON object with the figures on the
+    python -m promoter.simulate   # a table, then one JSON object with the figures on the
     last line
 """
 
@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from consumer.promoter.sequential import ArmArrays, Policy, evaluate
+from promoter.sequential import ArmArrays, Policy, evaluate
 
 Bools = npt.NDArray[np.bool_]
 _BLOCK = 1000  # labels evaluated per step; stop early once every path has decided

@@ -29,10 +29,10 @@ import redis
 from kafka import KafkaConsumer, TopicPartition
 
 from consumer.kafka import client_config, map_kafka_errors
-from consumer.promoter.records import AllocRec, FeedbackRec
-from consumer.promoter.state import Keys
 from consumer.settings import CommonSettings
 from consumer.store import map_redis_errors
+from promoter.records import AllocRec, FeedbackRec
+from promoter.state import Keys
 
 CHUNK = 5000  # joined complaints per pass: bounds memory, whatever the size of the export
 MAX_GAP = 2000  # offsets closer than this are read in one sequential pass rather than seeking again

@@ -24,9 +24,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from consumer.promoter.records import POSITIVE, AllocRec, FeedbackRec, ShadowRec
-from consumer.promoter.sequential import ArmStats, Discordance
 from consumer.strategy import Strategy, TaskPlan
+from promoter.records import POSITIVE, AllocRec, FeedbackRec, ShadowRec
+from promoter.sequential import ArmStats, Discordance
 
 ExperimentMode = Literal["canary", "shadow"]
 ArmName = Literal["champion", "challenger"]

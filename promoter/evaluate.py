@@ -32,8 +32,10 @@ import redis
 
 from consumer import strategy
 from consumer.errors import StrategyConflictError, StrategyError
-from consumer.promoter.experiments import ARMS, Counts, Experiment
-from consumer.promoter.sequential import (
+from consumer.store import StrategyStore, map_redis_errors
+from consumer.strategy import Strategy, TaskPlan
+from promoter.experiments import ARMS, Counts, Experiment
+from promoter.sequential import (
     ArmArrays,
     ArmStats,
     Decision,
@@ -41,10 +43,8 @@ from consumer.promoter.sequential import (
     decide,
     evaluate,
 )
-from consumer.promoter.sequential import Policy as SeqPolicy
-from consumer.promoter.state import Keys
-from consumer.store import StrategyStore, map_redis_errors
-from consumer.strategy import Strategy, TaskPlan
+from promoter.sequential import Policy as SeqPolicy
+from promoter.state import Keys
 
 log = logging.getLogger(__name__)
 

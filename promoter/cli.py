@@ -1,7 +1,7 @@
 """``allocator promoter [status | export --out FILE.jsonl]``: run the service, print its state,
 export labels.
 
-Wired into the main CLI by ``add_promoter_commands(sub)``; ``python -m consumer.promoter`` runs the
+Wired into the main CLI by ``add_promoter_commands(sub)``; ``python -m promoter`` runs the
 same commands on their own.
 """
 
@@ -23,17 +23,17 @@ def _run(args: argparse.Namespace) -> int:
         return _status(settings)
     if args.promoter_action == "export":
         return _export(settings, Path(args.out))
-    from consumer.promoter.app import promote
+    from promoter.app import promote
 
     return promote(settings)
 
 
 def _status(settings: object) -> int:
     from consumer import store
-    from consumer.promoter.app import build_evaluator, policy_of
-    from consumer.promoter.state import JoinStore
-    from consumer.promoter.status import status
     from consumer.settings import PromoterSettings
+    from promoter.app import build_evaluator, policy_of
+    from promoter.state import JoinStore
+    from promoter.status import status
 
     assert isinstance(settings, PromoterSettings)
     client = store.connect(settings)
@@ -51,8 +51,8 @@ def _status(settings: object) -> int:
 
 def _export(settings: object, out: Path) -> int:
     from consumer import store
-    from consumer.promoter.export import export
     from consumer.settings import PromoterSettings
+    from promoter.export import export
 
     assert isinstance(settings, PromoterSettings)
     if not out.parent.is_dir():
@@ -81,7 +81,7 @@ def add_promoter_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m consumer.promoter``: the same commands without the rest of the CLI."""
+    """``python -m promoter``: the same commands without the rest of the CLI."""
     from consumer.cli import dispatch
 
     parser = argparse.ArgumentParser(prog="allocator")

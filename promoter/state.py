@@ -37,10 +37,10 @@ from typing import Any
 import redis
 
 from consumer.errors import StoreUnavailableError
-from consumer.promoter.experiments import Experiment
-from consumer.promoter.join import ComplaintState, Delta, Joiner
-from consumer.promoter.records import Decoded
 from consumer.store import map_redis_errors
+from promoter.experiments import Experiment
+from promoter.join import ComplaintState, Delta, Joiner
+from promoter.records import Decoded
 
 Decider = (
     Callable[[Experiment, Mapping[str, str], Sequence[Mapping[str, int]]], dict[str, Any] | None]

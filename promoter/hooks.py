@@ -13,9 +13,9 @@ from typing import Any
 
 from consumer.kafka import lag as kafka_lag
 from consumer.metrics import PromoterMetrics
-from consumer.promoter.evaluate import Verdict
-from consumer.promoter.experiments import Experiment
-from consumer.promoter.join import Delta, live_table
+from promoter.evaluate import Verdict
+from promoter.experiments import Experiment
+from promoter.join import Delta, live_table
 
 # the outcomes of feedback that end its story (``parked`` is a waiting state, counted in
 # records_total)

@@ -29,12 +29,12 @@ from kafka import errors as kerrors
 
 from consumer.errors import StoreUnavailableError, StrategyError
 from consumer.kafka import rewind
-from consumer.promoter.evaluate import Evaluator, Verdict
-from consumer.promoter.experiments import Experiment, running
-from consumer.promoter.hooks import PromoterHooks
-from consumer.promoter.records import Decoded, Kind, decode
-from consumer.promoter.state import JoinStore
 from consumer.store import HISTORY_LIMIT, StrategyStore
+from promoter.evaluate import Evaluator, Verdict
+from promoter.experiments import Experiment, running
+from promoter.hooks import PromoterHooks
+from promoter.records import Decoded, Kind, decode
+from promoter.state import JoinStore
 
 log = logging.getLogger(__name__)
 

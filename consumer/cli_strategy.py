@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import socket
 from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING
@@ -40,9 +41,11 @@ def _who() -> str:
     return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
-def _models(args: argparse.Namespace) -> int:
-    from consumer.cli import print_json
+def _print_json(doc: object) -> None:
+    print(json.dumps(doc, indent=2, sort_keys=True, default=str))
 
+
+def _models(args: argparse.Namespace) -> int:
     registry, _ = _stores()
     if args.action == "register":
         entry = registry.register(args.location)
@@ -54,7 +57,7 @@ def _models(args: argparse.Namespace) -> int:
             )
     else:
         e = registry.get(args.location)
-        print_json(
+        _print_json(
             {
                 "ref": e.ref,
                 "digest": e.digest,
@@ -81,12 +84,10 @@ def transition(args: argparse.Namespace, model_tasks: Collection[str]) -> Transi
 
 
 def _strategy(args: argparse.Namespace) -> int:
-    from consumer.cli import print_json
-
     registry, store = _stores()
     if args.action == "show":
         current = store.current()
-        print_json(current.to_doc() if current else {"strategy": None})
+        _print_json(current.to_doc() if current else {"strategy": None})
         return 0
     if args.action == "history":
         current = store.current()

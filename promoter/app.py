@@ -14,16 +14,16 @@ from prometheus_client import CollectorRegistry
 from consumer import kafka, logs, store
 from consumer.health import HealthServer, heartbeat
 from consumer.metrics import PromoterMetrics
-from consumer.promoter.evaluate import Evaluator, Policy
-from consumer.promoter.hooks import PromoterHooks
-from consumer.promoter.loop import PromoterLoop, RunningExperiments
-from consumer.promoter.records import Kind
-from consumer.promoter.state import JoinStore
 from consumer.registry import Registry
 from consumer.settings import PromoterSettings
 from consumer.store import StrategyStore
+from promoter.evaluate import Evaluator, Policy
+from promoter.hooks import PromoterHooks
+from promoter.loop import PromoterLoop, RunningExperiments
+from promoter.records import Kind
+from promoter.state import JoinStore
 
-log = logging.getLogger("consumer.promoter")
+log = logging.getLogger("promoter")
 
 MAX_RECORDS = 500
 WAIT_MS = 200

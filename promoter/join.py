@@ -27,8 +27,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from consumer.promoter.experiments import Experiment, canary_increments, shadow_increments
-from consumer.promoter.records import POSITIVE, AllocRec, Decoded, FeedbackRec, Pred, ShadowRec
+from promoter.experiments import Experiment, canary_increments, shadow_increments
+from promoter.records import POSITIVE, AllocRec, Decoded, FeedbackRec, Pred, ShadowRec
 
 
 @dataclass

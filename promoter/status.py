@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from consumer.promoter.evaluate import Evaluator, Policy, assess
-from consumer.promoter.experiments import ARMS, Counts, running
-from consumer.promoter.join import live_table
-from consumer.promoter.state import JoinStore
 from consumer.store import HISTORY_LIMIT, map_redis_errors
+from promoter.evaluate import Evaluator, Policy, assess
+from promoter.experiments import ARMS, Counts, running
+from promoter.join import live_table
+from promoter.state import JoinStore
 
 RECENT_EXPERIMENTS = 50
 

@@ -1,5 +1,0 @@
-import sys
-
-from consumer.cli import main
-
-sys.exit(main())

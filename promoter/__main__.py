@@ -1,0 +1,7 @@
+"""``python -m promoter [run | status | export --out FILE]``."""
+
+import sys
+
+from promoter.cli import main
+
+sys.exit(main())
