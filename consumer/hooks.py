@@ -4,12 +4,18 @@ sensors)."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from kafka import KafkaConsumer
 
+from consumer.kafka import Record
 from consumer.kafka import lag as kafka_lag
 from consumer.metrics import ConsumerMetrics
+
+if TYPE_CHECKING:
+    from consumer.loop import DeadLetter
+    from consumer.router import Routed
 
 
 class LoopHooks:
@@ -31,8 +37,14 @@ class LoopHooks:
         self.m.lag.set(behind)
 
     def committed(
-        self, records: list[Any], routed: Any, dead: list[tuple[Any, str, str]], started: float
+        self,
+        records: Sequence[Record],
+        routed: Routed,
+        dead: Sequence[DeadLetter],
+        started: float,
     ) -> None:
+        """A batch committed: counts, sizes, latencies, predictions, dead letters, shadow
+        agreement."""
         m = self.m
         now_s = time.time()
         m.consumed.inc(len(records))
@@ -41,8 +53,8 @@ class LoopHooks:
         m.transactions.labels("committed").inc()
         for version, seconds in routed.inference_seconds.items():
             m.inference_seconds.labels(version).observe(seconds)
-        for _, code, _ in dead:
-            m.dlq.labels(code).inc()
+        for d in dead:
+            m.dlq.labels(d.code).inc()
         by_offset = {(r.partition, r.offset): r.timestamp for r in records}
         for item, alloc in routed.allocations:
             m.allocations.labels(alloc.journey).inc()
@@ -66,4 +78,5 @@ class LoopHooks:
                 m.shadow_delta.labels(task).observe(score - published.score)
 
     def aborted(self) -> None:
+        """A batch's transaction was aborted (the batch is read again)."""
         self.m.transactions.labels("aborted").inc()

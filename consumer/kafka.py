@@ -1,18 +1,19 @@
-"""Thin adapter over kafka-python: client configuration from settings, topic creation, error
-mapping.
+"""Thin adapter over kafka-python: client configuration from settings, the consumers every process
+uses, topic creation, offset bookkeeping, error mapping.
 
 Application semantics (batching, the commit protocol) live in ``consumer.loop``; this module only
-knows how to talk to the broker.
+knows how to talk to the broker. ``consumer.kafka_memory`` is an in-memory double of the same
+surface, for unit tests of the loops.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Protocol
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka import errors as kerrors
 from kafka.admin import NewTopic
 
@@ -20,6 +21,29 @@ from consumer.errors import BrokerError
 from consumer.settings import CommonSettings, ConsumerSettings
 
 log = logging.getLogger(__name__)
+
+# bounded memory: at most this much fetched ahead of a loop
+FETCH_MAX_BYTES = 8 * 1024 * 1024
+
+
+class Record(Protocol):
+    """What the loops read of a consumed record: kafka-python's ``ConsumerRecord`` and
+    ``consumer.kafka_memory.MemoryRecord`` both have it."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp(self) -> int: ...  # milliseconds since the epoch
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
 
 
 def client_config(settings: CommonSettings) -> dict[str, Any]:
@@ -86,26 +110,54 @@ def survive_poll_timeout_during_join(consumer: KafkaConsumer) -> KafkaConsumer:
     return consumer
 
 
+def group_consumer(
+    settings: CommonSettings,
+    topics: Sequence[str],
+    group_id: str,
+    max_poll_records: int,
+    **tuning: Any,
+) -> KafkaConsumer:
+    """A ``read_committed`` member of ``group_id`` over ``topics`` that never commits on its own:
+    offsets move only when its owner commits them (in a transaction, or after its state is saved).
+    A new group starts at the earliest offset; prefetch is bounded. ``tuning``: further kafka-python
+    settings (they override these)."""
+    config: dict[str, Any] = {
+        **client_config(settings),
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "isolation_level": "read_committed",
+        "auto_offset_reset": "earliest",
+        "max_poll_records": max_poll_records,
+        "fetch_max_bytes": FETCH_MAX_BYTES,
+        **tuning,
+    }
+    with map_kafka_errors(f"consumer of group {group_id}"):
+        return survive_poll_timeout_during_join(KafkaConsumer(*topics, **config))
+
+
 def batch_consumer(settings: ConsumerSettings, topic: str) -> KafkaConsumer:
-    """A ``read_committed`` group consumer with bounded prefetch; offsets only move inside
-    transactions."""
-    with map_kafka_errors("consumer"):
-        return survive_poll_timeout_during_join(
-            KafkaConsumer(
-                topic,
-                **client_config(settings),
-                group_id=settings.consumer_group,
-                enable_auto_commit=False,
-                isolation_level="read_committed",
-                auto_offset_reset="earliest",
-                max_poll_records=settings.batch_max_messages,
-                # bounded memory: at most this much fetched ahead of the loop
-                fetch_max_bytes=8 * 1024 * 1024,
-                max_partition_fetch_bytes=max(1024 * 1024, settings.max_message_bytes + 1024),
-                # a batch is polled, scored and committed before the next poll; it must fit in this
-                max_poll_interval_ms=300_000,
-                partition_assignment_strategy=_assignors(),
-            )
+    """The allocation loop's consumer: offsets only move inside its transactions."""
+    return group_consumer(
+        settings,
+        [topic],
+        settings.consumer_group,
+        settings.batch_max_messages,
+        max_partition_fetch_bytes=max(1024 * 1024, settings.max_message_bytes + 1024),
+        # a batch is polled, scored and committed before the next poll; it must fit in this
+        max_poll_interval_ms=300_000,
+        partition_assignment_strategy=_assignors(),
+    )
+
+
+def reader(settings: CommonSettings) -> KafkaConsumer:
+    """A consumer with no group, for reading chosen offsets (``assign`` + ``seek``): committed data
+    only, never an offset commit."""
+    with map_kafka_errors("reader"):
+        return KafkaConsumer(
+            **client_config(settings),
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
         )
 
 
@@ -136,9 +188,8 @@ def ensure_topics(
                     )
                     for t in missing
                 ]
-                with contextlib.suppress(
-                    kerrors.TopicAlreadyExistsError
-                ):  # another pod won the race
+                # another pod may win the race
+                with contextlib.suppress(kerrors.TopicAlreadyExistsError):
                     admin.create_topics(new)
             return missing
         finally:
@@ -160,7 +211,17 @@ def lag(consumer: KafkaConsumer) -> tuple[int, int]:
     return len(assignment), behind
 
 
-def rewind(consumer: KafkaConsumer, records: list[Any]) -> None:
+def next_offsets(records: Iterable[Record]) -> dict[TopicPartition, OffsetAndMetadata]:
+    """The offsets to commit after ``records``: one past the last record of each partition."""
+    out: dict[TopicPartition, OffsetAndMetadata] = {}
+    for r in records:
+        tp = TopicPartition(r.topic, r.partition)
+        if tp not in out or out[tp].offset <= r.offset:
+            out[tp] = OffsetAndMetadata(r.offset + 1, "", -1)
+    return out
+
+
+def rewind(consumer: KafkaConsumer, records: Iterable[Record]) -> None:
     """Seek every still-owned partition of ``records`` back to its first record, to process them
     again."""
     first: dict[TopicPartition, int] = {}

@@ -1,17 +1,18 @@
 """The hot loop: one bounded micro-batch at a time, outputs and input offsets in one Kafka
 transaction.
 
-Commit protocol, per micro-batch (DESIGN section 5):
+Commit protocol, per micro-batch (DESIGN section 5); each step is marked ``# (n)`` in the code:
 1. ``poll`` at most ``batch_max_messages`` records (``read_committed``; bounded fetch, so bounded
    memory).
-2. Decode each record; a bad one becomes a DLQ record with its reason, never an exception.
+2. Decode each record; a bad one becomes a ``DeadLetter`` with its reason, never an exception.
 3. Route the good ones under the plan in force at the start of the batch (one strategy version per
-   batch).
-4. ``begin_transaction``; send allocations, shadow results and DLQ records; add the next input
+   batch); a model failure on one record makes that record a dead letter, not the batch.
+4. ``begin_transaction``; send allocations, shadow results and dead letters; add the next input
    offsets with the consumer group metadata (KIP-447 fencing); ``commit_transaction``.
 5. On a transaction error: abort, seek every partition of the batch back to its first record, and
    retry it. ``ProducerFencedError`` (a newer instance took over) is fatal: the process exits and is
-   restarted.
+   restarted. An abort that fails is fatal too (``BrokerError``).
+With no plan yet (no strategy and no configured model), the batch is rewound, not lost.
 The batch is committed before the next ``poll``, so a rebalance never finds work in flight, and a
 SIGTERM (``stop`` set) lets the current batch finish before the loop returns.
 """
@@ -21,12 +22,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer
 from kafka import errors as kerrors
 
 from consumer import __version__
@@ -34,9 +34,9 @@ from consumer.contracts.messages import Source, dump
 from consumer.decode import decode_complaint
 from consumer.errors import BrokerError, ContractError
 from consumer.hooks import LoopHooks
-from consumer.kafka import rewind
+from consumer.kafka import Record, next_offsets, rewind
 from consumer.plan import Plan
-from consumer.router import Item, Router
+from consumer.router import Item, Routed, Router
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,19 @@ class Topics:
     dlq: str
 
 
-def dlq_headers(rec: Any, code: str, message: str) -> list[tuple[str, bytes]]:
+@dataclass(frozen=True)
+class DeadLetter:
+    """A record the loop could not allocate, and why: it goes to the DLQ unchanged (same key and
+    value), with ``dlq_headers`` saying where it came from. ``code`` is one of
+    ``errors.DLQ_REASONS``."""
+
+    record: Record
+    code: str
+    message: str
+
+
+def dlq_headers(rec: Record, code: str, message: str) -> list[tuple[str, bytes]]:
+    """The ``dlq/v1`` headers: the reason, the source coordinates, the consumer version, when."""
     now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return [
         (k, v.encode())
@@ -66,6 +78,11 @@ def dlq_headers(rec: Any, code: str, message: str) -> list[tuple[str, bytes]]:
 
 
 class Loop:
+    """Allocates what ``consumer`` reads, exactly once, through ``producer``'s transactions.
+
+    ``plan`` returns the plan in force (or None before there is one); it is read once per batch.
+    """
+
     def __init__(
         self,
         consumer: KafkaConsumer,
@@ -89,14 +106,17 @@ class Loop:
         self._router: Router | None = None
 
     def run(self, stop: threading.Event) -> None:
+        """Process batches until ``stop`` is set; the batch in hand is finished first."""
         while not stop.is_set():
+            # (1)
             polled = self.consumer.poll(timeout_ms=self.wait_ms, max_records=self.max_records)
-            records = [r for batch in polled.values() for r in batch]
+            records: list[Record] = [r for batch in polled.values() for r in batch]
             if records:
                 self.process(records)
             self.hooks.after_poll(self.consumer)
 
     def router(self) -> Router | None:
+        """A router over the plan in force, rebuilt only when the plan object changes."""
         plan = self.plan()
         if plan is None:
             return None
@@ -104,65 +124,70 @@ class Loop:
             self._router = Router(plan)
         return self._router
 
-    def process(self, records: list[Any]) -> None:
+    def process(self, records: Sequence[Record]) -> None:
+        """One micro-batch: committed with its outputs, or rewound to be read again."""
         started = time.monotonic()
         router = self.router()
         if router is None:  # no model yet: leave the records for later, do not lose them
-            self._rewind(records)
+            rewind(self.consumer, records)
             time.sleep(self.wait_ms / 1000)
             return
-        items, dead = [], []
-        for rec in records:
-            try:
-                c = decode_complaint(rec.value, *self.limits)
-            except ContractError as exc:
-                dead.append((rec, exc.code, str(exc)))
-                continue
-            items.append(
-                (
-                    rec,
-                    Item(
-                        c,
-                        Source(topic=rec.topic, partition=rec.partition, offset=rec.offset),
-                        started,
-                    ),
-                )
-            )
+        items, dead = self._decode(records, started)  # (2)
+        routed = router.route([item for _, item in items])  # (3)
         by_item = {id(item): rec for rec, item in items}
-        routed = router.route([item for _, item in items])
-        dead += [(by_item[id(it)], exc.code, str(exc)) for it, exc in routed.failures]
+        dead += [DeadLetter(by_item[id(it)], exc.code, str(exc)) for it, exc in routed.failures]
         try:
-            self.producer.begin_transaction()
-            for item, alloc in routed.allocations:
-                self.producer.send(
-                    self.topics.allocations,
-                    key=item.complaint.complaint_id.encode(),
-                    value=dump(alloc),
-                )
-            for shadow in routed.shadows:
-                self.producer.send(
-                    self.topics.shadow, key=shadow.complaint_id.encode(), value=dump(shadow)
-                )
-            for rec, code, message in dead:
-                self.producer.send(
-                    self.topics.dlq,
-                    key=rec.key,
-                    value=rec.value,
-                    headers=dlq_headers(rec, code, message),
-                )
-            self.producer.send_offsets_to_transaction(
-                self._next_offsets(records), self.consumer.group_metadata()
-            )
-            self.producer.commit_transaction()
+            self._transact(records, routed, dead)  # (4)
         except kerrors.ProducerFencedError:
             raise
-        except kerrors.KafkaError as exc:
+        except kerrors.KafkaError as exc:  # (5)
             log.warning("transaction failed; retrying the batch", extra={"error": repr(exc)})
             self._abort()
-            self._rewind(records)
+            rewind(self.consumer, records)
             self.hooks.aborted()
             return
         self.hooks.committed(records, routed, dead, started)
+
+    def _decode(
+        self, records: Sequence[Record], started: float
+    ) -> tuple[list[tuple[Record, Item]], list[DeadLetter]]:
+        items: list[tuple[Record, Item]] = []
+        dead: list[DeadLetter] = []
+        for rec in records:
+            try:
+                complaint = decode_complaint(rec.value, *self.limits)
+            except ContractError as exc:
+                dead.append(DeadLetter(rec, exc.code, str(exc)))
+                continue
+            source = Source(topic=rec.topic, partition=rec.partition, offset=rec.offset)
+            items.append((rec, Item(complaint, source, started)))
+        return items, dead
+
+    def _transact(
+        self, records: Sequence[Record], routed: Routed, dead: Sequence[DeadLetter]
+    ) -> None:
+        send = self.producer.send
+        self.producer.begin_transaction()
+        for item, alloc in routed.allocations:
+            send(
+                self.topics.allocations,
+                key=item.complaint.complaint_id.encode(),
+                value=dump(alloc),
+            )
+        for shadow in routed.shadows:
+            send(self.topics.shadow, key=shadow.complaint_id.encode(), value=dump(shadow))
+        for d in dead:
+            send(
+                self.topics.dlq,
+                key=d.record.key,
+                value=d.record.value,
+                headers=dlq_headers(d.record, d.code, d.message),
+            )
+        # the input offsets commit with the outputs, fenced by the group generation (KIP-447)
+        self.producer.send_offsets_to_transaction(
+            next_offsets(records), self.consumer.group_metadata()
+        )
+        self.producer.commit_transaction()
 
     def _abort(self) -> None:
         """Abort the open transaction. An abort that fails leaves the producer unusable
@@ -174,15 +199,3 @@ class Loop:
             raise BrokerError(
                 f"transaction abort failed; the producer is unusable: {exc!r}"
             ) from exc
-
-    @staticmethod
-    def _next_offsets(records: list[Any]) -> dict[TopicPartition, OffsetAndMetadata]:
-        out: dict[TopicPartition, OffsetAndMetadata] = {}
-        for r in records:
-            tp = TopicPartition(r.topic, r.partition)
-            if tp not in out or out[tp].offset <= r.offset:
-                out[tp] = OffsetAndMetadata(r.offset + 1, "", -1)
-        return out
-
-    def _rewind(self, records: list[Any]) -> None:
-        rewind(self.consumer, records)

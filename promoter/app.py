@@ -63,23 +63,16 @@ def build_evaluator(
 def group_consumer(settings: PromoterSettings, topics: list[str]) -> KafkaConsumer:
     """One group over the three topics, read_committed, offsets committed by the loop after the
     state."""
-    with kafka.map_kafka_errors("promoter consumer"):
-        return kafka.survive_poll_timeout_during_join(
-            KafkaConsumer(
-                *topics,
-                **kafka.client_config(settings),
-                group_id=settings.promoter_group,
-                enable_auto_commit=False,
-                isolation_level="read_committed",
-                auto_offset_reset="earliest",
-                max_poll_records=MAX_RECORDS,
-                fetch_max_bytes=8 * 1024 * 1024,
-                # a crashed promoter's partitions move after 10 s, not 45: replays are cheap and
-                # double-count nothing
-                session_timeout_ms=10_000,
-                heartbeat_interval_ms=3_000,
-            )
-        )
+    return kafka.group_consumer(
+        settings,
+        topics,
+        settings.promoter_group,
+        MAX_RECORDS,
+        # a crashed promoter's partitions move after 10 s, not 45: replays are cheap and
+        # double-count nothing
+        session_timeout_ms=10_000,
+        heartbeat_interval_ms=3_000,
+    )
 
 
 def promote(settings: PromoterSettings, stop: threading.Event | None = None) -> int:

@@ -28,7 +28,7 @@ from typing import Any
 import redis
 from kafka import KafkaConsumer, TopicPartition
 
-from consumer.kafka import client_config, map_kafka_errors
+from consumer.kafka import map_kafka_errors, reader
 from consumer.settings import CommonSettings
 from consumer.store import map_redis_errors
 from promoter.records import AllocRec, FeedbackRec
@@ -137,13 +137,7 @@ def export(settings: CommonSettings, client: redis.Redis, out: Path) -> ExportRe
     it."""
     report, keys = ExportReport(), Keys(settings.redis_prefix)
     tmp = out.with_name(out.name + ".tmp")
-    with map_kafka_errors("export consumer"):
-        consumer = KafkaConsumer(
-            **client_config(settings),
-            group_id=None,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-        )
+    consumer = reader(settings)
     try:
         with tmp.open("w", encoding="utf-8") as f:
             for wanted in _joined(client, keys, report):

@@ -21,14 +21,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
-from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
+from kafka import KafkaConsumer
 from kafka import errors as kerrors
 
 from consumer.errors import StoreUnavailableError, StrategyError
-from consumer.kafka import rewind
+from consumer.kafka import Record, next_offsets, rewind
 from consumer.store import HISTORY_LIMIT, StrategyStore
 from promoter.evaluate import Evaluator, Verdict
 from promoter.experiments import Experiment, running
@@ -106,7 +105,7 @@ class PromoterLoop:
             self.hooks.after_poll(self.consumer)
             self.tick()
 
-    def process(self, records: list[Any]) -> bool:
+    def process(self, records: Sequence[Record]) -> bool:
         """Apply, commit, evaluate one batch; False when it must be retried (Redis unavailable)."""
         started = time.monotonic()
         batch: list[Decoded] = [
@@ -163,18 +162,12 @@ class PromoterLoop:
             log.warning("evaluation skipped: Redis unavailable", extra={"error": str(exc)})
             return []
 
-    def _commit(self, records: list[Any]) -> None:
-        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
-        for r in records:
-            tp = TopicPartition(r.topic, r.partition)
-            if tp not in offsets or offsets[tp].offset <= r.offset:
-                offsets[tp] = OffsetAndMetadata(r.offset + 1, "", -1)
+    def _commit(self, records: Sequence[Record]) -> None:
         try:
-            self.consumer.commit(offsets)
-        except (
-            kerrors.KafkaError
-        ) as exc:  # e.g. a rebalance: the next owner replays, and the state drops it
+            self.consumer.commit(next_offsets(records))
+        # e.g. a rebalance: the next owner replays, and the state drops it
+        except kerrors.KafkaError as exc:
             log.warning("offset commit failed", extra={"error": repr(exc)})
 
-    def _rewind(self, records: list[Any]) -> None:
+    def _rewind(self, records: Sequence[Record]) -> None:
         rewind(self.consumer, records)
