@@ -79,7 +79,7 @@ class Reader(threading.Thread):
             raise SystemExit(f"only {len(self.seen)} of {n} allocations arrived within {timeout}s")
 
 
-def main() -> None:
+def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -95,26 +95,20 @@ def main() -> None:
     )
     ap.add_argument("--partitions", type=int, default=2)
     ap.add_argument("--latency-seconds", type=float, default=30.0)
-    args = ap.parse_args()
+    return ap.parse_args()
 
-    package = str(minilm_package(args.package))
-    rows = cfpb_texts(args.messages)
-    texts = [t for _, t in rows]
-    bare_before = bare(package, texts, args.batch, args.sub_batch)
-    print(f"bare onnxruntime: {bare_before:.1f} texts/s", file=sys.stderr)
 
-    env = stack_env()
-    run = uuid.uuid4().hex[:8]
-    topics = {
+def _consumer_env(
+    args: argparse.Namespace, package: str, env: dict[str, str], run: str
+) -> dict[str, str]:
+    """``allocator consume``'s environment: the stack, topics and keys of this run only."""
+    return {
+        **os.environ,
+        **env,
         "ALLOCATOR_TOPIC_COMPLAINTS": f"bench-in-{run}",
         "ALLOCATOR_TOPIC_ALLOCATIONS": f"bench-out-{run}",
         "ALLOCATOR_TOPIC_SHADOW": f"bench-shadow-{run}",
         "ALLOCATOR_TOPIC_DLQ": f"bench-dlq-{run}",
-    }
-    cenv = {
-        **os.environ,
-        **env,
-        **topics,
         "ALLOCATOR_MODEL_DIR": package,
         "ALLOCATOR_REDIS_PREFIX": f"bench-{run}:",
         "ALLOCATOR_CONSUMER_GROUP": f"bench-{run}",
@@ -124,39 +118,23 @@ def main() -> None:
         "ALLOCATOR_MAX_SUB_BATCH": str(args.sub_batch),
         "ALLOCATOR_LOG_LEVEL": "WARNING",
     }
-    subprocess.run(
-        [sys.executable, "-m", "allocator", "topics", "create"],
-        env=cenv,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    producer = KafkaProducer(
-        bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"], linger_ms=20, acks="all"
-    )
 
-    def send(cid: str, text: str) -> None:
+
+class Feed:
+    """Sends complaint/v1 documents to the input topic."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.topic = topic
+        self.producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks="all")
+
+    def send(self, cid: str, text: str) -> None:
         doc = {"schema": "complaint/v1", "complaint_id": cid, "text": text}
-        producer.send(
-            topics["ALLOCATOR_TOPIC_COMPLAINTS"], key=cid.encode(), value=json.dumps(doc).encode()
-        )
+        self.producer.send(self.topic, key=cid.encode(), value=json.dumps(doc).encode())
 
-    for i, (cid, text) in enumerate(rows):
-        send(f"sat-{i}-{cid}", text)
-    producer.flush()
-    reader = Reader(env["KAFKA_BOOTSTRAP_SERVERS"], topics["ALLOCATOR_TOPIC_ALLOCATIONS"])
-    reader.start()
-    proc = subprocess.Popen([sys.executable, "-m", "allocator", "consume"], env=cenv)
-    try:
-        reader.wait_for(len(rows), timeout=30 + 3 * len(rows) / max(1.0, bare_before) + 60)
-        stamps = sorted(reader.allocated_at.values())
-        first = stamps[0]
-        later = [s for s in stamps if s > first + 1e-3]  # after the first committed batch
-        e2e_per_s = len(later) / (later[-1] - first)
-
-        rate = e2e_per_s / 2
+    def at_rate(self, rows: list[tuple[str, str]], rate: float, n: int) -> dict[str, float]:
+        """Send ``n`` messages at ``rate`` per second; returns when each key was sent."""
         sent: dict[str, float] = {}
         start = time.time()
-        n = int(rate * args.latency_seconds)
         for i in range(n):
             delay = start + i / rate - time.time()
             if delay > 0:
@@ -164,16 +142,63 @@ def main() -> None:
             cid, text = rows[i % len(rows)]
             key = f"lat-{i}-{cid}"
             sent[key] = time.time()
-            send(key, text)
-        producer.flush()
-        reader.wait_for(len(rows) + n, timeout=60)
+            self.send(key, text)
+        self.producer.flush()
+        return sent
+
+
+def _saturation_rate(reader: Reader, n: int, timeout: float) -> float:
+    """Messages per second over the pre-loaded backlog, from the first committed batch on."""
+    reader.wait_for(n, timeout=timeout)
+    stamps = sorted(reader.allocated_at.values())
+    first = stamps[0]
+    later = [s for s in stamps if s > first + 1e-3]  # after the first committed batch
+    return len(later) / (later[-1] - first)
+
+
+def _e2e(
+    args: argparse.Namespace, package: str, rows: list[tuple[str, str]], bare_per_s: float
+) -> tuple[float, float, np.ndarray]:
+    """(saturated msg/s, the half rate used, latencies in ms at that rate), exactly-once on."""
+    env = stack_env()
+    cenv = _consumer_env(args, package, env, uuid.uuid4().hex[:8])
+    subprocess.run(
+        [sys.executable, "-m", "allocator", "topics", "create"],
+        env=cenv,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    feed = Feed(env["KAFKA_BOOTSTRAP_SERVERS"], cenv["ALLOCATOR_TOPIC_COMPLAINTS"])
+    for i, (cid, text) in enumerate(rows):
+        feed.send(f"sat-{i}-{cid}", text)
+    feed.producer.flush()
+    reader = Reader(env["KAFKA_BOOTSTRAP_SERVERS"], cenv["ALLOCATOR_TOPIC_ALLOCATIONS"])
+    reader.start()
+    proc = subprocess.Popen([sys.executable, "-m", "allocator", "consume"], env=cenv)
+    try:
+        timeout = 30 + 3 * len(rows) / max(1.0, bare_per_s) + 60
+        e2e_per_s = _saturation_rate(reader, len(rows), timeout)
+        rate = e2e_per_s / 2
+        sent = feed.at_rate(rows, rate, int(rate * args.latency_seconds))
+        reader.wait_for(len(rows) + len(sent), timeout=60)
         lat = np.array([(reader.seen[k] - t0) * 1000 for k, t0 in sent.items()])
     finally:
         proc.terminate()
         proc.wait(timeout=30)
         reader.stop.set()
         reader.join()
-        producer.close()
+        feed.producer.close()
+    return e2e_per_s, rate, lat
+
+
+def main() -> None:
+    args = _args()
+    package = str(minilm_package(args.package))
+    rows = cfpb_texts(args.messages)
+    texts = [t for _, t in rows]
+    bare_before = bare(package, texts, args.batch, args.sub_batch)
+    print(f"bare onnxruntime: {bare_before:.1f} texts/s", file=sys.stderr)
+    e2e_per_s, rate, lat = _e2e(args, package, rows, bare_before)
     # bare again after the e2e run, and the faster of the two is the reference: CPU speed drifts on
     # shared machines, and the ratio must not flatter the pipeline
     bare_after = bare(package, texts, args.batch, args.sub_batch)
@@ -187,26 +212,23 @@ def main() -> None:
     print(f"{'ratio e2e/bare':32} {ratio:10.3f}")
     print(f"{'latency p50 at half rate (ms)':32} {p50:10.1f}")
     print(f"{'latency p99 at half rate (ms)':32} {p99:10.1f}")
-    print(
-        json.dumps(
-            {
-                "bare_per_s": round(bare_per_s, 2),
-                "e2e_per_s": round(e2e_per_s, 2),
-                "ratio": round(ratio, 4),
-                "bare_before_per_s": round(bare_before, 2),
-                "bare_after_per_s": round(bare_after, 2),
-                "p50_ms": round(p50, 1),
-                "p99_ms": round(p99, 1),
-                "latency_rate_per_s": round(rate, 2),
-                "messages": len(rows),
-                "batch": args.batch,
-                "sub_batch": args.sub_batch,
-                "partitions": args.partitions,
-                "cpus": cpu_limit(),
-                "package": package,
-            }
-        )
-    )
+    summary = {
+        "bare_per_s": round(bare_per_s, 2),
+        "e2e_per_s": round(e2e_per_s, 2),
+        "ratio": round(ratio, 4),
+        "bare_before_per_s": round(bare_before, 2),
+        "bare_after_per_s": round(bare_after, 2),
+        "p50_ms": round(p50, 1),
+        "p99_ms": round(p99, 1),
+        "latency_rate_per_s": round(rate, 2),
+        "messages": len(rows),
+        "batch": args.batch,
+        "sub_batch": args.sub_batch,
+        "partitions": args.partitions,
+        "cpus": cpu_limit(),
+        "package": package,
+    }
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

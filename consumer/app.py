@@ -29,40 +29,15 @@ log = logging.getLogger("consumer")
 
 def consume(settings: ConsumerSettings, stop: threading.Event | None = None) -> int:
     """Run until SIGTERM/SIGINT (or ``stop``); drain the batch in flight, leave the group,
-    return 0."""
+    return 0 (1 when the broker failed or a newer instance fenced this one: restart it)."""
     logs.setup(settings.log_level)
     stop = stop or threading.Event()
     registry = CollectorRegistry()
     metrics = ConsumerMetrics(registry)
     if settings.create_topics:
-        created = kafka.ensure_topics(
-            settings,
-            [
-                settings.topic_complaints,
-                settings.topic_allocations,
-                settings.topic_shadow,
-                settings.topic_dlq,
-            ],
-        )
-        if created:
-            log.info("topics created", extra={"topics": created})
+        _create_topics(settings)
     threads = settings.ort_threads or cpu_limit()
-    client = store.connect(settings)
-    models = Registry(client, settings.redis_prefix, settings.model_cache_dir, settings.hub_offline)
-    fallback = (
-        config_plan(settings.model_dir, threads, settings.max_sub_batch)
-        if settings.model_dir
-        else None
-    )
-    watcher = StrategyWatcher(
-        StrategyStore(client, settings.redis_prefix, models),
-        models,
-        metrics,
-        settings.strategy_poll_s,
-        threads,
-        settings.max_sub_batch,
-        fallback,
-    )
+    watcher = _watcher(settings, metrics, threads)
     watcher.start()
     producer = kafka.transactional_producer(settings)
     consumer = kafka.batch_consumer(settings, settings.topic_complaints)
@@ -71,29 +46,11 @@ def consume(settings: ConsumerSettings, stop: threading.Event | None = None) -> 
     def ready() -> tuple[bool, str]:
         ok = watcher.plan is not None
         metrics.up.set(1 if ok else 0)
-        return (
-            ok,
-            "serving"
-            if ok
-            else "no model plan yet (no strategy in Redis and no ALLOCATOR_MODEL_DIR)",
-        )
+        return ok, "serving" if ok else NOT_READY
 
     live = heartbeat(lambda: hooks.last_beat)
     health = HealthServer(settings.metrics_port, registry, live, ready).start()
-
-    def on_signal(*_: object) -> None:
-        stop.set()
-        # kafka-python's commit/abort wait without a deadline when the broker is gone: never outlive
-        # the grace period. An open transaction is aborted by the broker (or by our restart), so
-        # nothing is lost.
-        deadline = threading.Timer(
-            settings.drain_timeout_s, _hard_exit, args=(settings.drain_timeout_s,)
-        )
-        deadline.daemon = True
-        deadline.start()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
+    _on_signals(stop, settings.drain_timeout_s)
     loop = Loop(
         consumer,
         producer,
@@ -124,15 +81,66 @@ def consume(settings: ConsumerSettings, stop: threading.Event | None = None) -> 
         return 1
     finally:
         t0 = time.monotonic()
-        consumer.close(
-            autocommit=False
-        )  # leave the group now: partitions move without a session timeout
+        # leave the group now: partitions move without waiting for a session timeout
+        consumer.close(autocommit=False)
         producer.close(timeout=settings.drain_timeout_s)
         watcher.stop()
         metrics.drain_seconds.set(time.monotonic() - t0)
         health.stop()
         log.info("drained", extra={"seconds": round(time.monotonic() - t0, 3)})
     return 0
+
+
+NOT_READY = "no model plan yet (no strategy in Redis and no ALLOCATOR_MODEL_DIR)"
+
+
+def _create_topics(settings: ConsumerSettings) -> None:
+    topics = [
+        settings.topic_complaints,
+        settings.topic_allocations,
+        settings.topic_shadow,
+        settings.topic_dlq,
+    ]
+    created = kafka.ensure_topics(settings, topics)
+    if created:
+        log.info("topics created", extra={"topics": created})
+
+
+def _watcher(settings: ConsumerSettings, metrics: ConsumerMetrics, threads: int) -> StrategyWatcher:
+    """The strategy watcher over Redis, with ``ALLOCATOR_MODEL_DIR`` (if set) as the plan to serve
+    until a strategy exists."""
+    client = store.connect(settings)
+    models = Registry(client, settings.redis_prefix, settings.model_cache_dir, settings.hub_offline)
+    fallback = (
+        config_plan(settings.model_dir, threads, settings.max_sub_batch)
+        if settings.model_dir
+        else None
+    )
+    return StrategyWatcher(
+        StrategyStore(client, settings.redis_prefix, models),
+        models,
+        metrics,
+        settings.strategy_poll_s,
+        threads,
+        settings.max_sub_batch,
+        fallback,
+    )
+
+
+def _on_signals(stop: threading.Event, drain_timeout_s: float) -> None:
+    """SIGTERM/SIGINT set ``stop`` and arm a hard exit after the drain timeout."""
+
+    def on_signal(*_: object) -> None:
+        stop.set()
+        # kafka-python's commit/abort wait without a deadline when the broker is gone: never outlive
+        # the grace period. An open transaction is aborted by the broker (or by our restart), so
+        # nothing is lost.
+        deadline = threading.Timer(drain_timeout_s, _hard_exit, args=(drain_timeout_s,))
+        deadline.daemon = True
+        deadline.start()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
 
 
 def _hard_exit(seconds: float) -> None:

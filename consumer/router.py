@@ -41,6 +41,8 @@ from consumer.package import TaskHead
 from consumer.plan import Plan
 
 Want = tuple[Arm, str, str | None]  # per task: published arm, published model ref, shadow model ref
+# per model ref, per batch row: the heads' probabilities and whether the text was truncated
+Outputs = dict[str, dict[int, tuple[dict[str, np.ndarray], bool]]]
 
 
 @dataclass(frozen=True)
@@ -157,7 +159,7 @@ class Router:
                 cache.update(
                     zip(todo, enc.encode([items[i].complaint.text for i in todo]), strict=True)
                 )
-        outputs: dict[str, dict[int, tuple[dict[str, np.ndarray], bool]]] = {}
+        outputs: Outputs = {}
         failed: dict[int, InferenceError] = {}
         seconds: dict[str, float] = {}
         for ref, idx in sorted(needed.items()):
@@ -192,44 +194,55 @@ class Router:
             except InferenceError as exc:
                 failed[i] = exc
 
+    def _predictions(
+        self, want: dict[str, Want], outputs: Outputs, i: int
+    ) -> tuple[dict[str, Prediction], dict[str, Prediction]]:
+        """Row ``i``'s published and shadow predictions, per task."""
+        preds, shadow_preds = {}, {}
+        for task, (arm, published, shadow) in want.items():
+            probs, trunc = outputs[published][i]
+            head = self.plan.models[published].heads[task]
+            preds[task] = predict(head, probs[task], self.refs[published], arm, trunc)
+            if shadow:
+                sprobs, strunc = outputs[shadow][i]
+                shead = self.plan.models[shadow].heads[task]
+                shadow_preds[task] = predict(
+                    shead, sprobs[task], self.refs[shadow], "shadow", strunc
+                )
+        return preds, shadow_preds
+
+    def _champion_flags_vulnerable(self, outputs: Outputs, i: int) -> bool:
+        """The guardrail during an experiment on ``vulnerable``: the champion's flag still sends
+        the complaint to the vulnerable journey, whatever the published arm says."""
+        guard = self.plan.strategy.tasks["vulnerable"]
+        if guard.mode == "champion":
+            return False
+        cprobs, _ = outputs[guard.champion][i]
+        chead = self.plan.models[guard.champion].heads["vulnerable"]
+        positive = chead.labels.index(chead.positive_label or "yes")
+        return bool(cprobs["vulnerable"][positive] >= chead.threshold)
+
     def _build(
         self,
         item: Item,
         want: dict[str, Want],
-        outputs: dict[str, dict[int, tuple[dict[str, np.ndarray], bool]]],
+        outputs: Outputs,
         i: int,
         stamp: datetime,
         now: float,
     ) -> tuple[Allocation, ShadowResult | None]:
         plan = self.plan
-        preds, shadow_preds = {}, {}
-        for task, (arm, published, shadow) in want.items():
-            probs, trunc = outputs[published][i]
-            head = plan.models[published].heads[task]
-            preds[task] = predict(head, probs[task], self.refs[published], arm, trunc)
-            if shadow:
-                sprobs, strunc = outputs[shadow][i]
-                shead = plan.models[shadow].heads[task]
-                shadow_preds[task] = predict(
-                    shead, sprobs[task], self.refs[shadow], "shadow", strunc
-                )
+        preds, shadow_preds = self._predictions(want, outputs, i)
         vulnerable = preds["vulnerable"].label == _positive(plan, want["vulnerable"][1])
-        guard = plan.strategy.tasks["vulnerable"]
         reasons = [
             f"{t}_low_confidence"
             for t, p in preds.items()
             if p.score < plan.models[want[t][1]].heads[t].review_threshold
         ]
         journey_vulnerable = vulnerable
-        if guard.mode != "champion" and not vulnerable:
-            cprobs, _ = outputs[guard.champion][i]
-            chead = plan.models[guard.champion].heads["vulnerable"]
-            if (
-                cprobs["vulnerable"][chead.labels.index(chead.positive_label or "yes")]
-                >= chead.threshold
-            ):
-                journey_vulnerable = True
-                reasons.append("vulnerable_guardrail")
+        if not vulnerable and self._champion_flags_vulnerable(outputs, i):
+            journey_vulnerable = True
+            reasons.append("vulnerable_guardrail")
         source, complaint = item.source, item.complaint
         did = decision_id(source)
         alloc = Allocation(

@@ -15,10 +15,12 @@ import secrets
 import sys
 import threading
 import time
+from typing import Any
 
 from demo import procs as procs_mod
 from demo.flow import ROOT, Demo, complaints
 from demo.report import report
+from demo.screen import Screen
 
 
 def stack_env() -> dict[str, str]:
@@ -29,7 +31,7 @@ def stack_env() -> dict[str, str]:
     return up()
 
 
-def main() -> int:
+def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -39,7 +41,36 @@ def main() -> int:
     ap.add_argument("--messages", type=int, help="complaints to stream (default 1600; quick: 300)")
     ap.add_argument("--rate", type=float, help="complaints per second (default 20; quick: 100)")
     ap.add_argument("--down", action="store_true", help="stop what a previous demo left running")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def _lifecycle(demo: Demo, docs: list[dict[str, Any]], screen: Screen, challenger: str) -> None:
+    """Stream a quarter of ``docs`` under the champion alone, a quarter with ``challenger`` in
+    shadow, then the rest with it as a 20% canary."""
+    half = len(docs) // 2
+    demo.stream(docs[: half // 2], screen, "champion only")
+    demo.cli("strategy", "shadow", challenger, "--reason", "demo: challenger in shadow")
+    demo.stream(docs[half // 2 : half], screen, "shadow")
+    # the promoter may already have earned the challenger a canary on some tasks: move only the
+    # others
+    tasks = json.loads(demo.cli("strategy", "show", quiet=True))["tasks"]
+    for task in sorted(t for t, plan in tasks.items() if plan["mode"] == "shadow"):
+        demo.cli(
+            "strategy",
+            "canary",
+            challenger,
+            "--weight",
+            "0.2",
+            "--task",
+            task,
+            "--reason",
+            "demo: 20% canary",
+        )
+    demo.stream(docs[half:], screen, "canary 20%")
+
+
+def main() -> int:
+    args = _args()
     os.chdir(ROOT)
     if args.down:
         return procs_mod.down()
@@ -59,27 +90,7 @@ def main() -> int:
     try:
         screen = demo.start(processes, token)
         humans = demo.humans(stop)
-        docs = list(complaints(messages))
-        half = len(docs) // 2
-        demo.stream(docs[: half // 2], screen, "champion only")
-        demo.cli("strategy", "shadow", chall_ref, "--reason", "demo: challenger in shadow")
-        demo.stream(docs[half // 2 : half], screen, "shadow")
-        # the promoter may already have earned the challenger a canary on some tasks: move only the
-        # others
-        tasks = json.loads(demo.cli("strategy", "show", quiet=True))["tasks"]
-        for task in sorted(t for t, plan in tasks.items() if plan["mode"] == "shadow"):
-            demo.cli(
-                "strategy",
-                "canary",
-                chall_ref,
-                "--weight",
-                "0.2",
-                "--task",
-                task,
-                "--reason",
-                "demo: 20% canary",
-            )
-        demo.stream(docs[half:], screen, "canary 20%")
+        _lifecycle(demo, list(complaints(messages)), screen, chall_ref)
         time.sleep(5)  # the last feedback reaches the promoter
         screen.show("done")
         stop.set()
