@@ -11,7 +11,7 @@ from grafana_foundation_sdk.builders import dashboard as dash_b
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import dashboard
 
-from dashboards import alerts, flow, models
+from dashboards import alerts, flow_dashboard, models_dashboard
 from dashboards.panels import DATASOURCE, Variable
 
 CHART_DIR = Path(__file__).resolve().parent.parent / "helm" / "complaints-allocation"
@@ -46,7 +46,7 @@ def _to_json(board: dash_b.Dashboard) -> str:
 def files() -> dict[Path, str]:
     """Path (relative to the chart) -> content of every generated file."""
     out: dict[Path, str] = {}
-    for module in (flow, models):
+    for module in (flow_dashboard, models_dashboard):
         board = module.build(_variables())
         uid = board.build().uid
         out[Path("dashboards") / f"{uid}.json"] = _to_json(board)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.models import tiny_package
+from tests.tiny_packages import tiny_package
 
 
 @pytest.fixture(scope="session")

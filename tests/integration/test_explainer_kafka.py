@@ -21,7 +21,7 @@ from explainer.errors import DecisionNotFoundError, InputGoneError
 from explainer.index import AllocationIndexer, DecisionIndex
 from explainer.sources import KafkaRecords, MemoryRecords
 from explainer.testing import decide
-from tests.models import tiny_package
+from tests.tiny_packages import tiny_package
 
 pytestmark = pytest.mark.integration
 

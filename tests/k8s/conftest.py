@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import _unavailable
-from tests.models import tiny_package
+from tests.tiny_packages import tiny_package
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "complaints-allocation"
