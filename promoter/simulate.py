@@ -6,8 +6,8 @@ a shadow to both). To be fast it evaluates ``sequential.evaluate``, the exact ru
 applies, on the running counts of all paths at once; a unit test checks the two agree label by
 label. The first non-wait answer ends an experiment.
 
-    python -m promoter.simulate   # a table, then one JSON object with the figures on the
-    last line
+    python -m promoter.simulate
+    # prints a table, then one JSON object with the figures on the last line
 """
 
 from __future__ import annotations

@@ -2,19 +2,21 @@
 double-counts nothing.
 
 Keys, under ``<prefix>promoter:``:
-    c:<complaint id>      hash: a / s / f (compact allocation, shadow, feedback), j / sj (join
-    markers); TTL
-                          join_ttl_s from its first record
-    parked                zset: complaint id -> when its feedback was parked (waiting for the
-    allocation) joined                zset: complaint id -> when joined (what ``export`` reads);
-    trimmed after join_ttl_s exp:<experiment id>   hash: the experiment (``Experiment.to_fields``),
-    its counters, ``decision``; TTL
-                          join_ttl_s from its last label, so a running experiment never expires
-    experiments           zset: experiment id -> last label time
-    summary               hash: ``<kind>.<outcome>`` counters (what ``status`` prints)
-    live                  hash: live accuracy / recall counters (``join.live_field``)
-    malformed             list: the last 1000 refused records (coordinates and reason, never
-    content) offset:<topic>:<p>    the next offset applied from that partition
+    c:<complaint id>     hash: a / s / f (compact allocation, shadow, feedback), j / sj (join
+                         markers); TTL join_ttl_s from its first record
+    parked               zset: complaint id -> when its feedback was parked (waiting for the
+                         allocation)
+    joined               zset: complaint id -> when joined (what ``export`` reads); trimmed
+                         after join_ttl_s
+    exp:<experiment id>  hash: the experiment (``Experiment.to_fields``), its counters,
+                         ``decision``; TTL join_ttl_s from its last label, so a running
+                         experiment never expires
+    experiments          zset: experiment id -> last label time
+    summary              hash: ``<kind>.<outcome>`` counters (what ``status`` prints)
+    live                 hash: live accuracy / recall counters (``join.live_field``)
+    malformed            list: the last 1000 refused records (coordinates and reason, never
+                         content)
+    offset:<topic>:<p>   the next offset applied from that partition
 
 Protocol of ``apply`` (one batch), retried from 1 when another writer touched a watched key:
 1. WATCH the batch's offset keys, complaint keys and running experiments; read them (one round
