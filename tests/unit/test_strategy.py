@@ -137,6 +137,13 @@ def test_round_trip_and_next_version() -> None:
 # plans -------------------------------
 
 ALL = ("issue", "team", "vulnerable")
+CANARY_ON_TEAM = {
+    "mode": "canary",
+    "champion": "m@1",
+    "challenger": "m@2",
+    "weight": 0.1,
+    "salt": "s",
+}
 
 
 def test_the_first_champion_takes_every_task_of_its_model() -> None:
@@ -145,17 +152,7 @@ def test_the_first_champion_takes_every_task_of_its_model() -> None:
 
 
 def test_a_champion_replaces_only_the_tasks_both_have_and_ends_their_experiments() -> None:
-    current = parse(
-        doc(
-            team={
-                "mode": "canary",
-                "champion": "m@1",
-                "challenger": "m@2",
-                "weight": 0.1,
-                "salt": "s",
-            }
-        )
-    )
+    current = parse(doc(team=CANARY_ON_TEAM))
     tasks = transitions.champion(current, "n@1", ("team", "extra"))
     assert tasks["team"] == TaskPlan("champion", "n@1")
     assert tasks["issue"] == TaskPlan("champion", "m@1")
@@ -173,17 +170,7 @@ def test_canary_and_shadow_keep_the_champion_and_salt_by_challenger() -> None:
 
 
 def test_promote_moves_the_challenger_up_and_skips_tasks_without_an_experiment() -> None:
-    current = parse(
-        doc(
-            team={
-                "mode": "canary",
-                "champion": "m@1",
-                "challenger": "m@2",
-                "weight": 0.1,
-                "salt": "s",
-            }
-        )
-    )
+    current = parse(doc(team=CANARY_ON_TEAM))
     tasks = transitions.promote(current)
     assert tasks["team"] == TaskPlan("champion", "m@2")
     assert tasks["issue"] == TaskPlan("champion", "m@1")
