@@ -29,7 +29,7 @@ from trainer import calibrate, splits
 from trainer.labels import IGNORE, UNKNOWN, LabelSpace, indices, load_label_space
 from trainer.metrics import evaluate, task_metrics
 from trainer.run_config import TrainConfig, load_config
-from trainer.scoring import OnnxScorer
+from trainer.scoring import Scorer
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "trainer" / "config" / "train.default.yaml"
 HUMAN = {"team": {"accuracy": 0.80}, "issue": {"accuracy": 0.71}, "vulnerable": {"recall": 0.60}}
@@ -70,7 +70,7 @@ def default_package(cfg: TrainConfig, digest: str, retrain: bool = False) -> Mod
     if not retrain and key_file.is_file() and key_file.read_text().strip() == key:
         return load_package(target)
     if retrain or not (run_dir / "package" / "manifest.json").is_file():
-        from trainer.pipeline import run
+        from trainer.train_command import run
 
         print(f"training the default model into {run_dir} (cache key {key})", file=sys.stderr)
         run(cfg, run_dir)
@@ -84,7 +84,7 @@ def default_package(cfg: TrainConfig, digest: str, retrain: bool = False) -> Mod
 
 def model_figures(pkg: ModelPackage, df: pd.DataFrame) -> dict[str, Any]:
     """The served decisions (int8 graph, calibrated thresholds) of ``pkg`` on ``df``."""
-    return evaluate(pkg.heads, OnnxScorer.for_package(pkg).score(list(df["text"])), df)
+    return evaluate(pkg.heads, Scorer(pkg).score(list(df["text"])), df)
 
 
 class TfidfBaseline:
@@ -176,9 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = load_config(args.config)
     space = load_label_space()
-    from trainer.pipeline import load_rows
-
-    rows, _, _ = load_rows(cfg.replace(limit_rows=0), space)
+    rows, _, _ = splits.load_rows(cfg.data, space)
     digest = splits.digest(rows)
     pkg = load_package(args.package) if args.package else default_package(cfg, digest, args.retrain)
     train, val, test = (splits.training_rows(rows, s) for s in ("train", "val", "test"))

@@ -65,7 +65,6 @@ def build_untrained(out: Path, max_length: int = 256) -> None:
     from trainer import export, model, packaging
     from trainer.labels import load_label_space
     from trainer.tiny import CHECK_TEXTS
-    from trainer.tokens import TextEncoder, serving_tokenizer
 
     if out.exists():
         shutil.rmtree(out)
@@ -73,18 +72,16 @@ def build_untrained(out: Path, max_length: int = 256) -> None:
     space = load_label_space()
     base = model.default_base_model()
     net = model.build(model.load_encoder(base), space.tasks, 0).eval()
-    tok = packaging.write_tokenizer(base / "tokenizer.json", out, max_length)
-    report = export.export_all(
-        net,
-        out,
-        TextEncoder(serving_tokenizer(tok, max_length), max_length, "head"),
-        CHECK_TEXTS,
-        min_int8_agreement=0.0,
+    packaging.write_tokenizer(base / "tokenizer.json", out, max_length)
+    name, version = "minilm-untrained", "bench-0"
+    fp32, served = packaging.draft_graphs(
+        out, space.tasks, max_length=max_length, truncation="head", name=name, version=version
     )
+    report = export.export_all(net, fp32, served, CHECK_TEXTS, min_int8_agreement=0.0)
     packaging.write_package(
         out,
-        name="minilm-untrained",
-        version="bench-0",
+        name=name,
+        version=version,
         heads=packaging.default_heads(space.tasks),
         report=report,
         max_length=max_length,

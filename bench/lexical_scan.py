@@ -19,65 +19,39 @@ import json
 import sys
 
 import numpy as np
+import pandas as pd
 
 from bench.accuracy import DEFAULT_CONFIG, TfidfBaseline
 from consumer.errors import ConfigError
-from consumer.package import load_package
-from trainer import lexical, splits
-from trainer.labels import IGNORE, indices, load_label_space
-from trainer.pipeline import load_rows
-from trainer.run_config import load_config
-from trainer.scoring import OnnxScorer
-from trainer.tokens import TextEncoder, serving_tokenizer, special_ids
+from consumer.package import ModelPackage, load_package
+from trainer import lexical, packaging, splits
+from trainer.labels import IGNORE, LabelSpace, indices, load_label_space
+from trainer.run_config import TrainConfig, load_config
+from trainer.scoring import Scorer
+from trainer.training_tokens import TrainingTokens
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.lexical_scan", description=__doc__)
-    parser.add_argument("--package", required=True, help="an encoder-only model package")
-    parser.add_argument("--wide", choices=["wordpiece", "word"], default="wordpiece")
-    parser.add_argument("--read-length", type=int, default=1024)
-    parser.add_argument("--buckets", type=int, default=262_144)
-    parser.add_argument("--c", type=float, default=8.0)
-    parser.add_argument(
-        "--weights", default="0.5", help="comma-separated mix weights of the lexical model"
-    )
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     pkg = load_package(args.package)
     if "lexical" in pkg.manifest["lineage"]:
         raise ConfigError(
             f"{pkg.ref} already mixes in a lexical model: scan an encoder-only package"
         )
     cfg, space = load_config(DEFAULT_CONFIG), load_label_space()
-    rows, _, _ = load_rows(cfg.replace(limit_rows=0), space)
+    rows, _, _ = splits.load_rows(cfg.data, space)
     train, val = (splits.training_rows(rows, s) for s in ("train", "val"))
-    deep = OnnxScorer.for_package(pkg).score(list(val["text"]))
+    deep = Scorer(pkg).score(list(val["text"]))
     tasks = [t for t, h in pkg.heads.items() if h.kind != "binary"]
     if args.wide == "word":
-        baseline = TfidfBaseline(space, cfg).fit(train, val)
-        x = baseline.vec.transform(val["text"])
-        wide = {}
-        for task in tasks:
-            m, p = baseline.models[task], np.zeros((len(val), len(space.tasks[task])))
-            p[:, [space.tasks[task].index(c) for c in m.classes_]] = m.predict_proba(x)
-            wide[task] = np.log(p + 1e-9)
+        wide = _word_logits(space, cfg, train, val, tasks)
     else:
-        read = TextEncoder(
-            serving_tokenizer(pkg.tokenizer_path, args.read_length), args.read_length, "head"
-        )
-        vocab, special = read.tok.get_vocab_size(), special_ids(read.tok)
-        counts = lexical.count(read.encode(list(train["text"])), vocab, args.buckets, special)
-        features = lexical.Features.fit(counts, vocab, args.buckets, special)
-        labels = {t: indices(train[t], space.tasks[t]) for t in tasks}
-        fitted = lexical.fit_wide(
-            features, counts, labels, {t: len(space.tasks[t]) for t in tasks}, args.c
-        )
-        x = features.transform(features.counts(read.encode(list(val["text"]))))
-        wide = {t: np.asarray(x @ w + b) for t, (w, b) in fitted.items()}
+        wide = _wordpiece_logits(pkg, space, args, train, val, tasks)
     results: dict[str, dict[str, float]] = {}
     for task in tasks:
         y = indices(val[task], space.tasks[task])
         known = y != IGNORE
-        log_deep = np.log(deep.probs(task) + 1e-9)
+        log_deep = np.log(deep.probs[task] + 1e-9)
         log_wide = wide[task] - np.logaddexp.reduce(
             wide[task], axis=1, keepdims=True
         )  # log-softmax
@@ -90,6 +64,63 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{task:<8}" + "  ".join(f"{name} {v:.4f}" for name, v in results[task].items()))
     print(json.dumps({"package": pkg.ref, "wide": vars(args), "val_accuracy": results}))
     return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.lexical_scan", description=__doc__)
+    parser.add_argument("--package", required=True, help="an encoder-only model package")
+    parser.add_argument("--wide", choices=["wordpiece", "word"], default="wordpiece")
+    parser.add_argument("--read-length", type=int, default=1024)
+    parser.add_argument("--buckets", type=int, default=262_144)
+    parser.add_argument("--c", type=float, default=8.0)
+    parser.add_argument(
+        "--weights", default="0.5", help="comma-separated mix weights of the lexical model"
+    )
+    return parser
+
+
+def _word_logits(
+    space: LabelSpace, cfg: TrainConfig, train: pd.DataFrame, val: pd.DataFrame, tasks: list[str]
+) -> dict[str, np.ndarray]:
+    """Per task, the accuracy bench's word 1-2 gram TF-IDF model's log-probabilities on val."""
+    baseline = TfidfBaseline(space, cfg).fit(train, val)
+    x = baseline.vec.transform(val["text"])
+    wide = {}
+    for task in tasks:
+        m, p = baseline.models[task], np.zeros((len(val), len(space.tasks[task])))
+        p[:, [space.tasks[task].index(c) for c in m.classes_]] = m.predict_proba(x)
+        wide[task] = np.log(p + 1e-9)
+    return wide
+
+
+def _wordpiece_logits(
+    pkg: ModelPackage,
+    space: LabelSpace,
+    args: argparse.Namespace,
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    tasks: list[str],
+) -> dict[str, np.ndarray]:
+    """Per task, ``trainer.lexical``'s logits on val, fitted on train as the trainer fits it: on the
+    package's tokenizer read to ``--read-length`` wordpieces."""
+    longer = packaging.draft(
+        pkg.path,
+        space.tasks,
+        max_length=args.read_length,
+        truncation="head",
+        name=pkg.name,
+        version=pkg.version,
+    )
+    read = TrainingTokens(longer)
+    vocab, special = read.vocab_size, read.special_ids
+    counts = lexical.count(read.encode(list(train["text"])), vocab, args.buckets, special)
+    features = lexical.Features.fit(counts, vocab, args.buckets, special)
+    labels = {t: indices(train[t], space.tasks[t]) for t in tasks}
+    fitted = lexical.fit_wide(
+        features, counts, labels, {t: len(space.tasks[t]) for t in tasks}, args.c
+    )
+    x = features.transform(features.counts(read.encode(list(val["text"]))))
+    return {t: np.asarray(x @ w + b) for t, (w, b) in fitted.items()}
 
 
 if __name__ == "__main__":

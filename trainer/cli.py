@@ -12,13 +12,16 @@ import dataclasses
 import json
 import logging
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from consumer.errors import AllocationError, ConfigError, InputError
 from trainer.paths import DEFAULT_DATA
 from trainer.run_config import SOURCE_FIELDS, TrainConfig
+
+# Every command's flags, exit codes and dispatch are here; what a command does is in the module
+# named for it (tiny, train_command, compare, push, register), imported only when that command
+# runs, so compare and register never load torch. (The module docstring is the --help text.)
 
 
 def _tiny(args: argparse.Namespace) -> int:
@@ -30,41 +33,9 @@ def _tiny(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from trainer.pipeline import run
-    from trainer.run_config import load_config
+    from trainer.train_command import train_cli
 
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-    cfg = load_config(args.config, **overrides)
-    if not cfg.version:
-        cfg = cfg.replace(version=f"{datetime.now(UTC):%Y%m%d%H%M%S}-s{cfg.seed}")
-    if args.push_to_hub:
-        from trainer.publish import ensure_repo
-
-        ensure_repo(
-            args.push_to_hub
-        )  # a missing token or a wrong repo fails now, not after hours of training
-    pkg = run(cfg, Path(args.out or f"artifacts/runs/{cfg.version}"), resume=args.resume)
-    location = str(pkg.path)
-    if args.push_to_hub:
-        from trainer.publish import push_to_hub
-
-        location = push_to_hub(pkg.path, args.push_to_hub)
-        print(json.dumps({"pushed": location}))
-    if args.register:
-        from trainer.register import register
-
-        print(json.dumps({"registered": register(location)}))
-    print(
-        json.dumps(
-            {
-                "package": str(pkg.path),
-                "ref": pkg.ref,
-                "digest": pkg.digest,
-                "test": pkg.manifest["metrics"].get("test", {}),
-            }
-        )
-    )
-    return 0
+    return train_cli(args)
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -74,7 +45,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from trainer.publish import push_to_hub
+    from trainer.push import push_to_hub
 
     ref = push_to_hub(Path(args.package), args.repo)
     out: dict[str, Any] = {"pushed": ref}
@@ -133,11 +104,19 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_tiny_parser, _train_parser, _compare_parser, _push_parser, _register_parser):
+        add(sub)
+    return parser
+
+
+def _tiny_parser(sub: Any) -> None:
     tiny = sub.add_parser("tiny", help="write a small random-weight model package (tests)")
     tiny.add_argument("--out", required=True, help="package folder (replaced)")
     tiny.add_argument("--seed", type=int, default=0)
     tiny.set_defaults(func=_tiny)
 
+
+def _train_parser(sub: Any) -> None:
     train = sub.add_parser("train", help="fine-tune, export, calibrate and package a model")
     train.add_argument(
         "--config",
@@ -166,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(train)
     train.set_defaults(func=_train)
 
+
+def _compare_parser(sub: Any) -> None:
     comp = sub.add_parser("compare", help="champion vs challenger on the same rows")
     comp.add_argument("--champion", required=True)
     comp.add_argument("--challenger", required=True)
@@ -180,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     comp.set_defaults(func=_compare)
 
+
+def _push_parser(sub: Any) -> None:
     push = sub.add_parser(
         "push", help="push a package to a hub model repo; prints its pinned hf:// ref"
     )
@@ -192,12 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     push.set_defaults(func=_push)
 
+
+def _register_parser(sub: Any) -> None:
     reg = sub.add_parser(
         "register", help="register a package as a challenger in the Redis registry"
     )
     reg.add_argument("package", help="package folder or pinned hf://owner/repo@<commit> ref")
     reg.set_defaults(func=_register)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,18 +24,18 @@ from trainer import splits
 from trainer.data import load_source
 from trainer.labels import IGNORE, indices, load_label_space
 from trainer.metrics import mcnemar_exact, task_metrics
-from trainer.scoring import OnnxScorer, Scores, decisions
+from trainer.scoring import Scorer, Scores, decisions
 from trainer.tracking import Tracker
 
 LATENCY_ROWS = 100
 
 
-def latency_ms(scorer: OnnxScorer, texts: list[str]) -> dict[str, float]:
+def latency_ms(scorer: Scorer, texts: list[str]) -> dict[str, float]:
     """Milliseconds per text scored one at a time (tokenisation included)."""
     times = []
     for t in texts:
         start = time.perf_counter()
-        scorer.score([t], batch_size=1)
+        scorer.score([t])
         times.append((time.perf_counter() - start) * 1000)
     return {
         "mean": float(np.mean(times)),
@@ -65,7 +65,7 @@ def model_metrics(
         )
         m = task_metrics(y, p, len(head.labels), pos)
         if head.kind == "multiclass":
-            kept = scores.probs(task)[known].max(axis=1) >= head.review_threshold
+            kept = scores.probs[task][known].max(axis=1) >= head.review_threshold
             m["accepted_share"] = float(kept.mean()) if len(kept) else 0.0
             m["accepted_accuracy"] = float(np.mean(p[kept] == y[kept])) if kept.any() else 0.0
         metrics[task] = m
@@ -84,7 +84,7 @@ def compare(
     result: dict[str, Any] = {"rows": len(df), "models": {}}
     correct = {}
     for role, pkg in (("champion", champion), ("challenger", challenger)):
-        scorer = OnnxScorer.for_package(pkg, threads=1)
+        scorer = Scorer(pkg, threads=1)
         metrics, correct[role] = model_metrics(pkg, scorer.score(texts), df)
         result["models"][role] = {
             "ref": pkg.ref,

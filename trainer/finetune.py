@@ -1,7 +1,8 @@
-"""Fine-tunes of one base model on one encoded dataset: the main run, and for a uniform model soup
-(``soup_seeds``; Wortsman et al., ICML 2022) one more run per seed from the same initialisation,
-averaged into the main one. Each run has its own checkpoint folder, so a soup resumes like a single
-run."""
+"""The fine-tune stage: fine-tunes of one base model on one encoded dataset, the main run and, for a
+uniform model soup (``soup_seeds``; Wortsman et al., ICML 2022), one more run per seed from the same
+initialisation, averaged into the main one. Each run is ``trainer.fit.fit`` on a freshly built
+``MultiTaskModel``, logged to W&B and checked on validation after each epoch; each has its own
+checkpoint folder, so a soup resumes like a single run."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ import numpy as np
 import torch
 
 from trainer import model
+from trainer.fit import fit, predict
 from trainer.labels import IGNORE, LabelSpace
 from trainer.run_config import TrainConfig
+from trainer.step_loop import Encoded
 from trainer.tracking import Tracker
-from trainer.train import Encoded, fit, predict
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,39 @@ class FineTune:
         from ``cfg.seed``. Metrics are logged under ``prefix`` at ``step + step_offset`` (W&B steps
         only grow). The summary has ``val_accuracy`` when the last epoch's evaluation was of the
         final weights."""
-        init = cfg.seed if init_seed is None else init_seed
+        net = self._build(cfg, cfg.seed if init_seed is None else init_seed)
+        steps_before = self.steps_before + step_offset
+        last: dict[str, Any] = {}
+
+        def on_log(metrics: dict[str, float], step: int) -> None:
+            self.tracker.log({prefix + k: v for k, v in metrics.items()}, step=steps_before + step)
+
+        def on_eval(epoch: int, step: int) -> None:
+            """Validation accuracy (PyTorch, argmax) after each epoch, for the progress log and
+            W&B."""
+            last.update(step=step, accuracy=self.val_accuracy(net))
+            accs = {f"{prefix}epoch_val/{t}/accuracy": a for t, a in last["accuracy"].items()}
+            log.info("epoch %d (step %d): %s", epoch, step, accs)
+            self.tracker.log(accs, step=steps_before + step)
+
+        summary = fit(
+            net,
+            self.train,
+            cfg,
+            ckpt_dir,
+            pad_id=self.pad_id,
+            data_digest=self.digest,
+            resume=self.resume,
+            on_log=on_log,
+            on_eval=on_eval,
+        )
+        if last.get("step") == summary["steps"]:  # no update since: spare the soup a rerun
+            summary["val_accuracy"] = last["accuracy"]
+        return net, summary
+
+    def _build(self, cfg: TrainConfig, init: int) -> model.MultiTaskModel:
+        """The base encoder with heads initialised from ``init``, its word embeddings frozen when
+        ``cfg.freeze_embeddings``."""
         net = model.build(
             model.load_encoder(self.base), self.space.tasks, init, dropout=cfg.dropout
         )
@@ -64,39 +98,7 @@ class FineTune:
             # of 1,591 validation team decisions, 8 each way (docs/trainer.md), so it stays as
             # pretrained.
             net.encoder.get_input_embeddings().weight.requires_grad_(False)
-
-        def on_log(metrics: dict[str, float], step: int) -> None:
-            self.tracker.log(
-                {prefix + k: v for k, v in metrics.items()},
-                step=self.steps_before + step_offset + step,
-            )
-
-        last: dict[str, Any] = {}
-
-        def on_eval(epoch: int, step: int) -> None:
-            """Validation accuracy (PyTorch, argmax) after each epoch, for the progress log and
-            W&B."""
-            last.update(step=step, accuracy=self.val_accuracy(net))
-            accs = {f"{prefix}epoch_val/{t}/accuracy": a for t, a in last["accuracy"].items()}
-            log.info("epoch %d (step %d): %s", epoch, step, accs)
-            self.tracker.log(accs, step=self.steps_before + step_offset + step)
-
-        summary = fit(
-            net,
-            self.train,
-            cfg,
-            ckpt_dir,
-            pad_id=self.pad_id,
-            data_digest=self.digest,
-            resume=self.resume,
-            on_log=on_log,
-            on_eval=on_eval,
-        )
-        if (
-            last.get("step") == summary["steps"]
-        ):  # no update after the last evaluation: spare the soup a rerun
-            summary["val_accuracy"] = last["accuracy"]
-        return net, summary
+        return net
 
     def soup(
         self, cfg: TrainConfig, net: model.MultiTaskModel, summary: dict[str, Any], out: Path

@@ -17,7 +17,7 @@ most):
 - **wide logits**: one multinomial logistic regression per task (scikit-learn, fitted on the
   training rows labelled for that task), as one matrix over all tasks;
 - **deep logits**: the fine-tuned ``MultiTaskModel`` on the first ``encoder_length`` ids (re-cut in
-  the graph exactly as ``trainer.tokens.TextEncoder`` cuts at that length with the ``head`` policy,
+  the graph exactly as the consumer's ``TextEncoder`` cuts at that length with the ``head`` policy,
   so the encoder sees the ids it was trained on);
 - **output** per task: ``(1 - weight) * log_softmax(deep) + weight * log_softmax(wide)``, a weighted
   geometric mean of the two distributions; the consumer's softmax normalises it.
@@ -29,8 +29,11 @@ reads further.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -38,8 +41,13 @@ import torch
 from torch import nn
 
 from consumer.errors import ConfigError
+from trainer.errors import DataError
 from trainer.labels import IGNORE
 from trainer.model import MultiTaskModel, output_name
+from trainer.run_config import TrainConfig
+from trainer.training_tokens import TrainingTokens
+
+log = logging.getLogger(__name__)
 
 PRIME = 1_000_003  # pairs hash as a * PRIME + b: below 2**63 for any vocabulary under 9e12
 MISSING_LOGIT = -30.0  # a label with no training row: the wide model never picks it
@@ -245,3 +253,39 @@ class WideAndDeep(nn.Module):
             + self.weight * wide[t]
             for t in self.tasks
         }
+
+
+def wide_and_deep(
+    net: MultiTaskModel,
+    read: TrainingTokens,
+    texts: list[str],
+    labels: dict[str, np.ndarray],
+    cfg: TrainConfig,
+) -> tuple[WideAndDeep, dict[str, Any]]:
+    """The lexical stage: fit the lexical model on the training rows (``texts``, and ``labels``
+    their label indices per task) as ``read`` (the package's tokenizer at ``lexical_read_length``)
+    reads them, and mix it with the fine-tuned ``net``. Returns the module to export and the
+    lexical summary (the manifest's ``lineage.lexical``)."""
+    t0 = time.perf_counter()
+    vocab, special = read.vocab_size, read.special_ids
+    counts = count(read.encode(texts), vocab, cfg.lexical_buckets, special)
+    features = Features.fit(counts, vocab, cfg.lexical_buckets, special)
+    wide = LexicalHead(features, fit_wide(features, counts, labels, net.tasks, cfg.lexical_c))
+    end_id = read.token_id("[SEP]")
+    if end_id is None:
+        raise DataError(
+            "the tokenizer has no [SEP] token: the graph cannot re-cut the encoder's input"
+        )
+    served = WideAndDeep(net.eval(), wide, cfg.lexical_weight, cfg.max_length, end_id)
+    summary = {
+        "method": "tfidf-logistic-regression",
+        "weight": cfg.lexical_weight,
+        "read_length": cfg.lexical_read_length,
+        "encoder_length": cfg.max_length,
+        "buckets": cfg.lexical_buckets,
+        "c": cfg.lexical_c,
+        "features_used": int((features.idf > 0).sum()),
+        "seconds": time.perf_counter() - t0,
+    }
+    log.info("lexical model fitted on %d rows in %.0f s", counts.shape[0], summary["seconds"])
+    return served, summary

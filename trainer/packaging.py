@@ -5,6 +5,12 @@ The folder holds ``model.onnx`` (served, int8 unless quantisation is off), ``mod
 (parity audits), ``tokenizer.json`` (truncation at ``max_length``, no padding) and
 ``manifest.json``, written last by ``consumer.package.write_manifest``, which hashes every file and
 validates the document.
+
+Until then the package is read through a *draft* (``draft``): a ``ModelPackage`` built in memory
+with just the manifest fields that ``consumer.inference`` reads (graph file, tokenizer, read length,
+long-text policy, heads). Training tokenises, and every check and calibration scores, through the
+consumer's own code on it. The real manifest cannot come first: it records thresholds calibrated on
+those scores, and a manifest on disk would make a half-built folder look like a package.
 """
 
 from __future__ import annotations
@@ -16,12 +22,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from consumer.package import ModelPackage, write_manifest
+from tokenizers import Tokenizer
+
+from consumer.package import ModelPackage, file_sha256, write_manifest
 from trainer.export import FP32_FILE, INPUTS, INT8_FILE, ExportReport
 from trainer.model import output_name
-from trainer.tokens import serving_tokenizer
 
 TOKENIZER_FILE = "tokenizer.json"
+# The manifest schema's long-text policies; consumer.inference reads any other as ``head``.
+TRUNCATIONS = ("head", "head_tail")
 
 
 @dataclass
@@ -87,12 +96,92 @@ def code_commit() -> str:
     return f"{sha}-dirty" if git("status", "--porcelain", "--", str(here)) else sha
 
 
-def write_tokenizer(source: Path, folder: Path, max_length: int) -> Path:
-    """Copy a tokenizer.json with the serving policy baked in (truncate at max_length, no fixed
-    padding)."""
-    dest = folder / TOKENIZER_FILE
-    serving_tokenizer(source, max_length).save(str(dest))
+def base_tokenizer(base: str, work: Path) -> Path:
+    """The base model's ``tokenizer.json``: from its folder, else saved from its fast tokenizer (hub
+    ids)."""
+    local = Path(base) / "tokenizer.json"
+    if local.is_file():
+        return local
+    from transformers import AutoTokenizer
+
+    work.mkdir(parents=True, exist_ok=True)
+    dest = work / "base.tokenizer.json"
+    AutoTokenizer.from_pretrained(base, use_fast=True).backend_tokenizer.save(str(dest))
     return dest
+
+
+def write_tokenizer(source: Path, folder: Path, max_length: int) -> Path:
+    """Copy a tokenizer.json into ``folder`` with the serving policy baked in: truncation at
+    ``max_length``, no padding (fixed padding costs 2-4x on CPU, DESIGN section 5). The consumer
+    turns both off when it loads the file and applies the manifest's long-text policy itself."""
+    tok = Tokenizer.from_file(str(source))
+    tok.no_padding()
+    tok.enable_truncation(max_length=max_length)
+    dest = folder / TOKENIZER_FILE
+    tok.save(str(dest))
+    return dest
+
+
+def draft(
+    folder: Path,
+    tasks: dict[str, tuple[str, ...]],
+    *,
+    max_length: int,
+    truncation: str,
+    name: str,
+    version: str,
+    graph: str = INT8_FILE,
+) -> ModelPackage:
+    """The package being built in ``folder``, as ``consumer.inference`` reads it: ``graph`` (the
+    served one by default, or ``FP32_FILE``), ``folder/tokenizer.json`` read up to ``max_length``
+    ids under ``truncation``, and one uncalibrated head per task of ``tasks`` (task -> labels).
+
+    Nothing is verified or written: the tokenizer must exist (its digest keys the consumer's
+    encoder), the graph only by the time it is scored. A truncation the manifest schema does not
+    know is refused now (``ValueError``), before any training, rather than by ``write_manifest`` at
+    the end."""
+    if truncation not in TRUNCATIONS:
+        raise ValueError(f"truncation must be one of {TRUNCATIONS}, not {truncation!r}")
+    manifest = {
+        "name": name,
+        "version": version,
+        "onnx": {"file": graph},
+        "tokenizer": _tokenizer_doc(max_length, truncation),
+        "tasks": {task: spec.manifest(task) for task, spec in default_heads(tasks).items()},
+        "files": {TOKENIZER_FILE: file_sha256(folder / TOKENIZER_FILE)},
+    }
+    return ModelPackage(path=folder, manifest=manifest, digest="")
+
+
+def draft_graphs(
+    folder: Path,
+    tasks: dict[str, tuple[str, ...]],
+    *,
+    max_length: int,
+    truncation: str,
+    name: str,
+    version: str,
+) -> tuple[ModelPackage, ModelPackage]:
+    """``(fp32, served)``: the ``draft`` once with each graph file, ``FP32_FILE`` and ``INT8_FILE``,
+    as ``export.export_all`` writes and checks them."""
+    fp32, served = (
+        draft(
+            folder,
+            tasks,
+            max_length=max_length,
+            truncation=truncation,
+            name=name,
+            version=version,
+            graph=graph,
+        )
+        for graph in (FP32_FILE, INT8_FILE)
+    )
+    return fp32, served
+
+
+def _tokenizer_doc(max_length: int, truncation: str) -> dict[str, Any]:
+    """The manifest's ``tokenizer`` entry: the file, how many ids the graph reads, the policy."""
+    return {"file": TOKENIZER_FILE, "max_length": max_length, "truncation": truncation}
 
 
 def write_package(
@@ -135,7 +224,7 @@ def write_package(
         "created_at": created_at or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "description": description,
         "onnx": onnx_doc,
-        "tokenizer": {"file": TOKENIZER_FILE, "max_length": max_length, "truncation": truncation},
+        "tokenizer": _tokenizer_doc(max_length, truncation),
         "tasks": {task: spec.manifest(task) for task, spec in heads.items()},
         "metrics": metrics,
         "lineage": {"code_commit": code_commit(), **lineage},

@@ -20,8 +20,8 @@ Contract:
   it instead of training again; an interrupted stage continues from its last checkpoint (``last.pt``
   every ``checkpoint_every`` steps and at each epoch's end: encoder, head, optimiser, scheduler,
   both random streams, the position in the epoch and the smoothed loss), so a resumed stage ends
-  with the same weights and loss as one that never stopped. The step loop is ``trainer.loop``'s, the
-  fine-tune's own.
+  with the same weights and loss as one that never stopped. The step loop and the batching are
+  ``trainer.step_loop``'s, the fine-tune's own.
 - Logits are computed at the chosen positions only: a full 30k-way output for every token of a batch
   would cost more than the encoder itself.
 """
@@ -43,12 +43,12 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
-from trainer import loop, model, splits
+from trainer import model, splits, step_loop
 from trainer.errors import DataError
-from trainer.loop import Position
 from trainer.run_config import TrainConfig
-from trainer.train import (
+from trainer.step_loop import (
     Encoded,
+    Position,
     length_grouped_batches,
     micro_batches,
     pad,
@@ -170,61 +170,27 @@ def adapt(
     (W&B)."""
     if not len(data):
         raise DataError("no texts for masked-LM adaptation")
-    done, adapted = folder / DONE_FILE, folder / "encoder"
     wanted = {"corpus_digest": digest, "base_model": base, **_settings(cfg)}
-    if resume and done.is_file():
-        summary: dict[str, Any] = json.loads(done.read_text(encoding="utf-8"))
-        if {k: summary.get(k) for k in wanted} == wanted:
-            log.info("mlm: resuming from the adapted encoder in %s", adapted)
-            return adapted, summary
-        log.warning("mlm: %s was adapted on other texts or settings; adapting again", folder)
+    if resume and (summary := _adapted_before(folder, wanted)) is not None:
+        return folder / "encoder", summary
     started = time.perf_counter()
-    encoder = model.load_encoder(base)
-    if cfg.freeze_embeddings:  # as in the fine-tune; the tied decoder reads them all the same
-        encoder.get_input_embeddings().weight.requires_grad_(False)
-    torch.manual_seed(cfg.seed)
-    head = MaskedLmHead(encoder)
-    for module in head.transform:
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(
-                module.weight, std=float(getattr(encoder.config, "initializer_range", 0.02))
-            )
-            nn.init.zeros_(module.bias)
+    encoder, head = _build(base, cfg)
     own = [head.bias, *head.transform.parameters()]
     body = [p for p in encoder.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(
-        [{"params": body, "lr": cfg.lr}, {"params": own, "lr": cfg.head_lr}],
-        weight_decay=cfg.weight_decay,
-    )
-    per_epoch = math.ceil(len(data) / cfg.batch_size)
-    total = max(1, math.ceil(cfg.mlm_epochs * per_epoch))
-    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
+    total = max(1, math.ceil(cfg.mlm_epochs * math.ceil(len(data) / cfg.batch_size)))
+    opt, sched = _optimiser(body, own, cfg, total)
     autocast = use_bf16(cfg.bf16)
     vocab = int(encoder.config.vocab_size)
     special = torch.tensor(sorted(special_ids | {pad_id}), dtype=torch.long)
-    gen = torch.Generator().manual_seed(
-        cfg.seed + (1 << 21)
-    )  # its own stream, apart from the fine-tune's
+    # its own stream, apart from the fine-tune's
+    gen = torch.Generator().manual_seed(cfg.seed + (1 << 21))
     log.info("mlm: %d texts, %d steps, masking %.0f%%", len(data), total, 100 * cfg.mlm_probability)
     parts = {"encoder": encoder, "head": head, "optimizer": opt, "scheduler": sched}
     ckpt = folder / CHECKPOINT
     pos = (_restore(ckpt, wanted, parts, gen) if resume and ckpt.is_file() else None) or Position()
-
-    def checkpoint() -> None:
-        state = {name: part.state_dict() for name, part in parts.items()}
-        save_checkpoint(
-            ckpt,
-            {
-                **state,
-                **pos.state(),
-                "wanted": wanted,
-                "rng": torch.get_rng_state(),
-                "gen": gen.get_state(),
-            },
-        )
-
+    checkpoint = _checkpointer(ckpt, parts, pos, wanted, gen)
     encoder.train()
-    loop.run(
+    step_loop.run(
         pos,
         total,
         # epochs offset by 1000: a batch order unlike the fine-tune's first epochs over the same
@@ -241,12 +207,69 @@ def adapt(
         desc="mlm",
         on_log=on_log,
     )
-    summary = {**wanted, "texts": len(data), "steps": pos.step, "final_loss": pos.running}
-    summary["seconds"] = time.perf_counter() - started
-    _save(encoder, folder, summary)
-    ckpt.unlink(missing_ok=True)  # the saved encoder supersedes it
-    log.info("mlm: adapted in %.0f s, final loss %.3f", summary["seconds"], pos.running)
-    return adapted, summary
+    return folder / "encoder", _finish(
+        encoder, folder, {**wanted, "texts": len(data)}, pos, started
+    )
+
+
+def _adapted_before(folder: Path, wanted: dict[str, Any]) -> dict[str, Any] | None:
+    """The summary of a complete adapted encoder in ``folder`` made from the same base, corpus and
+    settings (``wanted``), else None (then the stage runs again)."""
+    done = folder / DONE_FILE
+    if not done.is_file():
+        return None
+    summary: dict[str, Any] = json.loads(done.read_text(encoding="utf-8"))
+    if {k: summary.get(k) for k in wanted} == wanted:
+        log.info("mlm: resuming from the adapted encoder in %s", folder / "encoder")
+        return summary
+    log.warning("mlm: %s was adapted on other texts or settings; adapting again", folder)
+    return None
+
+
+def _build(base: str, cfg: TrainConfig) -> tuple[PreTrainedModel, MaskedLmHead]:
+    """The base encoder and a fresh prediction head, initialised from ``cfg.seed`` as BERT's is."""
+    encoder = model.load_encoder(base)
+    if cfg.freeze_embeddings:  # as in the fine-tune; the tied decoder reads them all the same
+        encoder.get_input_embeddings().weight.requires_grad_(False)
+    torch.manual_seed(cfg.seed)
+    head = MaskedLmHead(encoder)
+    for module in head.transform:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(
+                module.weight, std=float(getattr(encoder.config, "initializer_range", 0.02))
+            )
+            nn.init.zeros_(module.bias)
+    return encoder, head
+
+
+def _optimiser(
+    body: list[nn.Parameter], own: list[nn.Parameter], cfg: TrainConfig, total: int
+) -> tuple[torch.optim.Optimizer, Any]:
+    """The fine-tune's optimiser and schedule: AdamW with the encoder (``body``) at ``lr`` and the
+    fresh head (``own``) at ``head_lr``, linear warmup over ``warmup_ratio`` of ``total`` steps."""
+    opt = torch.optim.AdamW(
+        [{"params": body, "lr": cfg.lr}, {"params": own, "lr": cfg.head_lr}],
+        weight_decay=cfg.weight_decay,
+    )
+    return opt, get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
+
+
+def _checkpointer(
+    ckpt: Path,
+    parts: dict[str, Any],
+    pos: Position,
+    wanted: dict[str, Any],
+    gen: torch.Generator,
+) -> Callable[[], None]:
+    """Writes the stage's state at ``pos`` (read when called) to ``ckpt``: every part, both random
+    streams, and the corpus and settings it was made with (``wanted``)."""
+
+    def checkpoint() -> None:
+        state = {name: part.state_dict() for name, part in parts.items()}
+        rng = {"rng": torch.get_rng_state(), "gen": gen.get_state()}
+        save_checkpoint(ckpt, {**state, **pos.state(), "wanted": wanted, **rng})
+
+    return checkpoint
 
 
 def _restore(
@@ -304,6 +327,23 @@ def _accumulate(
         loss.backward()
         total += float(loss.detach())
     return total
+
+
+def _finish(
+    encoder: PreTrainedModel,
+    folder: Path,
+    summary: dict[str, Any],
+    pos: Position,
+    started: float,
+) -> dict[str, Any]:
+    """Save the adapted encoder with its summary (``summary`` plus steps, final loss and time) and
+    drop the mid-stage checkpoint, which the saved encoder supersedes; returns the summary."""
+    summary = {**summary, "steps": pos.step, "final_loss": pos.running}
+    summary["seconds"] = time.perf_counter() - started
+    _save(encoder, folder, summary)
+    (folder / CHECKPOINT).unlink(missing_ok=True)
+    log.info("mlm: adapted in %.0f s, final loss %.3f", summary["seconds"], pos.running)
+    return summary
 
 
 def _save(encoder: PreTrainedModel, folder: Path, summary: dict[str, Any]) -> None:

@@ -4,7 +4,7 @@ putting it into an experiment is a strategy write (``allocator strategy ...`` or
 never the trainer's.
 
 The location is a folder or a pinned ``hf://owner/repo@<commit>`` ref. Consumer pods must be able to
-read it: in a cluster that means a hub ref (``trainer.publish.push_to_hub``), not the trainer pod's
+read it: in a cluster that means a hub ref (``trainer.push.push_to_hub``), not the trainer pod's
 own disk.
 """
 

@@ -33,7 +33,7 @@ class TrainConfig:
     batch_size: int = 16
     # Each optimiser batch is computed in pieces of at most this many padded tokens,
     # gradients accumulated: the same update, without the CPU's cost cliff above ~4k tokens a pass
-    # (trainer.train). 0: no split.
+    # (trainer.fit). 0: no split.
     micro_batch_tokens: int = 4096
     lr: float = 1e-4  # encoder
     head_lr: float = 1e-3  # freshly initialised heads learn faster

@@ -10,6 +10,7 @@
   split is kept, so a holdout complaint never moves into training.
 - ``guard_holdout``: drops non-holdout rows whose normalised text equals a holdout text.
 - ``digest``: sha256 over the normalised rows in a canonical order.
+- ``load_rows``: every source loaded, then ``prepare``d: the rows a run (or a bench) starts from.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 
-from trainer.data import COLUMNS, LABEL_COLUMNS
+from trainer.data import COLUMNS, LABEL_COLUMNS, load_source
 from trainer.errors import DataError
-from trainer.labels import UNKNOWN
+from trainer.labels import UNKNOWN, LabelSpace
 
 log = logging.getLogger(__name__)
 
@@ -108,3 +111,28 @@ def training_rows(df: pd.DataFrame, split: str) -> pd.DataFrame:
             f"split {split!r} is not for training or tuning (holdout is evaluation only)"
         )
     return df[df["split"] == split].reset_index(drop=True)
+
+
+def load_rows(
+    sources: Sequence[str], space: LabelSpace, *, limit_rows: int = 0, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """All ``sources`` combined and split: ``(rows, every_row, summary)``. ``rows`` are the ones a
+    run uses: with ``limit_rows``, a sample of at most that many rows of each split, reproducible
+    from ``seed``; ``every_row`` is all of them (the masked-LM stage keeps clear of every evaluation
+    text, sampled or not); ``summary`` holds each source's load report and the rows per split."""
+    frames, reports = [], []
+    for src in sources:
+        df, rep = load_source(src, space)
+        frames.append(df)
+        reports.append(rep.summary())
+    every_row = rows = prepare(frames)
+    if limit_rows:
+        rows = pd.concat(
+            [
+                g.sample(n=min(len(g), limit_rows), random_state=seed)
+                for _, g in rows.groupby("split")
+            ],
+            ignore_index=True,
+        )
+    counts = rows["split"].value_counts().to_dict()
+    return rows, every_row, {"sources": reports, "split_rows": counts, "rows": len(rows)}

@@ -17,7 +17,6 @@ import torch
 from consumer.package import ModelPackage
 from trainer import export, model, packaging
 from trainer.labels import load_label_space
-from trainer.tokens import TextEncoder, serving_tokenizer
 
 NAME = "tiny-minilm"
 MAX_LENGTH = 128
@@ -37,26 +36,26 @@ CHECK_TEXTS = (
 
 def build_tiny(out: Path, seed: int = 0) -> ModelPackage:
     """Write a tiny package to ``out`` (replacing what is there) and return it verified."""
-    torch.set_num_threads(
-        1
-    )  # tiny graphs: threads cost more than they save, and keep results identical
+    # tiny graphs: threads cost more than they save, and keep results identical
+    torch.set_num_threads(1)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
     space = load_label_space()
     labels = space.tasks
     net = model.build(model.tiny_encoder(seed), labels, seed).eval()
-    tok_path = packaging.write_tokenizer(
-        model.default_base_model() / "tokenizer.json", out, MAX_LENGTH
+    packaging.write_tokenizer(model.default_base_model() / "tokenizer.json", out, MAX_LENGTH)
+    version = f"tiny-s{seed}"
+    fp32, served = packaging.draft_graphs(
+        out, labels, max_length=MAX_LENGTH, truncation="head", name=NAME, version=version
     )
-    encoder = TextEncoder(serving_tokenizer(tok_path, MAX_LENGTH), MAX_LENGTH, "head")
     # Random weights give near-tied logits, so int8 may flip labels: agreement is recorded, not
     # gated.
-    report = export.export_all(net, out, encoder, CHECK_TEXTS, min_int8_agreement=0.0)
+    report = export.export_all(net, fp32, served, CHECK_TEXTS, min_int8_agreement=0.0)
     return packaging.write_package(
         out,
         name=NAME,
-        version=f"tiny-s{seed}",
+        version=version,
         heads=packaging.default_heads(labels),
         report=report,
         max_length=MAX_LENGTH,

@@ -45,7 +45,7 @@ def smallest_run(**changes: object) -> TrainConfig:
 
 @pytest.mark.skipif(not DATA.is_file(), reason="shared CFPB data not present")
 def test_train_export_package_compare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from trainer import pipeline, splits
+    from trainer import splits, train_command
     from trainer.cli import main
 
     asked: list[str] = []
@@ -60,7 +60,7 @@ def test_train_export_package_compare(tmp_path: Path, monkeypatch: pytest.Monkey
         version="e2e-1",
         name="e2e-minilm",
     )
-    pkg = pipeline.run(cfg, tmp_path / "run")
+    pkg = train_command.run(cfg, tmp_path / "run")
 
     assert sorted(set(asked)) == ["test", "train", "val"]  # the holdout is never asked for
     assert pkg.ref == "e2e-minilm@e2e-1" and load_package(pkg.path).digest == pkg.digest
@@ -113,13 +113,13 @@ def test_a_soup_publishes_the_mean_of_its_ingredients(
     checkpoint folder, and the published weights are the mean of the ingredients' final weights."""
     import torch
 
-    from trainer import pipeline
+    from trainer import train_command
     from trainer.model import MultiTaskModel
 
     monkeypatch.setenv("WANDB_SILENT", "true")
     cfg = smallest_run(soup_seeds=(14,))
     run = tmp_path / "run"
-    pipeline.run(cfg, run)
+    train_command.run(cfg, run)
 
     soup = json.loads((run / "train_report.json").read_text())["train"]["soup"]
     assert list(soup["ingredients"]) == ["13", "14"] and all(
@@ -152,7 +152,7 @@ def test_masked_lm_adaptation_trains_the_encoder_the_fine_tune_starts_from(
     import pandas as pd
     import torch
 
-    from trainer import pipeline, pretrain
+    from trainer import pretrain, train_command
     from trainer.model import MultiTaskModel, default_base_model, load_encoder
     from trainer.tracking import Tracker
 
@@ -179,7 +179,7 @@ def test_masked_lm_adaptation_trains_the_encoder_the_fine_tune_starts_from(
     monkeypatch.setenv("WANDB_SILENT", "true")
     cfg = smallest_run(max_steps=20, mlm_epochs=5, mlm_data=str(archive))
     run = tmp_path / "run"
-    pkg = pipeline.run(cfg, run)
+    pkg = train_command.run(cfg, run)
 
     assert "My XXXX card was charged twice." in seen and val_text not in seen
     summary = json.loads((run / "checkpoints-mlm" / pretrain.DONE_FILE).read_text())
@@ -212,7 +212,7 @@ def test_masked_lm_adaptation_trains_the_encoder_the_fine_tune_starts_from(
     ).norm()
 
     stamp = (run / "checkpoints-mlm" / pretrain.DONE_FILE).stat().st_mtime_ns
-    pipeline.run(cfg, run, resume=True)
+    train_command.run(cfg, run, resume=True)
     assert (
         run / "checkpoints-mlm" / pretrain.DONE_FILE
     ).stat().st_mtime_ns == stamp  # reused, not redone
@@ -227,11 +227,11 @@ def test_wide_and_deep_package_reads_past_the_encoder_and_the_consumer_serves_it
     records the mix, and the consumer's own inference serves it, with words past the encoder's cut
     changing the decision."""
     from consumer.inference import OnnxModel, TextEncoder
-    from trainer import pipeline
+    from trainer import train_command
 
     monkeypatch.setenv("WANDB_SILENT", "true")
     cfg = smallest_run(lexical_weight=0.5, lexical_read_length=256, lexical_buckets=4096)
-    pkg = pipeline.run(cfg, tmp_path / "run")
+    pkg = train_command.run(cfg, tmp_path / "run")
 
     assert pkg.max_length == 256 and pkg.truncation == "head"
     facts = pkg.manifest["lineage"]["lexical"]

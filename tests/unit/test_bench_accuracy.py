@@ -50,7 +50,7 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def fake_training(monkeypatch: pytest.MonkeyPatch, package: Path) -> list[Path]:
     """Replace the pipeline's ``run`` by a copy of ``package`` into the run folder; returns the run
     folders."""
-    import trainer.pipeline
+    import trainer.train_command
 
     calls: list[Path] = []
 
@@ -58,7 +58,7 @@ def fake_training(monkeypatch: pytest.MonkeyPatch, package: Path) -> list[Path]:
         calls.append(out)
         shutil.copytree(package, out / "package")
 
-    monkeypatch.setattr(trainer.pipeline, "run", run)
+    monkeypatch.setattr(trainer.train_command, "run", run)
     return calls
 
 

@@ -105,14 +105,14 @@ def test_evaluate_scores_each_task_on_the_rows_labelled_for_it() -> None:
     }
     # row 0: right on team, flagged; row 1: wrong on team, not flagged; row 2: right on team,
     # flagged
-    logits = {
-        "team": np.array([[2.0, 0.0], [2.0, 0.0], [0.0, 2.0]]),
-        "vulnerable": np.array([[0.0, 2.0], [2.0, 0.0], [0.0, 2.0]]),
+    probs = {
+        "team": np.array([[0.9, 0.1], [0.9, 0.1], [0.1, 0.9]]),
+        "vulnerable": np.array([[0.1, 0.9], [0.9, 0.1], [0.1, 0.9]]),
     }
     df = pd.DataFrame(
         {"team": ["cards", "mortgages", "mortgages"], "vulnerable": ["yes", UNKNOWN, "no"]}
     )
-    m = evaluate(heads, Scores(logits, 0.001), df)
+    m = evaluate(heads, Scores(probs, 0.001), df)
     assert m["team"]["n"] == 3 and m["team"]["accuracy"] == pytest.approx(2 / 3)
     # the unlabelled row is neither a missed vulnerable customer nor a false flag
     assert m["vulnerable"]["n"] == 2

@@ -1,6 +1,6 @@
 """``trainer.lexical``: the TF-IDF features the graph computes are the ones the wide model was
-fitted on, the graph's re-cut of the ids is the tokenizer's own, and the wide-and-deep module
-exports with parity."""
+fitted on, the graph's re-cut of the ids is the one the encoder trains on (the consumer's encoder
+at the encoder's length), and the wide-and-deep module exports with parity."""
 
 from __future__ import annotations
 
@@ -73,27 +73,37 @@ def test_graph_features_equal_the_features_the_wide_model_was_fitted_on() -> Non
     )  # pairs 5-6, 6-5, 5-6; none with [CLS]/[SEP]
 
 
-def test_the_graphs_cut_is_the_tokenizers_head_truncation() -> None:
-    import torch
-
-    from trainer.lexical import head_cut
+def reading(folder: Path, max_length: int) -> dict[str, object]:
+    """How to draft a package in ``folder`` (MiniLM's tokenizer, written here) read up to
+    ``max_length`` ids: ``packaging.draft``'s keyword arguments."""
+    from trainer import packaging
     from trainer.model import default_base_model
-    from trainer.tokens import TextEncoder, serving_tokenizer
 
-    path = default_base_model() / "tokenizer.json"
+    if not (folder / packaging.TOKENIZER_FILE).is_file():
+        packaging.write_tokenizer(default_base_model() / "tokenizer.json", folder, max_length)
+    return {"max_length": max_length, "truncation": "head", "name": "wide-and-deep", "version": "0"}
+
+
+def test_the_graphs_cut_is_the_tokenizers_head_truncation(tmp_path: Path) -> None:
+    from trainer import packaging
+    from trainer.lexical import head_cut
+    from trainer.step_loop import pad
+    from trainer.training_tokens import TrainingTokens
+
     texts = ["short one", "a credit card late fee " * 20, "exactly a few words here", "debt " * 400]
-    long = TextEncoder(serving_tokenizer(path, 512), 512)
-    short = TextEncoder(serving_tokenizer(path, 16), 16)
-    ids, mask = long.pad(long.encode(texts))
-    cut_ids, cut_mask = head_cut(
-        torch.from_numpy(ids), torch.from_numpy(mask), 16, long.tok.token_to_id("[SEP]")
-    )
+    tasks = {"t": ("a", "b")}
+    long = TrainingTokens(packaging.draft(tmp_path, tasks, **reading(tmp_path, 512)))
+    short = TrainingTokens(packaging.draft(tmp_path, tasks, **reading(tmp_path, 16)))
+    end_id = long.token_id("[SEP]")
+    assert end_id is not None
+    ids, mask = pad(long.encode(texts), 0)
+    cut_ids, cut_mask = head_cut(ids, mask, 16, end_id)
     for i, want in enumerate(short.encode(texts)):
         n = int(cut_mask[i].sum())
         assert cut_ids[i, :n].tolist() == want and not cut_mask[i, n:].any()
     # a batch narrower than the cut is left as it is
-    narrow = long.pad(long.encode(texts[:1]))
-    same, _ = head_cut(torch.from_numpy(narrow[0]), torch.from_numpy(narrow[1]), 16, 102)
+    narrow = pad(long.encode(texts[:1]), 0)
+    same, _ = head_cut(narrow[0], narrow[1], 16, 102)
     assert same.tolist() == narrow[0].tolist()
 
 
@@ -122,38 +132,40 @@ def test_wide_and_deep_exports_with_parity_on_texts_longer_than_the_encoder_read
     import onnxruntime as ort
     import torch
 
-    from trainer import export, model
+    from trainer import export, model, packaging
     from trainer.labels import load_label_space
     from trainer.lexical import LexicalHead, WideAndDeep, fit_wide
+    from trainer.step_loop import pad
     from trainer.tiny import CHECK_TEXTS
-    from trainer.tokens import TextEncoder, serving_tokenizer, special_ids
+    from trainer.training_tokens import TrainingTokens
 
     torch.set_num_threads(1)
     labels = load_label_space().tasks
     deep = model.build(model.tiny_encoder(0), labels, 0).eval()
-    enc = TextEncoder(serving_tokenizer(model.default_base_model() / "tokenizer.json", 96), 96)
+    fp32, int8 = packaging.draft_graphs(tmp_path, labels, **reading(tmp_path, 96))
+    enc = TrainingTokens(fp32)
     texts = [
         t * k for t in CHECK_TEXTS for k in (1, 3)
     ]  # most longer than the 16 ids the encoder reads
     train = enc.encode(texts)
-    feats, counts = fitted(train, enc.tok.get_vocab_size(), 1024, special_ids(enc.tok))
+    feats, counts = fitted(train, enc.vocab_size, 1024, enc.special_ids)
     rng = np.random.default_rng(0)
     y = {t: rng.integers(0, len(ls), size=len(train)) for t, ls in labels.items()}
     wide = LexicalHead(
         feats, fit_wide(feats, counts, y, {t: len(ls) for t, ls in labels.items()}, c=1.0)
     )
-    net = WideAndDeep(deep, wide, 0.5, 16, enc.tok.token_to_id("[SEP]")).eval()
-    fp32 = tmp_path / "m.onnx"
-    export.export_fp32(net, fp32)
-    assert export.check_parity(net, fp32, enc, texts) <= export.PARITY_TOLERANCE
-    sess = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
-    ids, mask = enc.pad(enc.encode(texts[:3]))
-    out = sess.run(None, {"input_ids": ids, "attention_mask": mask})
+    end_id = enc.token_id("[SEP]")
+    assert end_id is not None
+    net = WideAndDeep(deep, wide, 0.5, 16, end_id).eval()
+    export.export_fp32(net, fp32.onnx_path)
+    assert export.check_parity(net, fp32, texts) <= export.PARITY_TOLERANCE
+    sess = ort.InferenceSession(str(fp32.onnx_path), providers=["CPUExecutionProvider"])
+    ids, mask = pad(enc.encode(texts[:3]), 0)
+    out = sess.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})
     # outputs are mixed log-probabilities: finite, and each row's exp sums to at most 1
     assert all(np.isfinite(o).all() and (np.exp(o).sum(axis=1) <= 1 + 1e-5).all() for o in out)
-    int8 = tmp_path / "m.int8.onnx"
-    export.quantize_int8(fp32, int8)
-    agree = export.int8_agreement(fp32, int8, enc, texts, list(labels))
+    export.quantize_int8(fp32.onnx_path, int8.onnx_path)
+    agree = export.int8_agreement(fp32, int8, texts)
     assert min(agree.values()) >= 0.5
 
 

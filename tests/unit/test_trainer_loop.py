@@ -1,4 +1,5 @@
-"""The training loop on a tiny random encoder: batching, class weights, checkpoints and resume."""
+"""The fine-tune's training loop (``trainer.fit``, ``trainer.step_loop``, ``trainer.finetune``) on a
+tiny random encoder: batching, class weights, checkpoints and resume."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def data(n: int = 48) -> tuple[list[list[int]], dict[str, np.ndarray]]:
 
 
 def test_length_grouped_batches_cover_every_row_once_and_are_deterministic() -> None:
-    from trainer.train import length_grouped_batches
+    from trainer.step_loop import length_grouped_batches
 
     lengths = list(np.random.default_rng(1).integers(5, 200, 333))
     batches = length_grouped_batches(lengths, 16, seed=7, epoch=0)
@@ -33,7 +34,7 @@ def test_length_grouped_batches_cover_every_row_once_and_are_deterministic() -> 
 
 
 def test_class_weights_dampen_imbalance_and_zero_absent_labels() -> None:
-    from trainer.train import class_weights
+    from trainer.fit import class_weights
 
     w = class_weights(np.array([0] * 90 + [1] * 10), 3, power=0.5).numpy()
     assert w[1] > w[0] and w[2] == 0.0
@@ -42,8 +43,8 @@ def test_class_weights_dampen_imbalance_and_zero_absent_labels() -> None:
 
 
 def test_class_weights_ignore_unlabelled_rows() -> None:
+    from trainer.fit import class_weights
     from trainer.labels import IGNORE
-    from trainer.train import class_weights
 
     y = np.array([0] * 90 + [1] * 10 + [IGNORE] * 500)
     assert class_weights(y, 2, power=1.0).tolist() == pytest.approx([100 / 180, 100 / 20])
@@ -53,8 +54,8 @@ def test_batch_loss_leaves_out_a_task_without_labels_in_the_batch() -> None:
     import torch
     from torch import nn
 
+    from trainer.fit import batch_loss
     from trainer.labels import IGNORE
-    from trainer.train import batch_loss
 
     out = {
         "team_logits": torch.tensor([[2.0, 0.0], [0.0, 2.0]]),
@@ -85,8 +86,8 @@ def test_batch_loss_is_pytorchs_class_weighted_mean(smoothing: float) -> None:
     import torch
     from torch import nn
 
+    from trainer.fit import batch_loss
     from trainer.labels import IGNORE
-    from trainer.train import batch_loss
 
     logits = torch.tensor([[2.0, 0.0, 1.0], [0.0, 2.0, 0.5], [1.0, 1.0, 1.0], [0.3, 0.1, 3.0]])
     y = np.array([0, 2, IGNORE, 1])
@@ -110,7 +111,8 @@ def test_probe_fits_the_heads_and_leaves_the_encoder_untouched() -> None:
     import torch
 
     from trainer import model
-    from trainer.train import Encoded, batch_loss, class_weights, pad, probe_heads
+    from trainer.fit import batch_loss, class_weights, probe_heads
+    from trainer.step_loop import Encoded, pad
 
     rng = np.random.default_rng(2)
     n = 64
@@ -148,7 +150,8 @@ def test_probe_fits_the_heads_and_leaves_the_encoder_untouched() -> None:
 
 def test_fit_probes_only_a_fresh_run(tmp_path: Path) -> None:
     from trainer import model
-    from trainer.train import Encoded, fit
+    from trainer.fit import fit
+    from trainer.step_loop import Encoded
 
     ids, labels = data()
     tasks = {"team": ("a", "b", "c"), "vulnerable": ("no", "yes")}
@@ -184,7 +187,7 @@ def test_fit_probes_only_a_fresh_run(tmp_path: Path) -> None:
 
 
 def test_micro_batches_respect_the_token_budget_and_cover_every_row() -> None:
-    from trainer.train import micro_batches
+    from trainer.step_loop import micro_batches
 
     lengths = list(np.random.default_rng(3).integers(5, 300, 64))
     rows = list(range(10, 42))
@@ -203,8 +206,9 @@ def test_accumulated_micro_batches_give_the_whole_batch_gradient() -> None:
     import torch
 
     from trainer import model
+    from trainer.fit import accumulate, class_weights
     from trainer.labels import IGNORE
-    from trainer.train import Encoded, accumulate, class_weights
+    from trainer.step_loop import Encoded
 
     rng = np.random.default_rng(5)
     n = 12
@@ -234,8 +238,9 @@ def test_accumulated_micro_batches_give_the_whole_batch_gradient() -> None:
 
 def test_fit_refuses_a_task_with_no_labelled_row(tmp_path: Path) -> None:
     from trainer import model
+    from trainer.fit import fit
     from trainer.labels import IGNORE
-    from trainer.train import Encoded, fit
+    from trainer.step_loop import Encoded
 
     ids, labels = data(16)
     labels["vulnerable"] = np.full(16, IGNORE)
@@ -250,7 +255,8 @@ def test_fit_checkpoints_and_resumes(tmp_path: Path) -> None:
     import torch
 
     from trainer import model
-    from trainer.train import CHECKPOINT, Encoded, fit
+    from trainer.fit import CHECKPOINT, fit
+    from trainer.step_loop import Encoded
 
     ids, labels = data()
     tasks = {"team": ("a", "b", "c"), "vulnerable": ("no", "yes")}
@@ -291,8 +297,10 @@ def test_an_interrupted_fine_tune_resumes_to_the_weights_and_loss_of_one_that_ne
 ) -> None:
     import torch
 
-    from trainer import model, train
-    from trainer.train import Encoded, fit
+    import trainer.fit
+    from trainer import model
+    from trainer.fit import fit
+    from trainer.step_loop import Encoded
 
     ids, labels = data()  # 6 batches an epoch
     tasks = {"team": ("a", "b", "c"), "vulnerable": ("no", "yes")}
@@ -304,7 +312,7 @@ def test_an_interrupted_fine_tune_resumes_to_the_weights_and_loss_of_one_that_ne
     whole_net = net()
     whole = fit(whole_net, Encoded(ids, labels), cfg, tmp_path / "whole", pad_id=0, data_digest="d")
 
-    real, calls = train.accumulate, []
+    real, calls = trainer.fit.accumulate, []
 
     def killed_at_step_10(*args: object) -> float:
         calls.append(1)
@@ -312,10 +320,10 @@ def test_an_interrupted_fine_tune_resumes_to_the_weights_and_loss_of_one_that_ne
             raise RuntimeError("node lost")
         return real(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(train, "accumulate", killed_at_step_10)
+    monkeypatch.setattr(trainer.fit, "accumulate", killed_at_step_10)
     with pytest.raises(RuntimeError, match="node lost"):
         fit(net(), Encoded(ids, labels), cfg, tmp_path / "cut", pad_id=0, data_digest="d")
-    monkeypatch.setattr(train, "accumulate", real)
+    monkeypatch.setattr(trainer.fit, "accumulate", real)
     cut_net = net()
     cut = fit(
         cut_net, Encoded(ids, labels), cfg, tmp_path / "cut", pad_id=0, data_digest="d", resume=True
@@ -331,7 +339,8 @@ def test_an_interrupted_fine_tune_resumes_to_the_weights_and_loss_of_one_that_ne
 
 def test_epoch_hook_and_time_guard(tmp_path: Path) -> None:
     from trainer import model
-    from trainer.train import Encoded, fit
+    from trainer.fit import fit
+    from trainer.step_loop import Encoded
 
     ids, labels = data(16)
     tasks = {"team": ("a", "b", "c"), "vulnerable": ("no", "yes")}
@@ -428,8 +437,8 @@ def test_a_fine_tune_keeps_its_last_epoch_evaluation_only_when_it_is_of_the_fina
     from trainer import model
     from trainer.finetune import FineTune
     from trainer.labels import load_label_space
+    from trainer.step_loop import Encoded
     from trainer.tracking import Tracker
-    from trainer.train import Encoded
 
     space = load_label_space()
     ids, _ = data(16)

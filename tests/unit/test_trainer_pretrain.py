@@ -73,7 +73,7 @@ def test_adapt_trains_the_encoder_saves_it_and_a_resumed_run_reuses_it(tmp_path:
     from trainer import pretrain
     from trainer.model import load_encoder
     from trainer.run_config import TrainConfig
-    from trainer.train import Encoded
+    from trainer.step_loop import Encoded
 
     base = tiny_base(tmp_path / "base")
     rows = [[1, *range(10 + i, 30 + i), 2] for i in range(40)]
@@ -110,7 +110,7 @@ def test_an_interrupted_stage_resumes_to_the_weights_of_one_that_never_stopped(
     from trainer import pretrain
     from trainer.model import load_encoder
     from trainer.run_config import TrainConfig
-    from trainer.train import Encoded
+    from trainer.step_loop import Encoded
 
     base = tiny_base(tmp_path / "base")
     data = Encoded(ids=[[1, *range(10 + i, 30 + i), 2] for i in range(40)], labels={})
@@ -157,7 +157,7 @@ def test_adapt_learns_the_masked_tokens() -> None:
 
     from trainer import pretrain
     from trainer.run_config import TrainConfig
-    from trainer.train import Encoded
+    from trainer.step_loop import Encoded
 
     with tempfile.TemporaryDirectory() as tmp:
         base = tiny_base(Path(tmp) / "base")

@@ -1,4 +1,4 @@
-"""Pushing a package to a model hub (``trainer.publish``) and registering the pinned ref, with no
+"""Pushing a package to a model hub (``trainer.push``) and registering the pinned ref, with no
 network: a hub double commits into a local Hugging Face cache, which the registry then reads through
 ``snapshot_download``."""
 
@@ -22,7 +22,7 @@ from consumer.registry import Registry
 from consumer.settings import ConsumerSettings
 from trainer import cli
 from trainer.errors import PublishError
-from trainer.publish import push_to_hub
+from trainer.push import push_to_hub
 from trainer.register import register
 
 pytestmark = pytest.mark.train  # the tiny package is exported with torch
@@ -140,14 +140,14 @@ def test_a_repo_must_be_owner_slash_name(tiny: Path, tmp_path: Path) -> None:
 def test_push_command_prints_the_ref_and_maps_errors_to_exit_codes(
     tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr("trainer.publish.HfApi", lambda: CacheHub(tmp_path / "hub-cache"))
+    monkeypatch.setattr("trainer.push.HfApi", lambda: CacheHub(tmp_path / "hub-cache"))
     assert cli.main(["push", str(tiny), "--repo", REPO]) == 0
     (line,) = capsys.readouterr().out.splitlines()
     assert json.loads(line)["pushed"].startswith(f"hf://{REPO}@")
 
     denied = HfHubHTTPError("401 Unauthorized")
     monkeypatch.setattr(
-        "trainer.publish.HfApi",
+        "trainer.push.HfApi",
         lambda: CacheHub(tmp_path / "other", fail={"upload_folder": denied}),
     )
     assert cli.main(["push", str(tiny), "--repo", REPO]) == 1
@@ -160,10 +160,10 @@ def test_train_checks_the_hub_repo_before_training(
     def train_anyway(*args: object, **kwargs: object) -> None:
         raise AssertionError("trained although the push could never succeed")
 
-    monkeypatch.setattr("trainer.pipeline.run", train_anyway)
+    monkeypatch.setattr("trainer.train_command.run", train_anyway)
     denied = HfHubHTTPError("401 Unauthorized: invalid token")
     monkeypatch.setattr(
-        "trainer.publish.HfApi", lambda: CacheHub(tmp_path, fail={"create_repo": denied})
+        "trainer.push.HfApi", lambda: CacheHub(tmp_path, fail={"create_repo": denied})
     )
     assert cli.main(["train", "--push-to-hub", REPO, "--out", str(tmp_path / "run")]) == 1
     assert cli.main(["train", "--push-to-hub", "no-owner", "--out", str(tmp_path / "run")]) == 2

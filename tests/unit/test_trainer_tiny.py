@@ -12,7 +12,7 @@ import pytest
 from consumer.errors import IntegrityError
 from consumer.package import load_package
 from trainer.labels import load_label_space
-from trainer.scoring import OnnxScorer
+from trainer.scoring import Scorer
 
 pytestmark = pytest.mark.train
 
@@ -62,10 +62,8 @@ def test_onnx_interface_and_dynamic_shapes(pkg_dir: Path) -> None:
 
 
 def test_scorer_runs_on_real_tokenizer(pkg_dir: Path) -> None:
-    scores = OnnxScorer.for_package(load_package(pkg_dir)).score(
-        ["My card was charged twice.", "x " * 400]
-    )
-    assert scores.logits["issue"].shape == (2, len(load_package(pkg_dir).heads["issue"].labels))
+    scores = Scorer(load_package(pkg_dir)).score(["My card was charged twice.", "x " * 400])
+    assert scores.probs["issue"].shape == (2, len(load_package(pkg_dir).heads["issue"].labels))
 
 
 def test_same_seed_same_digest_other_seed_other_version(pkg_dir: Path, tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
-"""The fine-tune: length-grouped dynamic padding, class-weighted multi-task loss, AdamW with linear
-warmup and decay, checkpoints every N steps and at each epoch end, ``resume`` (the step loop itself
-is ``trainer.loop``'s, shared with the masked-LM stage).
+"""One fine-tune in torch: the class-weighted multi-task loss, the optional LP-FT probe, ``fit``
+(AdamW with linear warmup and decay, checkpoints every N steps and at each epoch end, ``resume``)
+and ``predict``. The step loop itself and the batching are ``trainer.step_loop``'s, shared with the
+masked-LM stage; ``trainer.finetune`` runs this for the main run and a soup's ingredients.
 
 Each optimiser batch is computed in token-bounded micro-batches whose gradients add up to the whole
 batch's (``micro_batch_tokens``). On a 2-core CPU the cost per token roughly doubles once a
@@ -21,8 +22,6 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +30,20 @@ import torch
 from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
-from trainer import loop
+from trainer import step_loop
 from trainer.errors import DataError
 from trainer.labels import IGNORE
-from trainer.loop import Position
 from trainer.model import MultiTaskModel, output_name
 from trainer.run_config import TrainConfig
+from trainer.step_loop import (
+    Encoded,
+    Position,
+    length_grouped_batches,
+    micro_batches,
+    pad,
+    save_checkpoint,
+    use_bf16,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,22 +53,6 @@ CHECKPOINT = "last.pt"
 FORWARD_TOKENS = 4096
 
 
-@dataclass
-class Encoded:
-    """Token ids and label indices of one split."""
-
-    ids: list[list[int]]
-    labels: dict[str, np.ndarray]
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    @cached_property
-    def lengths(self) -> list[int]:
-        """Token count of each row (batching and micro-batching read it every step)."""
-        return [len(r) for r in self.ids]
-
-
 def class_weights(y: np.ndarray, n_labels: int, power: float) -> torch.Tensor:
     """(n / (k * count)) ** power over the labelled rows (``IGNORE`` rows left out); labels absent
     from training get weight 0 (nothing to learn from)."""
@@ -69,44 +60,6 @@ def class_weights(y: np.ndarray, n_labels: int, power: float) -> torch.Tensor:
     counts = np.bincount(y, minlength=n_labels).astype(np.float64)
     w = np.where(counts > 0, (len(y) / (n_labels * np.maximum(counts, 1))) ** power, 0.0)
     return torch.tensor(w, dtype=torch.float32)
-
-
-def length_grouped_batches(
-    lengths: list[int], batch_size: int, seed: int, epoch: int
-) -> list[list[int]]:
-    """Shuffle, sort within windows of 50 batches by length, cut into batches, shuffle the batches.
-
-    Similar lengths share a batch (little padding), while the order stays random; deterministic per
-    epoch.
-    """
-    rng = np.random.default_rng([seed, epoch])
-    idx = rng.permutation(len(lengths))
-    window = batch_size * 50
-    batches = []
-    for lo in range(0, len(idx), window):
-        chunk = sorted(idx[lo : lo + window].tolist(), key=lambda i: -lengths[i])
-        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-    order = rng.permutation(len(batches))
-    return [batches[i] for i in order]
-
-
-def micro_batches(rows: Sequence[int], lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
-    """Split ``rows`` into pieces whose padded size (rows x longest row) is at most ``max_tokens``.
-
-    Rows are taken longest first, so each piece holds similar lengths; a row longer than the budget
-    gets a piece of its own. ``max_tokens`` <= 0: one piece. Every row is in exactly one piece.
-    """
-    if max_tokens <= 0:
-        return [list(rows)]
-    pieces: list[list[int]] = []
-    for i in sorted(rows, key=lambda r: -lengths[r]):
-        # longest first: the first row of a piece is its widest, so the padded size is len(piece) *
-        # width
-        if pieces and (len(pieces[-1]) + 1) * lengths[pieces[-1][0]] <= max_tokens:
-            pieces[-1].append(i)
-        else:
-            pieces.append([i])
-    return pieces
 
 
 def loss_denominators(
@@ -156,26 +109,6 @@ def batch_loss(
     return torch.stack(terms).sum() if terms else None
 
 
-def use_bf16(setting: str) -> bool:
-    """bfloat16 autocast roughly doubles CPU training speed where the CPU computes bf16 natively;
-    weights stay fp32, so the export and its parity check are unaffected."""
-    if setting in ("on", "off"):
-        return setting == "on"
-    return bool(
-        torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    )
-
-
-def pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-        mask[i, : len(r)] = 1
-    return ids, mask
-
-
 def padded_pieces(
     data: Encoded, rows: Sequence[int], pad_id: int, max_tokens: int
 ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
@@ -204,13 +137,6 @@ def predict(
     inverse = np.empty_like(order)
     inverse[order] = np.arange(len(order))
     return {t: np.concatenate(p)[inverse] for t, p in parts.items()}
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)  # atomic: a crash mid-write leaves the previous checkpoint intact
 
 
 def accumulate(
@@ -262,9 +188,8 @@ def probe_heads(
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                 features[piece] = model.pool(ids, mask).float()
     opt = torch.optim.AdamW(model.heads.parameters(), lr=cfg.head_lr, weight_decay=cfg.weight_decay)
-    rng = np.random.default_rng(
-        [cfg.seed, 1 << 20]
-    )  # its own stream: the fine-tune's batch order is unchanged
+    # its own stream: the fine-tune's batch order is unchanged
+    rng = np.random.default_rng([cfg.seed, 1 << 20])
     last = 0.0
     for _ in range(cfg.probe_epochs):
         losses = []
@@ -303,77 +228,34 @@ def fit(
     on_log: Callable[[dict[str, float], int], None] | None = None,
     on_eval: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Train in place; returns a summary (steps, epochs, seconds, final loss)."""
+    """Train ``model`` in place; returns a summary: steps done and planned, epochs, the final
+    smoothed loss, whether the deadline (``max_minutes``) stopped it, and the LP-FT probe's loss
+    (None when no probe ran). ``on_eval(epoch, step)`` runs after each epoch's checkpoint.
+    ``DataError`` when there is no training row, a task has no labelled row, or ``resume`` finds a
+    checkpoint made on other data (``data_digest``)."""
     if not len(train):
         raise DataError("no training rows")
     per_epoch = math.ceil(len(train) / cfg.batch_size)
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
-    head_params = list(model.heads.parameters())
-    head_ids = {id(p) for p in head_params}
-    enc_params = [p for p in model.parameters() if id(p) not in head_ids]
-    opt = torch.optim.AdamW(
-        [{"params": enc_params, "lr": cfg.lr}, {"params": head_params, "lr": cfg.head_lr}],
-        weight_decay=cfg.weight_decay,
-    )
-    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
-    unlabelled = [t for t, y in train.labels.items() if not np.any(y != IGNORE)]
-    if unlabelled:
-        raise DataError(f"no training rows labelled for {unlabelled}")
-    weights = {
-        t: class_weights(y, model.tasks[t], cfg.class_weight_power) for t, y in train.labels.items()
-    }
-    pos = Position()
+    opt, sched = _optimiser(model, cfg, total)
+    weights = _task_weights(model, train, cfg)
     ckpt = ckpt_dir / CHECKPOINT
-    if resume and ckpt.is_file():
-        state = torch.load(ckpt, weights_only=False)
-        if state["data_digest"] != data_digest:
-            raise DataError(
-                "checkpoint was trained on other data (dataset digest differs); not resuming"
-            )
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-        pos = Position.from_state(state)
-        log.info(
-            "train: resumed at step %d (epoch %d, batch %d)",
-            pos.step,
-            pos.epoch,
-            pos.batch_in_epoch,
-        )
-
-    def checkpoint() -> None:
-        state = {
-            "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(),
-        }
-        extra = {"rng": torch.get_rng_state(), "data_digest": data_digest, "config": cfg.as_dict()}
-        save_checkpoint(ckpt, {**state, **pos.state(), **extra})
-
-    def on_epoch_end() -> None:
-        if on_eval:
-            on_eval(pos.epoch, pos.step)
-            model.train()
-
+    pos = (
+        _resumed(ckpt, data_digest, model, opt, sched) if resume and ckpt.is_file() else Position()
+    )
+    checkpoint = _checkpointer(ckpt, model, opt, sched, pos, data_digest, cfg)
     autocast = use_bf16(cfg.bf16)
     probe_loss = None
-    if (
-        cfg.probe_epochs and pos.step == 0
-    ):  # a resumed run already has its probed (and since trained) heads
+    if cfg.probe_epochs and pos.step == 0:  # a resumed run already has its probed, trained heads
         probe_loss = probe_heads(model, train, weights, cfg, pad_id, autocast)
-    log.info(
-        "train: %d rows, %d steps, batch %d, bf16 autocast %s",
-        len(train),
-        total,
-        cfg.batch_size,
-        autocast,
-    )
+    facts = (len(train), total, cfg.batch_size, autocast)
+    log.info("train: %d rows, %d steps, batch %d, bf16 autocast %s", *facts)
     model.train()
-    stopped_early = loop.run(
+    stopped_early = step_loop.run(
         pos,
         total,
         lambda epoch: length_grouped_batches(train.lengths, cfg.batch_size, cfg.seed, epoch),
+        # looked up at each step, not bound here: tests replace ``accumulate`` to interrupt a run
         lambda batch: accumulate(model, train, batch, weights, cfg, pad_id, autocast),
         optimizer=opt,
         scheduler=sched,
@@ -382,7 +264,7 @@ def fit(
         checkpoint_every=cfg.checkpoint_every,
         desc="train",
         on_log=on_log,
-        on_epoch_end=on_epoch_end,
+        on_epoch_end=_after_epoch(model, pos, on_eval),
         deadline=time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes else float("inf"),
     )
     checkpoint()
@@ -395,3 +277,90 @@ def fit(
         "stopped_early": stopped_early,
         "probe_loss": probe_loss,
     }
+
+
+def _optimiser(
+    model: MultiTaskModel, cfg: TrainConfig, total: int
+) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW with the encoder at ``lr`` and the fresh heads at ``head_lr``, and a linear schedule
+    warming up over ``warmup_ratio`` of the ``total`` steps."""
+    head_params = list(model.heads.parameters())
+    head_ids = {id(p) for p in head_params}
+    enc_params = [p for p in model.parameters() if id(p) not in head_ids]
+    opt = torch.optim.AdamW(
+        [{"params": enc_params, "lr": cfg.lr}, {"params": head_params, "lr": cfg.head_lr}],
+        weight_decay=cfg.weight_decay,
+    )
+    return opt, get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
+
+
+def _task_weights(
+    model: MultiTaskModel, train: Encoded, cfg: TrainConfig
+) -> dict[str, torch.Tensor]:
+    """Class weights per task; ``DataError`` for a task with no labelled training row."""
+    unlabelled = [t for t, y in train.labels.items() if not np.any(y != IGNORE)]
+    if unlabelled:
+        raise DataError(f"no training rows labelled for {unlabelled}")
+    return {
+        t: class_weights(y, model.tasks[t], cfg.class_weight_power) for t, y in train.labels.items()
+    }
+
+
+def _resumed(
+    ckpt: Path, data_digest: str, model: MultiTaskModel, opt: torch.optim.Optimizer, sched: Any
+) -> Position:
+    """Load ``ckpt`` into the model, optimiser, scheduler and torch's random stream; returns where
+    the run was. A checkpoint made on other data is refused (``DataError``)."""
+    state = torch.load(ckpt, weights_only=False)
+    if state["data_digest"] != data_digest:
+        raise DataError(
+            "checkpoint was trained on other data (dataset digest differs); not resuming"
+        )
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"])
+    pos = Position.from_state(state)
+    log.info(
+        "train: resumed at step %d (epoch %d, batch %d)", pos.step, pos.epoch, pos.batch_in_epoch
+    )
+    return pos
+
+
+def _after_epoch(
+    model: MultiTaskModel, pos: Position, on_eval: Callable[[int, int], None] | None
+) -> Callable[[], None] | None:
+    """``on_eval(epoch, step)`` at each epoch's end, then the model back in training mode (an
+    evaluation leaves it in eval mode); None without ``on_eval``."""
+    if on_eval is None:
+        return None
+
+    def after() -> None:
+        on_eval(pos.epoch, pos.step)
+        model.train()
+
+    return after
+
+
+def _checkpointer(
+    ckpt: Path,
+    model: MultiTaskModel,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    pos: Position,
+    data_digest: str,
+    cfg: TrainConfig,
+) -> Callable[[], None]:
+    """Writes the run's state at ``pos`` (read when called, so always the current position) to
+    ``ckpt``."""
+
+    def checkpoint() -> None:
+        state = {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+        }
+        extra = {"rng": torch.get_rng_state(), "data_digest": data_digest, "config": cfg.as_dict()}
+        save_checkpoint(ckpt, {**state, **pos.state(), **extra})
+
+    return checkpoint
