@@ -4,8 +4,10 @@ Kafka and Redis connection settings use their conventional names (``KAFKA_BOOTST
 ``REDIS_URL``, ...); everything else is prefixed ``ALLOCATOR_``. Nothing else in the code base reads
 ``os.environ``: build the object in the CLI entry point and pass it down.
 
-Secrets (``KAFKA_SASL_PASSWORD``, ``REDIS_PASSWORD``, ``ALLOCATOR_EXPLAINER_TOKEN``) may also come
-from files named after the field in ``ALLOCATOR_SECRETS_DIR`` (a mounted Kubernetes Secret).
+Every field has a description (``tests/unit/test_settings.py`` checks it): it is the reference of
+the setting. Secrets (``KAFKA_SASL_PASSWORD``, ``REDIS_PASSWORD``, ``ALLOCATOR_EXPLAINER_TOKEN``)
+may also come from files named after the field in ``ALLOCATOR_SECRETS_DIR`` (a mounted Kubernetes
+Secret).
 """
 
 from __future__ import annotations
@@ -37,46 +39,86 @@ class CommonSettings(BaseSettings):
         description="Comma-separated host:port list of Kafka brokers.",
     )
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
-        "PLAINTEXT", validation_alias=_alias("KAFKA_SECURITY_PROTOCOL")
+        "PLAINTEXT",
+        validation_alias=_alias("KAFKA_SECURITY_PROTOCOL"),
+        description="How clients talk to the brokers: TLS (SSL), SASL, both or neither.",
     )
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
-        None, validation_alias=_alias("KAFKA_SASL_MECHANISM")
+        None,
+        validation_alias=_alias("KAFKA_SASL_MECHANISM"),
+        description="SASL mechanism with a SASL_* protocol; unset: no SASL.",
     )
-    kafka_sasl_username: str | None = Field(None, validation_alias=_alias("KAFKA_SASL_USERNAME"))
+    kafka_sasl_username: str | None = Field(
+        None, validation_alias=_alias("KAFKA_SASL_USERNAME"), description="SASL user name."
+    )
     kafka_sasl_password: SecretStr | None = Field(
-        None, validation_alias=_alias("KAFKA_SASL_PASSWORD")
+        None,
+        validation_alias=_alias("KAFKA_SASL_PASSWORD"),
+        description="SASL password (or a file of that name in ALLOCATOR_SECRETS_DIR).",
     )
-    kafka_ssl_cafile: str | None = Field(None, validation_alias=_alias("KAFKA_SSL_CAFILE"))
-    kafka_ssl_certfile: str | None = Field(None, validation_alias=_alias("KAFKA_SSL_CERTFILE"))
-    kafka_ssl_keyfile: str | None = Field(None, validation_alias=_alias("KAFKA_SSL_KEYFILE"))
+    kafka_ssl_cafile: str | None = Field(
+        None,
+        validation_alias=_alias("KAFKA_SSL_CAFILE"),
+        description="PEM file of the CA that signed the brokers' certificates.",
+    )
+    kafka_ssl_certfile: str | None = Field(
+        None,
+        validation_alias=_alias("KAFKA_SSL_CERTFILE"),
+        description="PEM client certificate, for brokers that require mutual TLS.",
+    )
+    kafka_ssl_keyfile: str | None = Field(
+        None,
+        validation_alias=_alias("KAFKA_SSL_KEYFILE"),
+        description="PEM private key of the client certificate.",
+    )
 
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0",
         validation_alias=_alias("REDIS_URL"),
         description="redis:// or rediss:// (TLS) URL, without the password.",
     )
-    redis_password: SecretStr | None = Field(None, validation_alias=_alias("REDIS_PASSWORD"))
-    redis_ssl_ca_certs: str | None = Field(None, validation_alias=_alias("REDIS_SSL_CA_CERTS"))
+    redis_password: SecretStr | None = Field(
+        None,
+        validation_alias=_alias("REDIS_PASSWORD"),
+        description="Redis password (or a file of that name in ALLOCATOR_SECRETS_DIR).",
+    )
+    redis_ssl_ca_certs: str | None = Field(
+        None,
+        validation_alias=_alias("REDIS_SSL_CA_CERTS"),
+        description="PEM file of the CA that signed Redis's certificate (rediss:// only).",
+    )
     redis_prefix: str = Field("ca:", description="Prefix of every Redis key this deployment owns.")
     redis_timeout_s: float = Field(
         1.0, gt=0, description="Socket timeout; a slow Redis must not stall the loop."
     )
 
-    topic_complaints: str = "complaints"
-    topic_allocations: str = "allocations"
-    topic_shadow: str = "allocations.shadow"
-    topic_dlq: str = "complaints.dlq"
-    topic_feedback: str = "complaints.feedback"
+    topic_complaints: str = Field("complaints", description="Input: complaint/v1 records.")
+    topic_allocations: str = Field(
+        "allocations", description="Output the case system reads: allocation/v1 records."
+    )
+    topic_shadow: str = Field(
+        "allocations.shadow", description="Shadow challengers' predictions (never published)."
+    )
+    topic_dlq: str = Field(
+        "complaints.dlq", description="Records that could not be allocated, with dlq/v1 headers."
+    )
+    topic_feedback: str = Field(
+        "complaints.feedback", description="Final human decisions: feedback/v1 records."
+    )
     topic_partitions: int = Field(
         6, ge=1, description="Partitions for topics this process creates."
     )
-    topic_replication: int = Field(1, ge=1)
+    topic_replication: int = Field(
+        1, ge=1, description="Replication factor for topics this process creates."
+    )
     create_topics: bool = Field(True, description="Create missing topics at start-up.")
 
     metrics_port: int = Field(
         9100, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz (0: any)."
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Threshold of the JSON log lines on stderr."
+    )
     model_cache_dir: Path = Field(
         Path(".cache/models"), description="Where hub model packages are fetched."
     )
@@ -85,7 +127,9 @@ class CommonSettings(BaseSettings):
 class ConsumerSettings(CommonSettings):
     """Settings of ``allocator consume``."""
 
-    consumer_group: str = "complaints-allocation"
+    consumer_group: str = Field(
+        "complaints-allocation", description="Kafka consumer group every consumer pod joins."
+    )
     instance_id: str = Field(
         # the pod name, plus the pid so that processes sharing a host never share a
         # transactional.id; in a container the pid is the same after a restart, so a restarted pod
@@ -137,7 +181,9 @@ class ConsumerSettings(CommonSettings):
 class PromoterSettings(CommonSettings):
     """Settings of ``allocator promoter``."""
 
-    promoter_group: str = "complaints-allocation-promoter"
+    promoter_group: str = Field(
+        "complaints-allocation-promoter", description="Kafka consumer group of the promoter."
+    )
     auto_apply: bool = Field(
         False, description="Write promote/rollback to the strategy; else recommend only."
     )
@@ -161,7 +207,7 @@ class PromoterSettings(CommonSettings):
 class ExplainerSettings(CommonSettings):
     """Settings of ``allocator explain serve``."""
 
-    explainer_port: int = Field(8080, ge=0, le=65535)
+    explainer_port: int = Field(8080, ge=0, le=65535, description="Port of the HTTP API (0: any).")
     explainer_token: SecretStr | None = Field(
         None, description="Bearer token; requests without it get 401."
     )
@@ -172,7 +218,9 @@ class ExplainerSettings(CommonSettings):
     explainer_concurrency: int = Field(
         2, ge=1, description="Explanations computed at once; others wait."
     )
-    explainer_cache_size: int = Field(256, ge=0)
+    explainer_cache_size: int = Field(
+        256, ge=0, description="Explanations kept in memory for repeated requests (0: none)."
+    )
 
 
 S = TypeVar("S", bound=CommonSettings)
