@@ -6,6 +6,8 @@ Modules, from the bottom up: ``errors`` (the explainer's branch of the exception
 mapping), ``tokens`` (what the model saw, for shap's masker), ``attribution`` (SHAP), ``models``
 (registry lookup and digest check), ``sources`` (records by coordinates), ``index`` (decision id →
 allocation), ``limits`` (cache and slots), ``service`` (one request), ``report`` and ``html`` (the
-outputs), ``openapi`` and ``http`` (the API), ``app`` and ``cli`` (wiring). Imports ``consumer``;
-nothing imports ``explainer`` but the CLI.
+outputs), ``openapi`` (the API's types, from which FastAPI generates its document), ``auth`` (the
+bearer-token dependency), ``audit`` (the audit line, an ASGI middleware), ``api`` (the FastAPI
+application) and ``http`` (uvicorn in a thread), ``app`` and ``cli`` (wiring). Imports
+``consumer``; nothing imports ``explainer`` but the CLI.
 """

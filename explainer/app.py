@@ -1,8 +1,9 @@
 """Wiring of ``allocator explain serve`` and of the one-shot ``allocator explain DECISION_ID``.
 
 serve: settings → Redis registry, Kafka record reader, allocation indexer thread → service → HTTP
-server; shap is imported and its kernels compiled in a background thread, and ``/readyz`` says ready
-once that is done and the index has caught up. SIGTERM/SIGINT stop the server, then the indexer.
+API (FastAPI on uvicorn, ``explainer.http``); shap is imported and its kernels compiled in a
+background thread, and ``/readyz`` says ready once that is done and the index has caught up.
+SIGTERM/SIGINT stop the server, then the indexer.
 """
 
 from __future__ import annotations

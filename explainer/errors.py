@@ -1,28 +1,38 @@
 """Errors of the explainer, grafted onto the project's one exception tree (``consumer.errors``).
 
     AllocationError
-    └── ExplainerError                          ``status`` (HTTP) and ``code`` (stable reason) on
-    every class
-        ├── BadRequestError(InputError)         400 bad_request: unknown task or label, malformed
-        body ├── DecisionNotFoundError               404 decision_not_found: no allocation with this
-        decision id ├── InputMismatchError(ContractError)   409 input_mismatch: sha256(text) differs
-        from input_sha256 ├── ModelDigestMismatchError(IntegrityError)
-        │                                       409 model_digest_mismatch: name@version is
-        registered with │                                           another digest than the one that
-        made the decision ├── InputGoneError                      410 input_gone: the source offset
-        is no longer retained ├── ModelNotRegisteredError(UnknownModelError)
-        │                                       424 model_not_registered: the decision's model is
-        not in the registry ├── BusyError                           429 busy: every computation slot
-        stayed taken (Retry-After) └── BudgetExceededError                 504 budget_exceeded: SHAP
-        did not finish within the time budget
+    └── ExplainerError                 ``status`` (HTTP) and ``code`` (stable reason) on every class
+        ├── BadRequestError(InputError)           400 bad_request: unknown task or label, malformed
+        │                                         body, query or decision id
+        ├── UnauthorizedError                     401 unauthorized: no or wrong bearer token
+        ├── DecisionNotFoundError                 404 decision_not_found: no allocation with this id
+        ├── RouteNotFoundError                    404 not_found: no such route (or method)
+        ├── InputMismatchError(ContractError)     409 input_mismatch: sha256(text) differs from
+        │                                         input_sha256
+        ├── ModelDigestMismatchError(IntegrityError)
+        │                                         409 model_digest_mismatch: name@version is
+        │                                         registered with another digest than the one that
+        │                                         made the decision
+        ├── InputGoneError                        410 input_gone: the source offset is no longer
+        │                                         retained
+        ├── ModelNotRegisteredError(UnknownModelError)
+        │                                         424 model_not_registered: the decision's model is
+        │                                         not in the registry
+        ├── BusyError                             429 busy: every computation slot stayed taken
+        │                                         (Retry-After)
+        └── BudgetExceededError                   504 budget_exceeded: SHAP did not finish within
+                                                  the time budget
 
-``http_error`` is the one boundary where any error becomes an HTTP status and code; errors of the
-consumer tree that can surface here (Redis or Kafka down, a registered package that fails
-verification) are mapped there too, and ``tests/unit/test_explainer_errors.py`` checks that every
-class of the tree has a deliberate mapping.
+``http_error`` is the one boundary where any error becomes an HTTP status and code (``error_body``
+is the body that carries them); errors of the consumer tree that can surface here (Redis or Kafka
+down, a registered package that fails verification) are mapped there too, and
+``tests/unit/test_explainer_errors.py`` checks that every class of the tree has a deliberate
+mapping.
 """
 
 from __future__ import annotations
+
+import json
 
 from consumer.errors import (
     AllocationError,
@@ -52,8 +62,16 @@ class BadRequestError(ExplainerError, InputError):
     status, code = 400, "bad_request"
 
 
+class UnauthorizedError(ExplainerError):
+    status, code = 401, "unauthorized"
+
+
 class DecisionNotFoundError(ExplainerError):
     status, code = 404, "decision_not_found"
+
+
+class RouteNotFoundError(ExplainerError):
+    status, code = 404, "not_found"
 
 
 class InputMismatchError(ExplainerError, ContractError):
@@ -111,3 +129,8 @@ def http_error(exc: BaseException) -> tuple[int, str]:
         if isinstance(exc, cls):
             return status, code
     return 500, "internal"
+
+
+def error_body(code: str, message: str) -> bytes:
+    """The JSON body of every refusal: ``{"error": code, "message": message}``."""
+    return json.dumps({"error": code, "message": message}).encode()
