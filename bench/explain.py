@@ -5,11 +5,11 @@ s.
                             [--masking remove mask_token] [--threads N]
 
 For each package (default: the MiniLM-sized int8 package of ``bench.common``), masking and sub-batch
-size: load the model as the explainer does (``explainer.models.load_model``), compile shap's kernels
-once (not timed), then explain the decided ``team`` label of real CFPB complaints whose tokenisation
-is 270-330 tokens (the package's long-text policy may cut them to its max length, as in production).
-Reports seconds per explanation (p50, max), model evaluations, ms per evaluation and the worst
-additivity error. The last line is one JSON object.
+size: load the model as the explainer does (``explainer.model_cache.load_model``), compile shap's
+kernels once (not timed), then explain the decided ``team`` label of real CFPB complaints whose
+tokenisation is 270-330 tokens (the package's long-text policy may cut them to its max length, as in
+production). Reports seconds per explanation (p50, max), model evaluations, ms per evaluation and
+the worst additivity error. The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from bench.common import cfpb_texts, minilm_package
 from consumer.inference import cpu_limit
 from consumer.package import load_package
 from explainer.attribution import Masking, warm_up
-from explainer.models import load_model
+from explainer.model_cache import load_model
 
 TARGET_S = 10.0
 

@@ -149,16 +149,18 @@ def batch_consumer(settings: ConsumerSettings, topic: str) -> KafkaConsumer:
     )
 
 
-def reader(settings: CommonSettings) -> KafkaConsumer:
+def reader(settings: CommonSettings, **tuning: Any) -> KafkaConsumer:
     """A consumer with no group, for reading chosen offsets (``assign`` + ``seek``): committed data
-    only, never an offset commit."""
+    only, never an offset commit. ``tuning``: further kafka-python settings."""
+    config: dict[str, Any] = {
+        **client_config(settings),
+        "group_id": None,
+        "enable_auto_commit": False,
+        "isolation_level": "read_committed",
+        **tuning,
+    }
     with map_kafka_errors("reader"):
-        return KafkaConsumer(
-            **client_config(settings),
-            group_id=None,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-        )
+        return KafkaConsumer(**config)
 
 
 def _assignors() -> list[Any]:

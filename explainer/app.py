@@ -25,7 +25,7 @@ from consumer.settings import ExplainerSettings
 from explainer.attribution import require_shap, warm_up
 from explainer.http import ExplainerServer
 from explainer.index import AllocationIndexer, DecisionIndex
-from explainer.models import ModelCache
+from explainer.model_cache import ModelCache
 from explainer.service import ExplainService, Limits
 from explainer.sources import KafkaRecords
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
-from consumer.kafka import client_config, map_kafka_errors
+from consumer.kafka import FETCH_MAX_BYTES, map_kafka_errors, reader
 from consumer.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -150,13 +150,7 @@ class AllocationIndexer:
 
     def _client(self) -> KafkaConsumer:
         if self._consumer is None:
-            self._consumer = KafkaConsumer(
-                **client_config(self._settings),
-                group_id=None,
-                enable_auto_commit=False,
-                isolation_level="read_committed",
-                fetch_max_bytes=8 * 1024 * 1024,
-            )
+            self._consumer = reader(self._settings, fetch_max_bytes=FETCH_MAX_BYTES)
             self._targets = {}
             self._assigned_at = 0.0
         return self._consumer

@@ -30,7 +30,7 @@ from consumer.router import text_sha256
 from explainer.errors import BadRequestError, DecisionNotFoundError, InputMismatchError
 from explainer.index import DecisionIndex
 from explainer.limits import ResultCache, Slots
-from explainer.models import ModelCache
+from explainer.model_cache import ModelCache
 from explainer.report import document
 from explainer.sources import RecordSource, complaint_at
 

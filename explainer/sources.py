@@ -22,7 +22,7 @@ from kafka import KafkaConsumer, TopicPartition
 from consumer.contracts.messages import Complaint, Source
 from consumer.decode import decode_complaint
 from consumer.errors import BrokerError
-from consumer.kafka import client_config, map_kafka_errors
+from consumer.kafka import map_kafka_errors, reader
 from consumer.settings import CommonSettings
 from explainer.errors import DecisionNotFoundError, InputGoneError
 
@@ -55,16 +55,12 @@ class KafkaRecords:
 
     def _client(self) -> KafkaConsumer:
         if self._consumer is None:
-            with map_kafka_errors("record reader"):
-                self._consumer = KafkaConsumer(
-                    **client_config(self._settings),
-                    group_id=None,
-                    enable_auto_commit=False,
-                    isolation_level="read_committed",
-                    max_partition_fetch_bytes=_ANY_BYTES,
-                    fetch_max_bytes=_ANY_BYTES,
-                    request_timeout_ms=int(self._timeout_s * 1000) + 5000,
-                )
+            self._consumer = reader(
+                self._settings,
+                max_partition_fetch_bytes=_ANY_BYTES,
+                fetch_max_bytes=_ANY_BYTES,
+                request_timeout_ms=int(self._timeout_s * 1000) + 5000,
+            )
         return self._consumer
 
     def read(self, topic: str, partition: int, offset: int) -> bytes | None:

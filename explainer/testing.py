@@ -21,7 +21,7 @@ from consumer.registry import Registry
 from consumer.router import Item, Router
 from consumer.strategy import Strategy, TaskPlan
 from explainer.index import DecisionIndex
-from explainer.models import ModelCache
+from explainer.model_cache import ModelCache
 from explainer.service import ExplainService, Limits
 from explainer.sources import MemoryRecords
 

@@ -13,7 +13,7 @@ from consumer.inference import Encoded
 from consumer.package import load_package
 from explainer.attribution import Masking
 from explainer.errors import BadRequestError, BudgetExceededError
-from explainer.models import LoadedModel, load_model
+from explainer.model_cache import LoadedModel, load_model
 from explainer.report import ADDITIVITY_TOLERANCE
 from explainer.sources import MemoryRecords
 from explainer.testing import decide
