@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
@@ -67,20 +68,11 @@ def build(settings: ExplainerSettings, metrics: ExplainerMetrics | None = None) 
     return Parts(service, records, index, indexer)
 
 
-def serve(settings: ExplainerSettings, stop: threading.Event | None = None) -> int:
-    """Run the HTTP API until SIGTERM/SIGINT (or ``stop``); return 0."""
-    logs.setup(settings.log_level)
-    if settings.explainer_token is None or not settings.explainer_token.get_secret_value():
-        raise ConfigError(
-            "ALLOCATOR_EXPLAINER_TOKEN (or a file explainer_token in ALLOCATOR_SECRETS_DIR) is "
-            "required"
-        )
-    require_shap()  # fail at start, with one line, in an image without the `explain` extra
-    stop = stop or threading.Event()
-    registry = CollectorRegistry()
-    metrics = ExplainerMetrics(registry)
-    parts = build(settings, metrics)
-    parts.indexer.start()
+Check = Callable[[], tuple[bool, str]]
+
+
+def _warm_up_in_background() -> threading.Event:
+    """Import shap and compile its kernels in a thread; the event is set when done."""
     warmed = threading.Event()
 
     def warm() -> None:
@@ -88,6 +80,13 @@ def serve(settings: ExplainerSettings, stop: threading.Event | None = None) -> i
         warmed.set()
 
     threading.Thread(target=warm, name="shap-warm-up", daemon=True).start()
+    return warmed
+
+
+def _probes(
+    settings: ExplainerSettings, parts: Parts, warmed: threading.Event
+) -> tuple[Check, Check]:
+    """(live, ready): alive while the indexer runs; ready once it caught up and shap is warm."""
 
     def live() -> tuple[bool, str]:
         return parts.indexer.alive(), f"indexer alive, {len(parts.index)} decisions indexed"
@@ -104,6 +103,24 @@ def serve(settings: ExplainerSettings, stop: threading.Event | None = None) -> i
             return False, "warming up shap"
         return True, f"ready: {len(parts.index)} decisions indexed"
 
+    return live, ready
+
+
+def serve(settings: ExplainerSettings, stop: threading.Event | None = None) -> int:
+    """Run the HTTP API until SIGTERM/SIGINT (or ``stop``); return 0."""
+    logs.setup(settings.log_level)
+    if settings.explainer_token is None or not settings.explainer_token.get_secret_value():
+        raise ConfigError(
+            "ALLOCATOR_EXPLAINER_TOKEN (or a file explainer_token in ALLOCATOR_SECRETS_DIR) is "
+            "required"
+        )
+    require_shap()  # fail at start, with one line, in an image without the `explain` extra
+    stop = stop or threading.Event()
+    registry = CollectorRegistry()
+    metrics = ExplainerMetrics(registry)
+    parts = build(settings, metrics)
+    parts.indexer.start()
+    live, ready = _probes(settings, parts, _warm_up_in_background())
     server = ExplainerServer(
         parts.service,
         settings.explainer_token.get_secret_value(),

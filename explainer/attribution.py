@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -124,17 +125,7 @@ class TokenShap:
         unknown task or label, ``BudgetExceededError`` past ``budget_s`` and ``InferenceError`` when
         the model fails."""
         shap = require_shap()
-
-        head = self.model.heads.get(task)
-        if head is None:
-            raise BadRequestError(
-                f"model {self.model.package.ref} has no task {task!r}: {sorted(self.model.heads)}"
-            )
-        if label not in head.labels:
-            raise BadRequestError(
-                f"task {task!r} has no label {label!r} (labels: {list(head.labels)})"
-            )
-        column = head.labels.index(label)
+        column = self._column(task, label)
         view = self.tokens.view(text)
         body = view.body
         if not body:
@@ -142,20 +133,7 @@ class TokenShap:
         started = time.monotonic()
         deadline = started + budget_s
         evals = 0
-
-        mask_id = self.tokens.mask_id
-        original = np.asarray([view.ids[i] for i in body], dtype=np.int64)
-
-        def score(x: np.ndarray) -> np.ndarray:
-            full = view.with_body(np.asarray(x, dtype=np.int64))
-            if self.masking == "remove":
-                keep = np.ones_like(full, dtype=bool)
-                keep[:, body] = (x != mask_id) | (original == mask_id)
-                rows = [Encoded(r[k], view.truncated) for r, k in zip(full, keep, strict=True)]
-            else:
-                rows = [Encoded(r, view.truncated) for r in full]
-            out: np.ndarray = self.model.run(rows)[task][:, column].astype(np.float64)
-            return out
+        score = self._scorer(view, task, column)
 
         def f(x: np.ndarray) -> np.ndarray:
             nonlocal evals
@@ -193,3 +171,39 @@ class TokenShap:
             masker=self.masker_name,
             masking=self.masking,
         )
+
+    def _column(self, task: str, label: str) -> int:
+        """The output column of ``label`` in ``task``'s head; ``BadRequestError`` if either is
+        unknown."""
+        head = self.model.heads.get(task)
+        if head is None:
+            raise BadRequestError(
+                f"model {self.model.package.ref} has no task {task!r}: {sorted(self.model.heads)}"
+            )
+        if label not in head.labels:
+            raise BadRequestError(
+                f"task {task!r} has no label {label!r} (labels: {list(head.labels)})"
+            )
+        return head.labels.index(label)
+
+    def _scorer(
+        self, view: TokenView, task: str, column: int
+    ) -> Callable[[np.ndarray], np.ndarray]:
+        """P(label) for rows of body token ids, masked tokens removed or replaced per
+        ``masking``."""
+        body = view.body
+        mask_id = self.tokens.mask_id
+        original = np.asarray([view.ids[i] for i in body], dtype=np.int64)
+
+        def score(x: np.ndarray) -> np.ndarray:
+            full = view.with_body(np.asarray(x, dtype=np.int64))
+            if self.masking == "remove":
+                keep = np.ones_like(full, dtype=bool)
+                keep[:, body] = (x != mask_id) | (original == mask_id)
+                rows = [Encoded(r[k], view.truncated) for r, k in zip(full, keep, strict=True)]
+            else:
+                rows = [Encoded(r, view.truncated) for r in full]
+            out: np.ndarray = self.model.run(rows)[task][:, column].astype(np.float64)
+            return out
+
+        return score

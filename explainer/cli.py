@@ -2,8 +2,7 @@
 
     allocator explain serve
     allocator explain DECISION_ID [--task T] [--label L] [--html out.html] [--json out.json]
-    [--text-file F]
-                                  [--allocation record.json] [--index-timeout S]
+                                  [--text-file F] [--allocation record.json] [--index-timeout S]
 
 The one-shot form finds the allocation like the server does (reading the allocations topic until the
 decision shows up, or from ``--allocation``), writes the full ``explanation/v1`` JSON to stdout

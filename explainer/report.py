@@ -110,6 +110,17 @@ def document(
         "base_value": att.base_value,
         "output": att.output,
         "output_space": OUTPUT_SPACE,
+        **_checks(att, recorded, total),
+        "top_reasons": top_reasons(att),
+        "explainer": _explainer_facts(att, budget_s),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+    }
+
+
+def _checks(att: Attribution, recorded: float | None, total: float) -> dict[str, Any]:
+    """Additivity (base value + sum of values = the model's output) and reproduction (the
+    recomputed score equals the recorded one; None when the label was not in the recorded top-k)."""
+    return {
         "additivity": {
             "space": OUTPUT_SPACE,
             "base_value": att.base_value,
@@ -128,17 +139,19 @@ def document(
             if recorded is None
             else abs(att.output - recorded) <= REPRODUCTION_TOLERANCE,
         },
-        "top_reasons": top_reasons(att),
-        "explainer": {
-            "algorithm": ALGORITHM,
-            "masker": att.masker,
-            "masking": att.masking,
-            "max_evals": att.max_evals,
-            "evals": att.evals,
-            "budget_s": budget_s,
-            "seconds": round(att.seconds, 3),
-            "shap_version": _shap_version(),
-            "version": __version__,
-        },
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+    }
+
+
+def _explainer_facts(att: Attribution, budget_s: float) -> dict[str, Any]:
+    """How the explanation was computed: algorithm, masker, evaluations, time, versions."""
+    return {
+        "algorithm": ALGORITHM,
+        "masker": att.masker,
+        "masking": att.masking,
+        "max_evals": att.max_evals,
+        "evals": att.evals,
+        "budget_s": budget_s,
+        "seconds": round(att.seconds, 3),
+        "shap_version": _shap_version(),
+        "version": __version__,
     }
