@@ -13,12 +13,18 @@ import getpass
 import json
 import socket
 from collections.abc import Callable, Collection, Mapping
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from consumer import strategy
+from consumer.cli_help import HUB, RAW, REDIS, settings_epilog
+from consumer.errors import InputError
+from consumer.settings import ConsumerSettings
 from consumer.strategy import Strategy, TaskPlan
 
 Transition = Callable[[Strategy | None], Mapping[str, TaskPlan]]
+
+FETCH_SETTINGS = (*REDIS, "model_cache_dir", "hub_offline")
 
 if TYPE_CHECKING:
     from consumer.registry import Registry
@@ -28,7 +34,7 @@ if TYPE_CHECKING:
 def _stores() -> tuple[Registry, StrategyStore]:
     from consumer import store
     from consumer.registry import Registry
-    from consumer.settings import ConsumerSettings, load
+    from consumer.settings import load
     from consumer.store import StrategyStore
 
     s = load(ConsumerSettings)
@@ -45,7 +51,15 @@ def _print_json(doc: object) -> None:
     print(json.dumps(doc, indent=2, sort_keys=True, default=str))
 
 
+def _check_package(location: str) -> None:
+    """A package folder must exist before anything connects (the registry checks hub refs)."""
+    if not location.startswith("hf://") and not Path(location).is_dir():
+        raise InputError(f"{location}: no such folder (a package folder, or an hf:// ref)")
+
+
 def _models(args: argparse.Namespace) -> int:
+    if args.action == "register":
+        _check_package(args.location)
     registry, _ = _stores()
     if args.action == "register":
         entry = registry.register(args.location)
@@ -108,21 +122,29 @@ def _strategy(args: argparse.Namespace) -> int:
 
 
 def add_model_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    m = sub.add_parser("models", help="the model registry in Redis")
-    msub = m.add_subparsers(dest="action", required=True)
-    msub.add_parser("register", help="verify and register a package").add_argument(
-        "location", help="a package folder, or hf://owner/repo@<commit>"
+    # what these commands read of ConsumerSettings (``_stores``); registering may fetch from the hub
+    fetching = settings_epilog(ConsumerSettings, FETCH_SETTINGS, extra=HUB)
+    redis_only: dict[str, Any] = {
+        "epilog": settings_epilog(ConsumerSettings, REDIS),
+        "formatter_class": RAW,
+    }
+    m = sub.add_parser(
+        "models", help="the model registry in Redis", epilog=fetching, formatter_class=RAW
     )
-    msub.add_parser("list", help="registered versions")
-    msub.add_parser("show", help="one version's manifest").add_argument(
+    msub = m.add_subparsers(dest="action", required=True)
+    msub.add_parser(
+        "register", help="verify and register a package", epilog=fetching, formatter_class=RAW
+    ).add_argument("location", help="a package folder, or hf://owner/repo@<commit>")
+    msub.add_parser("list", help="registered versions", **redis_only)
+    msub.add_parser("show", help="one version's manifest", **redis_only).add_argument(
         "location", metavar="NAME@VERSION"
     )
     m.set_defaults(func=_models)
 
-    s = sub.add_parser("strategy", help="the deployment strategy in Redis")
+    s = sub.add_parser("strategy", help="the deployment strategy in Redis", **redis_only)
     ssub = s.add_subparsers(dest="action", required=True)
-    ssub.add_parser("show")
-    ssub.add_parser("history").add_argument("--limit", type=int, default=20)
+    ssub.add_parser("show", **redis_only)
+    ssub.add_parser("history", **redis_only).add_argument("--limit", type=int, default=20)
     for name, helptext in (
         ("champion", "serve MODEL and publish it"),
         ("canary", "publish MODEL for a share of complaints"),
@@ -131,7 +153,7 @@ def add_model_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         ("end", "end the experiment; the champion stays"),
         ("rollback", "back to the previous strategy version"),
     ):
-        c = ssub.add_parser(name, help=helptext)
+        c = ssub.add_parser(name, help=helptext, **redis_only)
         if name in ("champion", "canary", "shadow"):
             c.add_argument("model", metavar="NAME@VERSION")
         if name == "canary":

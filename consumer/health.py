@@ -1,8 +1,10 @@
 """``/metrics``, ``/healthz`` (liveness) and ``/readyz`` (readiness) on their own port, in a daemon
-thread."""
+thread. A port that cannot be bound (two processes on one host) is a ``ConfigError`` naming the
+setting, from ``bind_error``, which the explainer's own port uses too."""
 
 from __future__ import annotations
 
+import errno
 import threading
 import time
 from collections.abc import Callable
@@ -10,10 +12,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from consumer.errors import ConfigError
+
 # A loop iteration (poll, score, commit) takes seconds at most; one that has not come round in two
 # minutes is stuck (e.g. kafka-python waiting without a deadline on a broker that is gone), and the
 # kubelet restarts it.
 STALL_S = 120.0
+
+
+def bind_error(exc: OSError, host: str, port: int, setting: str) -> ConfigError:
+    """The one-line error of a listening socket that could not be bound to ``host:port``."""
+    if exc.errno == errno.EADDRINUSE:
+        why = f"port {port} is in use (another process on this host?)"
+    else:
+        why = f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+    return ConfigError(f"{why}; set {setting} to a free port (0 = any free port)")
 
 
 def heartbeat(
@@ -66,7 +79,10 @@ class HealthServer:
             ) -> None:  # probes every few seconds: not worth a log line
                 pass
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
+        try:
+            self.server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            raise bind_error(exc, host, port, "ALLOCATOR_METRICS_PORT") from exc
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
@@ -17,7 +18,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetad
 from kafka import errors as kerrors
 from kafka.admin import NewTopic
 
-from consumer.errors import BrokerError
+from consumer.errors import BrokerError, ConfigError
 from consumer.settings import CommonSettings, ConsumerSettings
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class Record(Protocol):
 
 def client_config(settings: CommonSettings) -> dict[str, Any]:
     """Connection options shared by producers, consumers and admin clients (SASL/TLS by
-    configuration)."""
+    configuration). A TLS file that does not exist is a ``ConfigError``."""
     cfg: dict[str, Any] = {
         "bootstrap_servers": settings.kafka_bootstrap_servers.split(","),
         "security_protocol": settings.kafka_security_protocol,
@@ -61,17 +62,35 @@ def client_config(settings: CommonSettings) -> dict[str, Any]:
     for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
         value = getattr(settings, f"kafka_{key}")
         if value:
+            # kafka-python would only log the error and retry until its bootstrap timeout
+            if not os.path.isfile(value):
+                raise ConfigError(f"KAFKA_{key.upper()}={value}: no such file")
             cfg[key] = value
     return cfg
 
 
+def _unreachable(exc: kerrors.KafkaError) -> bool:
+    """No broker answered: kafka-python 3 times out bootstrapping, 2.x raised NoBrokersAvailable."""
+    if type(exc).__name__ == "NoBrokersAvailable":
+        return True
+    return isinstance(exc, kerrors.KafkaTimeoutError) and "bootstrap" in str(exc)
+
+
 @contextlib.contextmanager
-def map_kafka_errors(what: str) -> Iterator[None]:
-    """The one boundary where kafka-python errors become ``BrokerError``."""
+def map_kafka_errors(what: str, settings: CommonSettings | None = None) -> Iterator[None]:
+    """The one boundary where kafka-python errors become ``BrokerError``. With ``settings``, brokers
+    that cannot be reached are named, with the settings to check."""
     try:
         yield
-    except kerrors.KafkaError as exc:
-        raise BrokerError(f"{what}: {type(exc).__name__}: {exc}") from exc
+    except kerrors.KafkaError as exc:  # str(exc) names the error class itself
+        if settings is not None and _unreachable(exc):
+            protocol = settings.kafka_security_protocol
+            raise BrokerError(
+                f"{what}: no Kafka broker answered at {settings.kafka_bootstrap_servers} "
+                f"({protocol}); check KAFKA_BOOTSTRAP_SERVERS"
+                + ("" if protocol == "PLAINTEXT" else " and the KAFKA_SSL_*/KAFKA_SASL_* settings")
+            ) from exc
+        raise BrokerError(f"{what}: {exc}") from exc
 
 
 def transactional_producer(settings: ConsumerSettings) -> KafkaProducer:
@@ -81,7 +100,7 @@ def transactional_producer(settings: ConsumerSettings) -> KafkaProducer:
     metadata passed to ``send_offsets_to_transaction`` (KIP-447), so pods need not own fixed
     partitions.
     """
-    with map_kafka_errors("transactional producer"):
+    with map_kafka_errors("transactional producer", settings):
         producer = KafkaProducer(
             **client_config(settings),
             transactional_id=f"{settings.consumer_group}-{settings.instance_id}",
@@ -131,7 +150,7 @@ def group_consumer(
         "fetch_max_bytes": FETCH_MAX_BYTES,
         **tuning,
     }
-    with map_kafka_errors(f"consumer of group {group_id}"):
+    with map_kafka_errors(f"consumer of group {group_id}", settings):
         return survive_poll_timeout_during_join(KafkaConsumer(*topics, **config))
 
 
@@ -159,7 +178,7 @@ def reader(settings: CommonSettings, **tuning: Any) -> KafkaConsumer:
         "isolation_level": "read_committed",
         **tuning,
     }
-    with map_kafka_errors("reader"):
+    with map_kafka_errors("reader", settings):
         return KafkaConsumer(**config)
 
 
@@ -176,7 +195,7 @@ def ensure_topics(
 ) -> list[str]:
     """Create the topics that do not exist yet; return the names created. Existing topics are left
     as they are."""
-    with map_kafka_errors("topic creation"):
+    with map_kafka_errors("topic creation", settings):
         admin = KafkaAdminClient(**client_config(settings), client_id="complaints-allocation-admin")
         try:
             existing = set(admin.list_topics())

@@ -5,18 +5,21 @@ Kafka and Redis connection settings use their conventional names (``KAFKA_BOOTST
 ``os.environ``: build the object in the CLI entry point and pass it down.
 
 Every field has a description (``tests/unit/test_settings.py`` checks it): it is the reference of
-the setting. Secrets (``KAFKA_SASL_PASSWORD``, ``REDIS_PASSWORD``, ``ALLOCATOR_EXPLAINER_TOKEN``)
-may also come from files named after the field in ``ALLOCATOR_SECRETS_DIR`` (a mounted Kubernetes
-Secret).
+the setting, and every command's ``--help`` lists the ones it reads (``consumer.cli_help``).
+Secrets (``KAFKA_SASL_PASSWORD``, ``REDIS_PASSWORD``, ``ALLOCATOR_EXPLAINER_TOKEN``) may also come
+from files named like their variable in ``ALLOCATOR_SECRETS_DIR`` (a mounted Kubernetes Secret;
+the environment wins, and any setting can come from a file that way).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal, TypeVar, get_args
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumer.errors import ConfigError
@@ -226,11 +229,37 @@ class ExplainerSettings(CommonSettings):
 S = TypeVar("S", bound=CommonSettings)
 
 
+def env_name(cls: type[CommonSettings], name: str) -> str:
+    """The environment variable of field ``name``: its alias, else ``env_prefix`` + the name."""
+    alias = cls.model_fields[name].validation_alias
+    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+        return alias.choices[0]
+    if isinstance(alias, str):
+        return alias
+    return f"{cls.model_config.get('env_prefix', '')}{name}".upper()
+
+
+def is_secret(field: FieldInfo) -> bool:
+    """A credential: never printed (``SecretStr`` also keeps it out of reprs)."""
+    return field.annotation is SecretStr or SecretStr in get_args(field.annotation)
+
+
+def _problem(cls: type[CommonSettings], error: ErrorDetails) -> str:
+    """One refused value: ``VARIABLE (field): why (got 'value')``; never a secret's value."""
+    loc = str(error["loc"][0]).lower() if error["loc"] else ""
+    name = next((n for n in cls.model_fields if loc in (n, env_name(cls, n).lower())), None)
+    if name is None:
+        return f"{loc or cls.__name__}: {error['msg']}"
+    got = "" if is_secret(cls.model_fields[name]) else f" (got {error['input']!r})"
+    return f"{env_name(cls, name)} ({name}): {error['msg']}{got}"
+
+
 def load(cls: type[S]) -> S:
     """Build settings once from the environment, reading secret files when their folder is
-    mounted."""
+    mounted. Refused values are one ``ConfigError`` line naming each variable."""
     secrets_dir = os.environ.get("ALLOCATOR_SECRETS_DIR", DEFAULT_SECRETS_DIR)
     try:
         return cls(_secrets_dir=secrets_dir if os.path.isdir(secrets_dir) else None)
-    except ValueError as exc:  # pydantic.ValidationError is a ValueError
-        raise ConfigError(f"invalid settings: {exc}") from exc
+    except ValidationError as exc:
+        problems = "; ".join(_problem(cls, e) for e in exc.errors(include_url=False))
+        raise ConfigError(f"invalid settings: {problems}") from exc

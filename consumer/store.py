@@ -43,10 +43,19 @@ def connect(settings: CommonSettings) -> redis.Redis:
 
 @contextlib.contextmanager
 def map_redis_errors(what: str) -> Iterator[None]:
+    """The one boundary where redis-py's connection errors (a refused or timed-out connection, a
+    refused password) become ``StoreUnavailableError``, naming the settings to check."""
     try:
         yield
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise StoreUnavailableError(f"{what}: Redis unavailable: {exc}") from exc
+        check = (
+            "REDIS_PASSWORD"
+            if isinstance(exc, redis.AuthenticationError)
+            else "REDIS_URL and ALLOCATOR_REDIS_TIMEOUT_S"
+            if isinstance(exc, redis.TimeoutError)
+            else "REDIS_URL"
+        )
+        raise StoreUnavailableError(f"{what}: Redis unavailable: {exc} (check {check})") from exc
 
 
 class StrategyStore:

@@ -111,7 +111,7 @@ def serve(settings: ExplainerSettings, stop: threading.Event | None = None) -> i
     logs.setup(settings.log_level)
     if settings.explainer_token is None or not settings.explainer_token.get_secret_value():
         raise ConfigError(
-            "ALLOCATOR_EXPLAINER_TOKEN (or a file explainer_token in ALLOCATOR_SECRETS_DIR) is "
+            "ALLOCATOR_EXPLAINER_TOKEN (or a file of that name in ALLOCATOR_SECRETS_DIR) is "
             "required"
         )
     require_shap()  # fail at start, with one line, in an image without the `explain` extra

@@ -21,13 +21,15 @@ import sys
 import time
 from pathlib import Path
 
+from consumer.cli_help import HUB, RAW, settings_epilog
 from consumer.errors import InputError
+from consumer.settings import ExplainerSettings
 
 audit = logging.getLogger("explainer.audit")
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from consumer.settings import ExplainerSettings, load
+    from consumer.settings import load
     from explainer.app import serve
 
     return serve(load(ExplainerSettings))
@@ -35,11 +37,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _one_shot(args: argparse.Namespace) -> int:
     from consumer import logs
-    from consumer.settings import ExplainerSettings, load
+    from consumer.settings import load
     from explainer.app import build
     from explainer.html import render
     from explainer.service import parse_allocation
 
+    for out in (args.html, args.json):  # before the explanation, which takes seconds
+        if out and not Path(out).parent.is_dir():
+            raise InputError(f"{out}: no such folder {Path(out).parent}")
     settings = load(ExplainerSettings)
     logs.setup(settings.log_level)
     text = _read(args.text_file) if args.text_file else None
@@ -111,7 +116,8 @@ def add_explain_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
         "explain",
         help="SHAP explanation of a past decision, or `explain serve` for the HTTP API",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=settings_epilog(ExplainerSettings, extra=HUB),
+        formatter_class=RAW,
     )
     p.add_argument(
         "target", metavar="DECISION_ID|serve", help="a decision id, or `serve` to run the HTTP API"

@@ -1,12 +1,12 @@
 """Serves the explainer's API (``explainer.api``, FastAPI) with uvicorn in a background thread.
 
 The socket is bound on construction (port 0: any free port, ``.port`` is the bound one), so that a
-port in use fails at once and the port is known before ``start``. uvicorn runs with its own event
-loop in the thread ``explainer-http``: h11, no lifespan, no access log (the audit line of
-``explainer.audit`` is the only request log, and it never holds complaint text), no log
-configuration of its own (the process's JSON logging stays). ``stop`` lets requests in flight
-finish within the explanation budget plus a margin, which the chart's termination grace period
-covers.
+port in use fails at once (a ``ConfigError`` naming ``ALLOCATOR_EXPLAINER_PORT``) and the port is
+known before ``start``. uvicorn runs with its own event loop in the thread ``explainer-http``: h11,
+no lifespan, no access log (the audit line of ``explainer.audit`` is the only request log, and it
+never holds complaint text), no log configuration of its own (the process's JSON logging stays).
+``stop`` lets requests in flight finish within the explanation budget plus a margin, which the
+chart's termination grace period covers.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 
 from consumer.errors import ConfigError
+from consumer.health import bind_error
 from consumer.metrics import ExplainerMetrics
 from explainer.api import create_app
 from explainer.auth import fingerprint
@@ -48,7 +49,10 @@ class ExplainerServer:
         host: str = "0.0.0.0",
     ) -> None:
         app = create_app(service, token, metrics, registry, live, ready)
-        self._socket = socket.create_server((host, port))
+        try:
+            self._socket = socket.create_server((host, port))
+        except OSError as exc:
+            raise bind_error(exc, host, port, "ALLOCATOR_EXPLAINER_PORT") from exc
         self.port: int = self._socket.getsockname()[1]
         # an explanation in flight may take its whole budget; waiting longer only delays the exit
         self.grace_s = math.ceil(service.limits.budget_s) + 5

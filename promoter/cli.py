@@ -11,12 +11,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
+from consumer.cli_help import RAW, settings_epilog
 from consumer.errors import InputError
+from consumer.settings import PromoterSettings
 
 
 def _run(args: argparse.Namespace) -> int:
-    from consumer.settings import PromoterSettings, load
+    from consumer.settings import load
 
     settings = load(PromoterSettings)
     if args.promoter_action == "status":
@@ -28,14 +31,12 @@ def _run(args: argparse.Namespace) -> int:
     return promote(settings)
 
 
-def _status(settings: object) -> int:
+def _status(settings: PromoterSettings) -> int:
     from consumer import store
-    from consumer.settings import PromoterSettings
     from promoter.app import build_evaluator, policy_of
     from promoter.state import JoinStore
     from promoter.status import status
 
-    assert isinstance(settings, PromoterSettings)
     client = store.connect(settings)
     try:
         doc = status(
@@ -49,12 +50,10 @@ def _status(settings: object) -> int:
     return 0
 
 
-def _export(settings: object, out: Path) -> int:
+def _export(settings: PromoterSettings, out: Path) -> int:
     from consumer import store
-    from consumer.settings import PromoterSettings
     from promoter.export import export
 
-    assert isinstance(settings, PromoterSettings)
     if not out.parent.is_dir():
         raise InputError(f"{out.parent}: no such folder")
     client = store.connect(settings)
@@ -67,14 +66,19 @@ def _export(settings: object, out: Path) -> int:
 
 
 def add_promoter_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    helped: dict[str, Any] = {"epilog": settings_epilog(PromoterSettings), "formatter_class": RAW}
     p = sub.add_parser(
-        "promoter", help="join feedback, report live accuracy, promote or roll back experiments"
+        "promoter",
+        help="join feedback, report live accuracy, promote or roll back experiments",
+        **helped,
     )
     psub = p.add_subparsers(dest="promoter_action")
-    psub.add_parser("run", help="run the service (the default)")
-    psub.add_parser("status", help="print a JSON summary of the promoter state")
+    psub.add_parser("run", help="run the service (the default)", **helped)
+    psub.add_parser("status", help="print a JSON summary of the promoter state", **helped)
     ex = psub.add_parser(
-        "export", help="write joined feedback with complaint text as JSON lines for training"
+        "export",
+        help="write joined feedback with complaint text as JSON lines for training",
+        **helped,
     )
     ex.add_argument("--out", required=True, help="FILE.jsonl")
     p.set_defaults(func=_run)

@@ -15,9 +15,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from consumer.cli_help import HUB, RAW, REDIS, settings_epilog
 from consumer.errors import AllocationError, ConfigError, InputError
+from consumer.settings import CommonSettings
 from trainer.paths import DEFAULT_DATA
 from trainer.run_config import SOURCE_FIELDS, TrainConfig
+
+REGISTER_SETTINGS = (*REDIS, "model_cache_dir")  # what trainer.register reads of CommonSettings
 
 # Every command's flags, exit codes and dispatch are here; what a command does is in the module
 # named for it (tiny, train_command, compare, push, register), imported only when that command
@@ -116,8 +120,20 @@ def _tiny_parser(sub: Any) -> None:
     tiny.set_defaults(func=_tiny)
 
 
+def _registering(title: str = "settings (environment)") -> dict[str, Any]:
+    """The help epilog of a command that registers (``trainer.register``) or pushes to the hub."""
+    return {
+        "epilog": settings_epilog(CommonSettings, REGISTER_SETTINGS, extra=HUB, title=title),
+        "formatter_class": RAW,
+    }
+
+
 def _train_parser(sub: Any) -> None:
-    train = sub.add_parser("train", help="fine-tune, export, calibrate and package a model")
+    train = sub.add_parser(
+        "train",
+        help="fine-tune, export, calibrate and package a model",
+        **_registering("settings (environment) of --push-to-hub and --register"),
+    )
     train.add_argument(
         "--config",
         help="YAML or JSON file of TrainConfig fields, or a shipped recipe by name "
@@ -164,7 +180,9 @@ def _compare_parser(sub: Any) -> None:
 
 def _push_parser(sub: Any) -> None:
     push = sub.add_parser(
-        "push", help="push a package to a hub model repo; prints its pinned hf:// ref"
+        "push",
+        help="push a package to a hub model repo; prints its pinned hf:// ref",
+        **_registering("settings (environment); Redis only with --register"),
     )
     push.add_argument("package", help="package folder (verified before anything is uploaded)")
     push.add_argument(
@@ -178,7 +196,9 @@ def _push_parser(sub: Any) -> None:
 
 def _register_parser(sub: Any) -> None:
     reg = sub.add_parser(
-        "register", help="register a package as a challenger in the Redis registry"
+        "register",
+        help="register a package as a challenger in the Redis registry",
+        **_registering(),
     )
     reg.add_argument("package", help="package folder or pinned hf://owner/repo@<commit> ref")
     reg.set_defaults(func=_register)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -17,6 +18,7 @@ from jsonschema import Draft202012Validator
 from prometheus_client import CollectorRegistry
 
 from consumer.contracts.messages import Allocation
+from consumer.errors import ConfigError
 from consumer.metrics import ExplainerMetrics
 from explainer import openapi
 from explainer.http import ExplainerServer, fingerprint
@@ -285,3 +287,23 @@ def test_every_request_writes_one_audit_line_without_the_text(
     for line in lines:
         flat = json.dumps(vars(line), default=str)
         assert "debt collector" not in flat and "threatened" not in flat
+
+
+def test_a_busy_port_is_a_config_error_naming_the_setting(tiny: Path) -> None:
+    registry = CollectorRegistry()
+    world = MemoryWorld(tiny, limits=Limits(max_evals=80, budget_s=1, concurrency=1, cache_size=0))
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(
+            ConfigError, match=rf"^port {port} is in use .*ALLOCATOR_EXPLAINER_PORT"
+        ):
+            ExplainerServer(
+                world.service,
+                TOKEN,
+                ExplainerMetrics(registry),
+                registry,
+                lambda: (True, ""),
+                lambda: (True, ""),
+                port,
+                "127.0.0.1",
+            )

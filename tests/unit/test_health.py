@@ -3,6 +3,7 @@ read."""
 
 from __future__ import annotations
 
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
+from consumer.errors import ConfigError
 from consumer.health import STALL_S, HealthServer, heartbeat
 
 
@@ -72,3 +74,16 @@ def test_heartbeat_takes_its_own_stall_limit() -> None:
     now = time.monotonic()
     assert heartbeat(lambda: now - 5, stall_s=10)()[0]
     assert not heartbeat(lambda: now - 5, stall_s=1)()[0]
+
+
+def test_a_busy_port_is_a_config_error_naming_the_setting() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:  # another process's metrics port
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError) as caught:
+            HealthServer(
+                port, CollectorRegistry(), lambda: (True, ""), lambda: (True, ""), "127.0.0.1"
+            )
+    assert str(caught.value) == (
+        f"port {port} is in use (another process on this host?); "
+        "set ALLOCATOR_METRICS_PORT to a free port (0 = any free port)"
+    )

@@ -27,3 +27,15 @@ def test_a_bad_value_is_a_config_error_naming_the_setting(monkeypatch: pytest.Mo
     monkeypatch.setenv("ALLOCATOR_BATCH_MAX_MESSAGES", "0")
     with pytest.raises(ConfigError, match="batch_max_messages"):
         load(ConsumerSettings)
+
+
+def test_refused_values_are_one_line_naming_each_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALLOCATOR_METRICS_PORT", "abc")
+    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "TLS")
+    with pytest.raises(ConfigError) as caught:
+        load(CommonSettings)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("invalid settings: ")
+    assert "KAFKA_SECURITY_PROTOCOL (kafka_security_protocol): Input should be" in message
+    assert "ALLOCATOR_METRICS_PORT (metrics_port): Input should be a valid integer" in message
+    assert "(got 'abc')" in message
