@@ -13,6 +13,7 @@ from kafka.errors import ProducerFencedError
 from prometheus_client import CollectorRegistry
 
 from consumer import kafka, logs, store
+from consumer.breaker import Breaker, BreakerConfig
 from consumer.errors import BrokerError
 from consumer.health import HealthServer, heartbeat
 from consumer.hooks import LoopHooks
@@ -43,10 +44,24 @@ def consume(settings: ConsumerSettings, stop: threading.Event | None = None) -> 
     consumer = kafka.batch_consumer(settings, settings.topic_complaints)
     hooks = LoopHooks(metrics)
 
+    breaker = Breaker(
+        BreakerConfig(
+            settings.breaker_failure_ratio,
+            settings.breaker_min_records,
+            settings.breaker_window,
+            settings.breaker_cooldown_s,
+        )
+    )
+
     def ready() -> tuple[bool, str]:
-        ok = watcher.plan is not None
+        if watcher.plan is None:
+            ok, why = False, NOT_READY
+        elif hooks.breaker_open:
+            ok, why = False, breaker.reason
+        else:
+            ok, why = True, "serving"
         metrics.up.set(1 if ok else 0)
-        return ok, "serving" if ok else NOT_READY
+        return ok, why
 
     live = heartbeat(lambda: hooks.last_beat)
     health = HealthServer(settings.metrics_port, registry, live, ready).start()
@@ -61,6 +76,7 @@ def consume(settings: ConsumerSettings, stop: threading.Event | None = None) -> 
         settings.batch_max_wait_ms,
         settings.max_message_bytes,
         settings.max_text_chars,
+        breaker,
     )
     log.info(
         "consuming",

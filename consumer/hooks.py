@@ -14,6 +14,7 @@ from consumer.kafka import lag as kafka_lag
 from consumer.metrics import ConsumerMetrics
 
 if TYPE_CHECKING:
+    from consumer.breaker import Breaker
     from consumer.loop import DeadLetter
     from consumer.router import Routed
 
@@ -24,6 +25,7 @@ class LoopHooks:
         self._lag_every_s = lag_every_s
         self._lag_at = 0.0
         self.last_beat = time.monotonic()  # liveness: the loop came back from poll
+        self.breaker_open = False  # readiness: false while the circuit breaker holds the input
 
     def after_poll(self, consumer: KafkaConsumer) -> None:
         """Partition count and lag, at most every ``lag_every_s`` (highwater marks come with
@@ -76,6 +78,14 @@ class LoopHooks:
                     0.0,
                 )
                 m.shadow_delta.labels(task).observe(score - published.score)
+
+    def breaker(self, breaker: Breaker) -> None:
+        """The breaker's state after a batch or a plan change; a new opening counts as a trip."""
+        open_now = breaker.state != "closed"
+        if open_now and not self.breaker_open:
+            self.m.breaker_trips.inc()
+        self.breaker_open = open_now
+        self.m.breaker_open.set(1 if open_now else 0)
 
     def aborted(self) -> None:
         """A batch's transaction was aborted (the batch is read again)."""

@@ -11,19 +11,21 @@ What it models, because the loop's correctness rests on it:
 - faults: ``MemoryProducer.fail(step, error)`` makes the next call of one step raise ``error``.
 What it does not: rebalances, several groups over one topic at once, timestamps other than the
 wall clock, non-transactional sends from the loop. The real broker tests (tests/integration,
-tests/e2e) cover those.
+tests/e2e) cover those. ``MemoryReader`` (a group-less reader: assign, seek, offset look-ups) and
+``MemorySender`` (a plain producer) serve the commands that read chosen offsets (``replay``).
 """
 
 from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from kafka import OffsetAndMetadata, TopicPartition
 from kafka import errors as kerrors
+from kafka.structs import OffsetAndTimestamp
 
 Step = Literal["begin", "send", "send_offsets", "commit", "abort"]
 
@@ -172,6 +174,7 @@ class MemoryConsumer:
         self.group_id = group_id
         self._owned = [tp for t in topics for tp in broker.partitions(t)]
         self._position = {tp: broker.committed.get((group_id, tp), 0) for tp in self._owned}
+        self._paused: set[TopicPartition] = set()
         self.polls = 0
 
     def poll(
@@ -184,6 +187,8 @@ class MemoryConsumer:
         for tp in self._owned:
             if room <= 0:
                 break
+            if tp in self._paused:
+                continue
             batch = self.broker.logs[tp][self._position[tp] : self._position[tp] + room]
             if batch:
                 out[tp] = batch
@@ -193,6 +198,15 @@ class MemoryConsumer:
 
     def assignment(self) -> set[TopicPartition]:
         return set(self._owned)
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        self._paused.update(partitions)
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        self._paused.difference_update(partitions)
+
+    def paused(self) -> set[TopicPartition]:
+        return set(self._paused)
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self._position[tp] = offset
@@ -212,3 +226,84 @@ class MemoryConsumer:
         }
         for tp, meta in chosen.items():
             self.broker.committed[(self.group_id, tp)] = meta.offset
+
+
+class MemoryReader(MemoryConsumer):
+    """A group-less reader over ``broker`` (``consumer.kafka.reader``'s surface: ``assign`` +
+    ``seek``, and the offset look-ups). Everything in the double is committed, so its
+    ``read_committed`` view is the whole log; the log start is always 0 (no retention)."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        super().__init__(broker, (), group_id="")
+        self.closed = False
+
+    def assign(self, partitions: Iterable[TopicPartition]) -> None:
+        self._owned = list(partitions)
+        self._position = {tp: 0 for tp in self._owned}
+        self._paused = set()
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        return {tp.partition for tp in self.broker.partitions(topic)} or None
+
+    def beginning_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: 0 for tp in partitions}
+
+    def end_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: len(self.broker.logs[tp]) for tp in partitions}
+
+    def offsets_for_times(
+        self, timestamps: Mapping[TopicPartition, int]
+    ) -> dict[TopicPartition, OffsetAndTimestamp | None]:
+        """The first record at or after each timestamp (None past the last), as Kafka answers."""
+        out: dict[TopicPartition, OffsetAndTimestamp | None] = {}
+        for tp, ts in timestamps.items():
+            rec = next((r for r in self.broker.logs[tp] if r.timestamp >= ts), None)
+            out[tp] = None if rec is None else OffsetAndTimestamp(rec.offset, rec.timestamp, -1)
+        return out
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _Delivery:
+    """What ``MemorySender.send`` returns: kafka-python's future, as far as callers use it."""
+
+    def __init__(self, error: Exception | None) -> None:
+        self.error = error
+
+    def add_errback(self, fn: Callable[[Exception], object]) -> _Delivery:
+        if self.error is not None:
+            fn(self.error)
+        return self
+
+
+class MemorySender:
+    """A plain (non-transactional, idempotent) producer over ``broker``: each ``send`` appends at
+    once. ``fail(n, error)`` makes the next ``n`` deliveries fail (their errbacks get ``error``)."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        self.broker = broker
+        self.flushes = 0
+        self.closed = False
+        self._failures: list[Exception] = []
+
+    def fail(self, times: int, error: Exception) -> None:
+        self._failures.extend([error] * times)
+
+    def send(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+    ) -> _Delivery:
+        if self._failures:
+            return _Delivery(self._failures.pop(0))
+        self.broker.append(topic, value, key=key, headers=tuple(headers or ()))
+        return _Delivery(None)
+
+    def flush(self, timeout: float | None = None) -> None:
+        self.flushes += 1
+
+    def close(self, timeout: float | None = None) -> None:
+        self.closed = True

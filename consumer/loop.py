@@ -13,6 +13,9 @@ Commit protocol, per micro-batch (DESIGN section 5); each step is marked ``# (n)
    retry it. ``ProducerFencedError`` (a newer instance took over) is fatal: the process exits and is
    restarted. An abort that fails is fatal too (``BrokerError``).
 With no plan yet (no strategy and no configured model), the batch is rewound, not lost.
+When the model fails on most recent records, the circuit breaker (``consumer.breaker``) opens: the
+batch that tipped it is rewound, not dead-lettered, and the loop holds its partitions (paused, still
+a group member, committing nothing) until a new plan arrives or a trial batch succeeds.
 The batch is committed before the next ``poll``, so a rebalance never finds work in flight, and a
 SIGTERM (``stop`` set) lets the current batch finish before the loop returns.
 """
@@ -30,6 +33,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka import errors as kerrors
 
 from consumer import __version__
+from consumer.breaker import Breaker
 from consumer.contracts.messages import Source, dump
 from consumer.decode import decode_complaint
 from consumer.errors import BrokerError, ContractError
@@ -94,6 +98,7 @@ class Loop:
         wait_ms: int,
         max_bytes: int,
         max_text_chars: int,
+        breaker: Breaker,
     ) -> None:
         self.consumer = consumer
         self.producer = producer
@@ -103,17 +108,30 @@ class Loop:
         self.max_records = max_records
         self.wait_ms = wait_ms
         self.limits = (max_bytes, max_text_chars)
+        self.breaker = breaker
         self._router: Router | None = None
 
     def run(self, stop: threading.Event) -> None:
         """Process batches until ``stop`` is set; the batch in hand is finished first."""
         while not stop.is_set():
-            # (1)
-            polled = self.consumer.poll(timeout_ms=self.wait_ms, max_records=self.max_records)
-            records: list[Record] = [r for batch in polled.values() for r in batch]
-            if records:
-                self.process(records)
-            self.hooks.after_poll(self.consumer)
+            self.turn()
+
+    def turn(self) -> None:
+        """One round: a batch polled and processed, or, while the breaker holds, a poll of paused
+        partitions that keeps the group membership."""
+        if self.breaker.resumes_with(self.plan()):
+            self.hooks.breaker(self.breaker)
+        if self.breaker.holding:
+            self._hold()
+            return
+        if self.consumer.paused():  # closed or half-open: read again
+            self.consumer.resume(*self.consumer.paused())
+        # (1)
+        polled = self.consumer.poll(timeout_ms=self.wait_ms, max_records=self.max_records)
+        records: list[Record] = [r for batch in polled.values() for r in batch]
+        if records:
+            self.process(records)
+        self.hooks.after_poll(self.consumer)
 
     def router(self) -> Router | None:
         """A router over the plan in force, rebuilt only when the plan object changes."""
@@ -135,6 +153,11 @@ class Loop:
         items, dead = self._decode(records, started)  # (2)
         routed = router.route([item for _, item in items])  # (3)
         by_item = {id(item): rec for rec, item in items}
+        if not self.breaker.admit(len(routed.failures), len(items), router.plan):
+            rewind(self.consumer, records)  # held, not dead-lettered: a new plan will take them
+            self.hooks.breaker(self.breaker)
+            log.error("circuit breaker open", extra={"reason": self.breaker.reason})
+            return
         dead += [DeadLetter(by_item[id(it)], exc.code, str(exc)) for it, exc in routed.failures]
         try:
             self._transact(records, routed, dead)  # (4)
@@ -147,6 +170,20 @@ class Loop:
             self.hooks.aborted()
             return
         self.hooks.committed(records, routed, dead, started)
+        self.hooks.breaker(self.breaker)
+
+    def _hold(self) -> None:
+        """The breaker is open: pause every owned partition and poll, which keeps the group
+        membership (partitions assigned by a rebalance since are paused on the next round) and
+        returns nothing from paused partitions; anything fetched before the pause is rewound."""
+        owned = self.consumer.assignment()
+        if owned:
+            self.consumer.pause(*owned)
+        polled = self.consumer.poll(timeout_ms=self.wait_ms, max_records=self.max_records)
+        records = [r for batch in polled.values() for r in batch]
+        if records:
+            rewind(self.consumer, records)
+        self.hooks.after_poll(self.consumer)
 
     def _decode(
         self, records: Sequence[Record], started: float

@@ -125,6 +125,16 @@ class ConsumerMetrics:
             buckets=(-0.5, -0.2, -0.1, -0.05, 0, 0.05, 0.1, 0.2, 0.5),
             registry=r,
         )
+        self.breaker_open = Gauge(
+            "allocator_circuit_breaker_open",
+            "1 while the circuit breaker holds the input: recent batches failed in the model.",
+            registry=r,
+        )
+        self.breaker_trips = Counter(
+            "allocator_circuit_breaker_trips_total",
+            "Times the circuit breaker opened (model-failure share above its threshold).",
+            registry=r,
+        )
         self.drain_seconds = Gauge(
             "allocator_last_drain_duration_seconds", "Duration of the last drain.", registry=r
         )

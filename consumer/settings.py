@@ -179,6 +179,21 @@ class ConsumerSettings(CommonSettings):
     drain_timeout_s: float = Field(
         8.0, gt=0, description="SIGTERM: finish the batch in flight within this."
     )
+    breaker_failure_ratio: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Model-failure share of recent records that opens the circuit breaker.",
+    )
+    breaker_min_records: int = Field(
+        10, ge=1, description="Scored records the breaker needs before it may open."
+    )
+    breaker_window: int = Field(
+        200, ge=1, description="Recent scored records the failure share is computed over."
+    )
+    breaker_cooldown_s: float = Field(
+        300.0, gt=0, description="Open this long before a trial batch on the same plan."
+    )
 
 
 class PromoterSettings(CommonSettings):

@@ -121,6 +121,17 @@ def transactions() -> Panel:
     )
 
 
+def circuit_breaker() -> Panel:
+    return series(
+        "Circuit breaker",
+        "Pods whose breaker is open (input held, nothing committed) and trips per second. An open "
+        "breaker means the model fails on most records: publish a fixed plan or roll back.",
+        "short",
+        target(f"sum({sel('allocator_circuit_breaker_open')})", "open pods"),
+        target(rate("allocator_circuit_breaker_trips_total"), "trips/s", ref="B"),
+    )
+
+
 def lag_now() -> Panel:
     return single(
         "Lag now",
@@ -187,6 +198,6 @@ def build(variables: list[Variable]) -> dash_b.Dashboard:
     for panel in (consumer_lag(), time_to_drain(), partitions()):
         board = board.with_panel(panel)
     board = board.with_row(dash_b.Row("Errors"))
-    for panel in (dlq_by_reason(), transactions()):
+    for panel in (dlq_by_reason(), transactions(), circuit_breaker()):
         board = board.with_panel(panel)
     return board

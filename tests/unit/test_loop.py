@@ -17,6 +17,7 @@ import pytest
 from kafka import errors as kerrors
 from prometheus_client import CollectorRegistry
 
+from consumer.breaker import Breaker, BreakerConfig
 from consumer.errors import BrokerError, InferenceError
 from consumer.hooks import LoopHooks
 from consumer.kafka_memory import MemoryBroker, MemoryConsumer, MemoryProducer
@@ -37,7 +38,12 @@ def complaint(i: int, text: str | None = None) -> bytes:
 class Rig:
     """A broker with the loop's topics, one loop over it, and the loop's metrics."""
 
-    def __init__(self, plan: Callable[[], Plan | None], partitions: int = 2) -> None:
+    def __init__(
+        self,
+        plan: Callable[[], Plan | None],
+        partitions: int = 2,
+        breaker: Breaker | None = None,
+    ) -> None:
         self.broker = MemoryBroker()
         self.broker.create("complaints", partitions)
         for topic in ("allocations", "shadow", "dlq"):
@@ -46,6 +52,7 @@ class Rig:
         self.registry = CollectorRegistry()
         self.hooks = LoopHooks(ConsumerMetrics(self.registry), lag_every_s=0.0)
         self.plan = plan
+        self.breaker = breaker or Breaker(BreakerConfig(0.5, 10, 200, 300.0))
         self.consumer: MemoryConsumer | None = None
 
     def feed(self, values: list[bytes | None]) -> None:
@@ -64,6 +71,7 @@ class Rig:
             wait_ms=1,
             max_bytes=1_000_000,
             max_text_chars=100_000,
+            breaker=self.breaker,
         )
 
     def step(self, loop: Loop) -> int:
@@ -215,3 +223,82 @@ def test_run_finishes_the_batch_in_hand_then_returns_on_stop(plan: Plan) -> None
     assert rig.ids("allocations") == [f"c{i}" for i in range(4)]
     assert rig.consumer is not None and rig.consumer.polls == 1
     assert rig.metric("allocator_assigned_partitions") == 2  # after_poll ran
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def failing(plan: Plan, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every model of ``plan`` fails on every record, as a graph that breaks at run time does."""
+
+    def broken(encoded: list[Any]) -> Any:
+        raise InferenceError("graph failed at run time")
+
+    for model in plan.models.values():
+        monkeypatch.setattr(model, "run", broken)
+
+
+def test_the_breaker_holds_the_input_instead_of_dead_lettering_it(
+    plan: Plan, tiny: Path, tiny2: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    current = [plan]
+    rig = Rig(lambda: current[0])
+    rig.feed([complaint(i) for i in range(12)])
+    failing(plan, monkeypatch)
+    loop = rig.loop()
+    loop.turn()
+    assert rig.breaker.state == "open"
+    assert rig.broker.records("dlq") == [] and rig.broker.records("allocations") == []
+    assert rig.committed() == {0: None, 1: None}
+    assert rig.metric("allocator_circuit_breaker_open") == 1
+    assert rig.metric("allocator_circuit_breaker_trips_total") == 1
+    assert rig.hooks.breaker_open and "failed on 12 of the last 12" in rig.breaker.reason
+    assert rig.consumer is not None
+    for _ in range(3):  # held: partitions paused, still polled (group membership), nothing read
+        loop.turn()
+    assert rig.consumer.paused() == rig.consumer.assignment()
+    assert rig.producer.calls == []
+    current[0] = plan_for(tiny, tiny2)  # the fix: a new plan (a rollback, a strategy change)
+    loop.turn()
+    assert rig.breaker.state == "closed" and rig.metric("allocator_circuit_breaker_open") == 0
+    assert rig.consumer.paused() == set()
+    assert rig.ids("allocations") == sorted(f"c{i}" for i in range(12))  # each once, none lost
+    assert rig.broker.records("dlq") == []
+    assert rig.metric("allocator_circuit_breaker_trips_total") == 1
+
+
+def test_after_the_cooldown_a_trial_batch_reopens_or_closes_the_breaker(
+    plan: Plan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock()
+    rig = Rig(lambda: plan, breaker=Breaker(BreakerConfig(0.5, 10, 200, 60.0), clock))
+    rig.feed([complaint(i) for i in range(12)])
+    with monkeypatch.context() as broken:
+        failing(plan, broken)
+        loop = rig.loop()
+        loop.turn()
+        assert rig.breaker.state == "open"
+        clock.now = 59.0
+        loop.turn()
+        assert rig.breaker.holding and rig.producer.calls == []
+        clock.now = 61.0  # trial on the same plan, still failing: open again, nothing sent
+        loop.turn()
+        assert rig.breaker.state == "open" and rig.broker.records("dlq") == []
+    clock.now = 200.0  # the fault was transient: the trial batch commits and closes it
+    loop.turn()
+    assert rig.breaker.state == "closed"
+    assert rig.ids("allocations") == sorted(f"c{i}" for i in range(12))
+    assert rig.metric("allocator_circuit_breaker_trips_total") == 1
+
+
+def test_bad_input_never_trips_the_breaker(plan: Plan) -> None:
+    rig = Rig(lambda: plan)
+    rig.feed([b"not json"] * 20 + [complaint(1)])
+    rig.loop().turn()
+    assert rig.breaker.state == "closed"
+    assert len(rig.broker.records("dlq")) == 20 and rig.ids("allocations") == ["c1"]
