@@ -7,6 +7,7 @@
     │   └── SchemaError             unknown schema, schema violation, empty text
     ├── ModelError
     │   ├── PackageError            a model package is missing files or has a bad manifest
+    │   │   │                       (``reason``: the label of allocator_model_load_failures_total)
     │   │   └── IntegrityError      a file's sha256 differs from the manifest
     │   └── InferenceError          onnxruntime failed on a batch or a message
     ├── RegistryError
@@ -58,11 +59,19 @@ class ModelError(AllocationError):
 
 
 class PackageError(ModelError):
-    pass
+    """A package that cannot be served. ``reason`` is one of ``LOAD_FAILURE_REASONS``, for
+    metrics."""
+
+    reason = "unloadable"
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
 
 
 class IntegrityError(PackageError):
-    pass
+    reason = "digest_mismatch"
 
 
 class InferenceError(ModelError):
@@ -111,4 +120,15 @@ DLQ_REASONS = (
     "schema_violation",
     "empty_text",
     "model_failure",
+)
+
+# Why a pod refused a model package (``PackageError.reason``; ``not_registered`` for a strategy
+# naming a model the registry lacks): the bounded label set of allocator_model_load_failures_total.
+LOAD_FAILURE_REASONS = (
+    "digest_mismatch",  # a file, or the manifest, differs from its recorded sha256
+    "missing_file",  # the manifest, or a file it lists, is not there
+    "bad_manifest",  # not JSON, against the schema, or an inconsistent head
+    "unloadable",  # onnxruntime or the tokenizer refuses it
+    "fetch_failed",  # the hub download failed
+    "not_registered",
 )

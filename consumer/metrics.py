@@ -1,15 +1,17 @@
 """Every Prometheus metric of the project, in base units, with bounded labels.
 
 Label values come from bounded sets only: task names and labels from model manifests, model versions
-and arms from the strategy, DLQ reasons from ``consumer.errors.DLQ_REASONS``. Never a complaint id
-or text. The loop calls the small hook methods of ``ConsumerMetrics`` (in the manner of faust's
-sensors) instead of touching metric objects, so the hot path stays readable and the metric names
-live here alone.
+and arms from the strategy, DLQ reasons from ``consumer.errors.DLQ_REASONS``, load failure reasons
+from ``consumer.errors.LOAD_FAILURE_REASONS``. Never a complaint id or text. The loop calls the
+small hook methods of ``ConsumerMetrics`` (in the manner of faust's sensors) instead of touching
+metric objects, so the hot path stays readable and the metric names live here alone.
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from consumer.errors import LOAD_FAILURE_REASONS
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -106,12 +108,21 @@ class ConsumerMetrics:
             ["task", "arm", "model_name", "model_version", "digest"],
             registry=r,
         )
+        self.model_expected = Gauge(
+            "allocator_model_expected_ratio",
+            "What each served model's manifest says its head achieved on validation, by measure "
+            "(accuracy, calibrated recall); absent when the manifest has no such figure.",
+            ["task", "model_version", "measure"],
+            registry=r,
+        )
         self.model_load_failures = Counter(
             "allocator_model_load_failures_total",
-            "Model packages refused at load.",
+            "Model packages refused at load, by reason.",
             ["reason"],
             registry=r,
         )
+        for reason in LOAD_FAILURE_REASONS:  # every series exists from start-up, at 0
+            self.model_load_failures.labels(reason)
         self.shadow_agreement = Counter(
             "allocator_shadow_agreement_total",
             "Shadow predictions by agreement with the published one.",
@@ -169,9 +180,22 @@ class PromoterMetrics:
             ["task", "model_version", "arm"],
             registry=r,
         )
+        self.accuracy_labels = Gauge(
+            "allocator_live_accuracy_labels",
+            "Labelled predictions live accuracy is computed on, per task, model version and arm.",
+            ["task", "model_version", "arm"],
+            registry=r,
+        )
         self.vulnerable_recall = Gauge(
             "allocator_live_vulnerable_recall_ratio",
             "Live vulnerable-customer recall per model version and arm.",
+            ["model_version", "arm"],
+            registry=r,
+        )
+        self.vulnerable_positives = Gauge(
+            "allocator_live_vulnerable_positives",
+            "Customers people judged vulnerable that live recall is computed on, per model version "
+            "and arm.",
             ["model_version", "arm"],
             registry=r,
         )

@@ -58,7 +58,8 @@ class TaskHead:
         )
         if head.kind == "binary" and head.positive_label not in head.labels:
             raise PackageError(
-                f"task {task!r}: binary head needs positive_label among its labels {head.labels}"
+                f"task {task!r}: binary head needs positive_label among its labels {head.labels}",
+                "bad_manifest",
             )
         return head
 
@@ -108,6 +109,31 @@ class ModelPackage:
         """Packages with the same tokenizer digest and max length can share one tokenisation."""
         return str(self.manifest["files"][self.manifest["tokenizer"]["file"]])
 
+    def expected(self, task: str) -> dict[str, float]:
+        """What the ``task`` head achieved on validation, by measure, as the trainer recorded it:
+        ``accuracy`` (``metrics.val.<task>.accuracy``) and, for a binary head, ``recall`` of its
+        positive label at the calibrated threshold (``tasks.<task>.calibration.val_recall``, else
+        ``metrics.val.<task>.recall``). A figure the manifest lacks, or that is not a ratio, is
+        left out: the live-quality alerts have nothing to compare with for it."""
+        spec = self.manifest["tasks"].get(task) or {}
+        val = ("metrics", "val", task)
+        found = {"accuracy": _ratio(self.manifest, *val, "accuracy")}
+        if spec.get("kind") == "binary":
+            calibrated = _ratio(spec, "calibration", "val_recall")
+            found["recall"] = (
+                calibrated if calibrated is not None else _ratio(self.manifest, *val, "recall")
+            )
+        return {measure: v for measure, v in found.items() if v is not None}
+
+
+def _ratio(doc: Any, *path: str) -> float | None:
+    """``doc[path[0]][path[1]]...`` when that is a number in [0, 1]; None otherwise."""
+    for key in path:
+        doc = doc.get(key) if isinstance(doc, dict) else None
+    if isinstance(doc, bool) or not isinstance(doc, int | float) or not 0 <= doc <= 1:
+        return None
+    return float(doc)
+
 
 def read_manifest(folder: Path) -> tuple[dict[str, Any], str]:
     """Parse and schema-check ``folder/manifest.json``; return it with its digest (no file
@@ -116,14 +142,16 @@ def read_manifest(folder: Path) -> tuple[dict[str, Any], str]:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise PackageError(f"{folder}: no readable {MANIFEST} ({exc.strerror})") from exc
+        raise PackageError(
+            f"{folder}: no readable {MANIFEST} ({exc.strerror})", "missing_file"
+        ) from exc
     try:
         manifest = json.loads(raw)
     except ValueError as exc:
-        raise PackageError(f"{path}: not JSON ({exc})") from exc
+        raise PackageError(f"{path}: not JSON ({exc})", "bad_manifest") from exc
     problems = schemas.errors("model-manifest/v1", manifest)
     if problems:
-        raise PackageError(f"{path}: invalid manifest: " + "; ".join(problems[:5]))
+        raise PackageError(f"{path}: invalid manifest: " + "; ".join(problems[:5]), "bad_manifest")
     return manifest, hashlib.sha256(raw).hexdigest()
 
 
@@ -144,11 +172,15 @@ def load_package(folder: Path | str, expected_digest: str | None = None) -> Mode
     files: dict[str, str] = manifest["files"]
     for needed in (manifest["onnx"]["file"], manifest["tokenizer"]["file"]):
         if needed not in files:
-            raise PackageError(f"{folder}: {needed} is not listed in the manifest's files")
+            raise PackageError(
+                f"{folder}: {needed} is not listed in the manifest's files", "bad_manifest"
+            )
     for rel, want in sorted(files.items()):
         path = folder / rel
         if not path.is_file():
-            raise PackageError(f"{folder}: file {rel} listed in the manifest is missing")
+            raise PackageError(
+                f"{folder}: file {rel} listed in the manifest is missing", "missing_file"
+            )
         got = file_sha256(path)
         if got != want:
             raise IntegrityError(f"{path}: sha256 {got} differs from the manifest's {want}")

@@ -2,8 +2,10 @@
 strategy changes.
 
 The loop reads ``watcher.plan`` once per micro-batch (one attribute read), so a switch never splits
-a batch. A strategy whose models fail to fetch or verify is refused and the previous plan stays;
-when Redis is unreachable the last good plan keeps serving and ``allocator_store_up`` says 0.
+a batch. A strategy whose models fail to fetch or verify is refused and the previous plan stays
+(``allocator_model_load_failures_total`` counts the refused package by reason); when Redis is
+unreachable the last good plan keeps serving and ``allocator_store_up`` says 0. Each published plan
+sets ``allocator_model_info`` and, from the manifests, ``allocator_model_expected_ratio``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from consumer.errors import AllocationError, StoreUnavailableError
+from consumer.errors import (
+    LOAD_FAILURE_REASONS,
+    AllocationError,
+    ModelError,
+    PackageError,
+    RegistryError,
+    StoreUnavailableError,
+    UnknownModelError,
+)
 from consumer.inference import OnnxModel, TextEncoder
 from consumer.metrics import ConsumerMetrics
 from consumer.package import ModelPackage, load_package
@@ -78,6 +88,17 @@ def config_plan(model_dir: Path, threads: int, max_sub_batch: int) -> Plan:
     return build_plan(strategy, {package.ref: package}, None, threads, max_sub_batch)
 
 
+def refusal_reason(exc: AllocationError) -> str:
+    """The ``LOAD_FAILURE_REASONS`` label of a package refused with ``exc``."""
+    if isinstance(exc, PackageError):
+        return exc.reason if exc.reason in LOAD_FAILURE_REASONS else "unloadable"
+    if isinstance(exc, UnknownModelError):
+        return "not_registered"
+    if isinstance(exc, RegistryError):
+        return "fetch_failed"  # a registry entry whose source cannot be fetched
+    return "unloadable"
+
+
 class StrategyWatcher:
     """Follows the strategy in Redis (announcements, with a poll as a safety net) and publishes
     ``plan``."""
@@ -99,6 +120,8 @@ class StrategyWatcher:
         self._threads = threads
         self._max_sub_batch = max_sub_batch
         self.plan: Plan | None = fallback
+        if fallback is not None:
+            self._publish_info(fallback)
         self.store_up = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="strategy-watcher", daemon=True)
@@ -134,8 +157,7 @@ class StrategyWatcher:
         if strategy.version == self._rejected_version:
             return
         try:
-            packages = {ref: self._registry.load(ref) for ref in sorted(strategy.models)}
-            plan = build_plan(strategy, packages, self.plan, self._threads, self._max_sub_batch)
+            plan = self._load(strategy)
         except AllocationError as exc:
             self._reject(strategy.version, exc)
             return
@@ -145,6 +167,16 @@ class StrategyWatcher:
             "strategy switched",
             extra={"strategy_version": strategy.version, "reason": strategy.reason},
         )
+
+    def _load(self, strategy: Strategy) -> Plan:
+        """Fetch, verify and load every model of ``strategy``. A refused package is counted by
+        reason, then re-raised; Redis being down is not the package's fault and is not counted."""
+        try:
+            packages = {ref: self._registry.load(ref) for ref in sorted(strategy.models)}
+            return build_plan(strategy, packages, self.plan, self._threads, self._max_sub_batch)
+        except (ModelError, RegistryError) as exc:
+            self._metrics.model_load_failures.labels(refusal_reason(exc)).inc()
+            raise
 
     def _reject(self, version: int, exc: Exception) -> None:
         self._rejected_version = version
@@ -164,6 +196,7 @@ class StrategyWatcher:
         m = self._metrics
         m.strategy_version.set(plan.strategy.version)
         m.model_info.clear()
+        m.model_expected.clear()  # a model no longer served stops being compared
         for task, tp in plan.strategy.tasks.items():
             arms = [("champion", tp.champion)]
             if tp.challenger:
@@ -171,6 +204,8 @@ class StrategyWatcher:
             for arm, ref in arms:
                 pkg = plan.models[ref].package
                 m.model_info.labels(task, arm, pkg.name, pkg.version, pkg.digest[:12]).set(1)
+                for measure, value in pkg.expected(task).items():
+                    m.model_expected.labels(task, pkg.version, measure).set(value)
 
     def _run(self) -> None:
         pubsub = None

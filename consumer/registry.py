@@ -59,7 +59,7 @@ def fetch(source: dict[str, str], cache_dir: Path, offline: bool = False) -> Pat
             Exception
         ) as exc:  # huggingface_hub raises many unrelated types; all mean "not fetched"
             raise PackageError(
-                f"hf://{source['repo']}@{source['commit']}: cannot fetch: {exc}"
+                f"hf://{source['repo']}@{source['commit']}: cannot fetch: {exc}", "fetch_failed"
             ) from exc
     raise RegistryError(f"unknown package source kind {source['kind']!r}")
 

@@ -58,7 +58,7 @@ def strategy_rejections() -> Panel:
         "short",
         target(
             f"sum(increase({sel('allocator_strategy_rejected_total')}[1h])) + "
-            f"(sum(increase({sel('allocator_model_load_failures_total')}[1h])) or vector(0))",
+            f"sum(increase({sel('allocator_model_load_failures_total')}[1h]))",
             "refusals",
         ),
         [(None, "green"), (1, "red")],
@@ -132,7 +132,8 @@ def live_accuracy() -> Panel:
     return series(
         "Live accuracy",
         "Accuracy against human decisions (feedback), per task, model version and arm; "
-        "and vulnerable-customer recall, the promotion guardrail.",
+        "vulnerable-customer recall, the promotion guardrail; and what the served models' "
+        "manifests expect (validation accuracy, calibrated recall), which the alerts compare with.",
         "percentunit",
         target(
             f"max by (task, model_version, arm) ({sel('allocator_live_accuracy_ratio')})",
@@ -141,6 +142,30 @@ def live_accuracy() -> Panel:
         target(
             f"max by (model_version, arm) ({sel('allocator_live_vulnerable_recall_ratio')})",
             "vulnerable recall {{model_version}} {{arm}}",
+            ref="B",
+        ),
+        target(
+            f"max by (task, model_version, measure) ({sel('allocator_model_expected_ratio')})",
+            "expected {{task}} {{measure}} {{model_version}}",
+            ref="C",
+        ),
+    )
+
+
+def live_evidence() -> Panel:
+    return series(
+        "Evidence behind live accuracy",
+        "Labelled predictions per task, model version and arm, and customers people judged "
+        "vulnerable per model version and arm. The accuracy and recall alerts wait for 200 "
+        "labels and 30 vulnerable customers.",
+        "short",
+        target(
+            f"max by (task, model_version, arm) ({sel('allocator_live_accuracy_labels')})",
+            "labels {{task}} {{model_version}} {{arm}}",
+        ),
+        target(
+            f"max by (model_version, arm) ({sel('allocator_live_vulnerable_positives')})",
+            "vulnerable {{model_version}} {{arm}}",
             ref="B",
         ),
     )
@@ -280,6 +305,7 @@ def build(variables: list[Variable]) -> dash_b.Dashboard:
     for panel in (
         shadow_agreement(),
         live_accuracy(),
+        live_evidence(),
         live_outcomes(),
         feedback_and_decisions(),
         label_delay(),

@@ -49,15 +49,19 @@ class PromoterHooks:
             self.m.feedback.labels("unknown").inc(unknown)
 
     def live(self, counters: dict[str, int], parked: int) -> None:
-        """Set the accuracy and recall gauges from the live counters in Redis."""
-        self.m.parked.set(parked)
+        """Set the accuracy and recall gauges from the live counters in Redis, each with the count
+        it rests on (labelled predictions, vulnerable customers): alerts judge only on enough."""
+        m = self.m
+        m.parked.set(parked)
         table = live_table(counters)
         for row in table["accuracy"]:
-            self.m.accuracy.labels(row["task"], _version(row["model"]), row["arm"]).set(
-                row["accuracy"]
-            )
+            acc = (row["task"], _version(row["model"]), row["arm"])
+            m.accuracy.labels(*acc).set(row["accuracy"])
+            m.accuracy_labels.labels(*acc).set(row["n"])
         for row in table["vulnerable_recall"]:
-            self.m.vulnerable_recall.labels(_version(row["model"]), row["arm"]).set(row["recall"])
+            rec = (_version(row["model"]), row["arm"])
+            m.vulnerable_recall.labels(*rec).set(row["recall"])
+            m.vulnerable_positives.labels(*rec).set(row["positives"])
 
     def verdict(self, v: Verdict) -> None:
         exp, e = v.experiment, v.decision.evidence

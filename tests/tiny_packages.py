@@ -23,3 +23,19 @@ def tiny_package(root: Path, seed: int = 0) -> Path:
 def copy_package(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+def with_validation_figures(
+    src: Path, dst: Path, accuracy: float = 0.5, recall: float = 0.5
+) -> Path:
+    """A copy of package ``src`` whose manifest records validation figures for every head, as a
+    trained one does (made up: the weights are random). Same name and version, another digest."""
+    from consumer.package import load_package, write_manifest
+
+    manifest = load_package(copy_package(src, dst)).manifest
+    val = {
+        task: {"accuracy": accuracy, **({"recall": recall} if head["kind"] == "binary" else {})}
+        for task, head in manifest["tasks"].items()
+    }
+    write_manifest(dst, {**manifest, "metrics": {"val": val}})
+    return dst

@@ -4,8 +4,9 @@ processes.
 A real ``prometheus`` (Debian's /usr/bin/prometheus) scrapes ``allocator consume`` every second
 while it allocates real CFPB complaints (with malformed records, so the DLQ has reasons) under a
 shadow strategy set through ``allocator models`` / ``allocator strategy`` (so model info and shadow
-agreement exist). The promoter and the explainer are started too when their commands exist; the
-queries that need a process that is not there are reported as skipped, by name.
+agreement exist); the champion's manifest records validation figures (so the expected ratios
+exist). The promoter and the explainer are started too when their commands exist; the queries
+that need a process that is not there are reported as skipped, by name.
 
 Static scrape labels ``namespace`` and ``pod`` stand in for what the ServiceMonitor adds.
 """
@@ -37,6 +38,7 @@ from dashboards import queries
 from dashboards.generate import metric_names
 from tests.flow import Feeder, mixed_inputs, real_complaints, topic_env
 from tests.procs import Proc, read_all, wait_count
+from tests.tiny_packages import with_validation_figures
 
 pytestmark = pytest.mark.e2e
 
@@ -230,7 +232,8 @@ def run(
     result = Run()
 
     # Strategy through the CLI an operator would use: champion, then a shadow challenger.
-    champion = _cli(env, "models", "register", str(tiny_model)).split()[0]
+    figures = with_validation_figures(tiny_model, work / "champion")
+    champion = _cli(env, "models", "register", str(figures)).split()[0]
     challenger = _cli(env, "models", "register", str(tiny_model2)).split()[0]
     _cli(env, "strategy", "champion", champion, "--reason", "e2e")
     _cli(env, "strategy", "shadow", challenger, "--sample", "1.0", "--reason", "e2e")
@@ -343,8 +346,6 @@ NEEDS = {  # what must run (or be set up) for a metric to have series
     **{m: "promoter" for m in METRICS["promoter"]},
     **{m: "explainer" for m in METRICS["explainer"]},
 }
-# Series that exist only after something goes wrong; their queries fall back to `or vector(0)`.
-ONLY_ON_FAILURE = {"allocator_model_load_failures_total"}
 # Metrics defined in consumer/metrics.py that no code observes yet: their queries are expected
 # empty. Like a strict xfail: once one starts returning data, this test fails until it leaves the
 # list.
@@ -352,7 +353,7 @@ NOT_YET_OBSERVED: dict[str, str] = {}  # metrics known not to be recorded yet (n
 
 
 def _needs(expr: str) -> set[str]:
-    return {NEEDS.get(m, "consumer") for m in metric_names(expr) - ONLY_ON_FAILURE}
+    return {NEEDS.get(m, "consumer") for m in metric_names(expr)}
 
 
 @pytest.mark.parametrize("process", ["consumer", "promoter", "explainer"])

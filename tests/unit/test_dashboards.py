@@ -17,6 +17,7 @@ pytest.importorskip(
 
 from dashboards import CHART_DIR, files, queries
 from dashboards.__main__ import main
+from dashboards.alerts import ALERTS
 from dashboards.generate import metric_names
 
 PROMTOOL = shutil.which("promtool")
@@ -129,6 +130,20 @@ def test_alert_rules_pass_promtool_unit_tests() -> None:
         for r in g["rules"]
     }
     assert defined <= tested, f"alerts without a promtool test: {sorted(defined - tested)}"
+
+
+def test_every_alert_has_a_firing_and_a_quiet_promtool_case() -> None:
+    """A firing case expects the alert (non-empty exp_alerts); a quiet case expects none at some
+    eval_time. promtool checks that each case holds; this checks that both kinds exist."""
+    tests = yaml.safe_load((CHART_DIR / "rules" / "tests" / "alerts_test.yaml").read_text())
+    cases = [t for case in tests["tests"] for t in case.get("alert_rule_test", [])]
+    firing = {t["alertname"] for t in cases if t.get("exp_alerts")}
+    quiet = {t["alertname"] for t in cases if not t.get("exp_alerts")}
+    names = {a.name for a in ALERTS}
+    assert not names - firing, f"alerts never shown firing: {sorted(names - firing)}"
+    assert not names - quiet, f"alerts never shown quiet: {sorted(names - quiet)}"
+    # a case for an alert that no longer exists is quiet whatever happens
+    assert firing | quiet <= names, f"cases for unknown alerts: {sorted((firing | quiet) - names)}"
 
 
 def test_every_alert_has_a_runbook_section() -> None:
