@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from consumer.cli_help import HUB, KAFKA, RAW, settings_epilog
+from consumer.cli_replay import add_replay_command
 from consumer.cli_strategy import add_model_commands
 from consumer.errors import AllocationError
 from consumer.settings import CommonSettings, ConsumerSettings
@@ -78,7 +79,8 @@ def _topics(args: argparse.Namespace) -> int:
 
 
 def add_core_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """The core's commands: ``produce``, ``consume``, ``topics``, ``models`` and ``strategy``."""
+    """The core's commands: ``produce``, ``consume``, ``topics``, ``models``, ``strategy`` and
+    ``replay``."""
     pr = sub.add_parser(
         "produce",
         help="publish complaints from a CFPB CSV or JSON lines",
@@ -115,6 +117,7 @@ def add_core_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     tp.set_defaults(func=_topics)
 
     add_model_commands(sub)
+    add_replay_command(sub)
 
 
 def dispatch(args: argparse.Namespace, name: str) -> int:

@@ -1,5 +1,5 @@
-"""``allocator promoter [status | export --out FILE.jsonl]``: run the service, print its state,
-export labels.
+"""``allocator promoter [status | export --out FILE.jsonl | evaluate --replay-topic TOPIC]``: run
+the service, print its state, export labels, evaluate a replay on the joined feedback.
 
 Wired into the main CLI by ``add_promoter_commands(sub)``; ``python -m promoter`` runs the
 same commands on their own.
@@ -26,6 +26,10 @@ def _run(args: argparse.Namespace) -> int:
         return _status(settings)
     if args.promoter_action == "export":
         return _export(settings, Path(args.out))
+    if args.promoter_action == "evaluate":
+        from promoter.offline import evaluate_cli
+
+        return evaluate_cli(settings, args.replay_topic, args.replay_id, args.json)
     from promoter.app import promote
 
     return promote(settings)
@@ -81,6 +85,14 @@ def add_promoter_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
         **helped,
     )
     ex.add_argument("--out", required=True, help="FILE.jsonl")
+    ev = psub.add_parser(
+        "evaluate",
+        help="accuracy of a replay (allocator replay) on the joined feedback, next to published",
+        **helped,
+    )
+    ev.add_argument("--replay-topic", required=True, metavar="TOPIC", help="what replay --to wrote")
+    ev.add_argument("--replay-id", help="only this run (the replay.id header; default: all)")
+    ev.add_argument("--json", action="store_true", help="the evaluation as JSON")
     p.set_defaults(func=_run)
 
 

@@ -164,8 +164,9 @@ def _train_parser(sub: Any) -> None:
 
 def _compare_parser(sub: Any) -> None:
     comp = sub.add_parser("compare", help="champion vs challenger on the same rows")
-    comp.add_argument("--champion", required=True)
-    comp.add_argument("--challenger", required=True)
+    side = "a package folder, or a replay's JSON lines (allocator replay --jsonl FILE.jsonl)"
+    comp.add_argument("--champion", required=True, help=side)
+    comp.add_argument("--challenger", required=True, help=side)
     comp.add_argument("--data", default=str(DEFAULT_DATA))
     comp.add_argument("--split", default="test", choices=["val", "test"], help="never the holdout")
     comp.add_argument("--limit", type=int, default=0, help="at most this many rows (0: all)")

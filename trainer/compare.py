@@ -5,7 +5,9 @@ and precision of ``vulnerable``, the share accepted without review and its accur
 exact McNemar test on paired correctness; latency per text (batch 1, one thread, the consumer's
 serving shape). Writes ``report.json`` and ``report.md``; logs to W&B when given an active tracker.
 Only ``val`` and ``test`` are allowed: comparing is choosing, and the holdout is never used to
-choose (``bench.accuracy`` reports it).
+choose (``bench.accuracy`` reports it). Either side may be a replay's JSON lines (``allocator replay
+--jsonl``) instead of a package: its replayed decisions are compared on the rows it covers, unscored
+and untimed (``trainer.replayed``).
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from consumer.package import ModelPackage, load_package
-from trainer import splits
+from consumer.package import ModelPackage
+from trainer import replayed, splits
 from trainer.data import load_source
 from trainer.labels import IGNORE, indices, load_label_space
 from trainer.metrics import mcnemar_exact, task_metrics
@@ -74,16 +76,29 @@ def model_metrics(
 
 
 def compare(
-    champion: ModelPackage,
-    challenger: ModelPackage,
+    champion: replayed.Side,
+    challenger: replayed.Side,
     df: pd.DataFrame,
     tracker: Tracker | None = None,
     latency_rows: int = LATENCY_ROWS,
 ) -> dict[str, Any]:
+    df, without = replayed.restrict(df, (champion, challenger))
     texts = list(df["text"])
     result: dict[str, Any] = {"rows": len(df), "models": {}}
+    if without:
+        result["rows_without_replay"] = without
     correct = {}
     for role, pkg in (("champion", champion), ("challenger", challenger)):
+        if isinstance(pkg, replayed.Replayed):
+            heads = replayed.heads_of((champion, challenger))
+            metrics, correct[role] = replayed.model_metrics(pkg, df, heads)
+            result["models"][role] = {
+                "ref": pkg.ref,
+                "digest": pkg.digest,
+                "replay": str(pkg.path),
+                "tasks": metrics,
+            }
+            continue
         scorer = Scorer(pkg, threads=1)
         metrics, correct[role] = model_metrics(pkg, scorer.score(texts), df)
         result["models"][role] = {
@@ -116,8 +131,8 @@ def markdown(result: dict[str, Any], split: str) -> str:
     lines = [
         f"# Champion vs challenger on `{split}` ({result['rows']} rows)",
         "",
-        f"- champion: `{champ['ref']}` (sha256 {champ['digest'][:12]})",
-        f"- challenger: `{chall['ref']}` (sha256 {chall['digest'][:12]})",
+        f"- champion: {_side(champ)}",
+        f"- challenger: {_side(chall)}",
         "",
         "| task | metric | champion | challenger |",
         "|---|---|---:|---:|",
@@ -152,8 +167,18 @@ def markdown(result: dict[str, Any], split: str) -> str:
         "|---|---:|---:|",
     ]
     for k in ("mean", "p50", "p95"):
-        lines.append(f"| {k} | {champ['latency_ms'][k]:.1f} | {chall['latency_ms'][k]:.1f} |")
+        lines.append(f"| {k} | {_ms(champ, k)} | {_ms(chall, k)} |")
     return "\n".join(lines) + "\n"
+
+
+def _side(model: dict[str, Any]) -> str:
+    replay = f", decisions replayed in `{model['replay']}`" if "replay" in model else ""
+    return f"`{model['ref']}` (sha256 {model['digest'][:12]}){replay}"
+
+
+def _ms(model: dict[str, Any], k: str) -> str:
+    """A latency cell; a replayed side is not timed."""
+    return f"{model['latency_ms'][k]:.1f}" if "latency_ms" in model else "-"
 
 
 def compare_cli(args: argparse.Namespace) -> int:
@@ -166,7 +191,9 @@ def compare_cli(args: argparse.Namespace) -> int:
         "complaints-allocation", vars(args) | {"func": None}, args.wandb_mode, "compare"
     )
     try:
-        result = compare(load_package(args.champion), load_package(args.challenger), df, tracker)
+        result = compare(
+            replayed.load_side(args.champion), replayed.load_side(args.challenger), df, tracker
+        )
     finally:
         tracker.finish()
     result["split"] = args.split

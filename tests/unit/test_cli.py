@@ -49,10 +49,29 @@ READS: dict[str, tuple[type[CommonSettings], list[str]]] = {
         for action in ("show", "history", "champion", "canary", "shadow", "promote", "end")
     },
     "strategy rollback": STRATEGY,
+    "replay": (
+        ConsumerSettings,
+        [
+            *KAFKA,
+            *REDIS,
+            *TOPICS,
+            "topic_partitions",
+            "topic_replication",
+            "create_topics",
+            "model_cache_dir",
+            "hub_offline",
+            "ort_threads",
+            "max_sub_batch",
+            "batch_max_messages",
+            "max_message_bytes",
+            "max_text_chars",
+        ],
+    ),
     "promoter": every(PromoterSettings),
     "promoter run": every(PromoterSettings),
     "promoter status": every(PromoterSettings),
     "promoter export": every(PromoterSettings),
+    "promoter evaluate": every(PromoterSettings),
     "explain": every(ExplainerSettings),
 }
 TRAINER_READS = {"register": REGISTERING, "push": REGISTERING, "train": REGISTERING}
