@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from consumer.cli_dlq import add_dlq_commands
 from consumer.cli_help import HUB, KAFKA, RAW, settings_epilog
 from consumer.cli_replay import add_replay_command
 from consumer.cli_strategy import add_model_commands
@@ -79,8 +80,8 @@ def _topics(args: argparse.Namespace) -> int:
 
 
 def add_core_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """The core's commands: ``produce``, ``consume``, ``topics``, ``models``, ``strategy`` and
-    ``replay``."""
+    """The core's commands: ``produce``, ``consume``, ``topics``, ``models``, ``strategy``,
+    ``replay`` and ``dlq``."""
     pr = sub.add_parser(
         "produce",
         help="publish complaints from a CFPB CSV or JSON lines",
@@ -118,6 +119,7 @@ def add_core_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
     add_model_commands(sub)
     add_replay_command(sub)
+    add_dlq_commands(sub)
 
 
 def dispatch(args: argparse.Namespace, name: str) -> int:

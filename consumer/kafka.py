@@ -93,17 +93,20 @@ def map_kafka_errors(what: str, settings: CommonSettings | None = None) -> Itera
         raise BrokerError(f"{what}: {exc}") from exc
 
 
-def transactional_producer(settings: ConsumerSettings) -> KafkaProducer:
+def transactional_producer(
+    settings: ConsumerSettings, transactional_id: str | None = None
+) -> KafkaProducer:
     """A producer whose sends and the input offsets commit atomically (DESIGN section 5).
 
-    ``transactional_id`` is stable per pod; zombie fencing across rebalances uses the consumer group
-    metadata passed to ``send_offsets_to_transaction`` (KIP-447), so pods need not own fixed
-    partitions.
+    ``transactional_id`` is stable per pod (``<group>-<instance>`` unless given); zombie fencing
+    across rebalances uses the consumer group metadata passed to ``send_offsets_to_transaction``
+    (KIP-447), so pods need not own fixed partitions.
     """
     with map_kafka_errors("transactional producer", settings):
         producer = KafkaProducer(
             **client_config(settings),
-            transactional_id=f"{settings.consumer_group}-{settings.instance_id}",
+            transactional_id=transactional_id
+            or f"{settings.consumer_group}-{settings.instance_id}",
             transaction_timeout_ms=settings.transaction_timeout_ms,
             enable_idempotence=True,
             acks="all",

@@ -12,7 +12,8 @@ What it models, because the loop's correctness rests on it:
 What it does not: rebalances, several groups over one topic at once, timestamps other than the
 wall clock, non-transactional sends from the loop. The real broker tests (tests/integration,
 tests/e2e) cover those. ``MemoryReader`` (a group-less reader: assign, seek, offset look-ups) and
-``MemorySender`` (a plain producer) serve the commands that read chosen offsets (``replay``).
+``MemorySender`` (a plain producer) serve the commands that read chosen offsets (``replay``,
+``dlq``).
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ class MemoryProducer:
     def __init__(self, broker: MemoryBroker) -> None:
         self.broker = broker
         self.fenced = False
+        self.closed = False
         self.calls: list[Step] = []
         self._txn: _Txn | None = None
         self._faults: dict[Step, list[BaseException]] = {}
@@ -154,6 +156,9 @@ class MemoryProducer:
     def abort_transaction(self) -> None:
         self._enter("abort")
         self._txn = None
+
+    def close(self, timeout: float | None = None) -> None:
+        self.closed = True
 
     @property
     def in_transaction(self) -> bool:
@@ -233,9 +238,13 @@ class MemoryReader(MemoryConsumer):
     ``seek``, and the offset look-ups). Everything in the double is committed, so its
     ``read_committed`` view is the whole log; the log start is always 0 (no retention)."""
 
-    def __init__(self, broker: MemoryBroker) -> None:
-        super().__init__(broker, (), group_id="")
+    def __init__(self, broker: MemoryBroker, group_id: str = "") -> None:
+        super().__init__(broker, (), group_id=group_id)
         self.closed = False
+
+    def committed(self, tp: TopicPartition) -> int | None:
+        """The group's committed offset (a reader with a ``group_id``: a redrive's cursor)."""
+        return self.broker.committed.get((self.group_id, tp))
 
     def assign(self, partitions: Iterable[TopicPartition]) -> None:
         self._owned = list(partitions)

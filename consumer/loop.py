@@ -36,6 +36,7 @@ from consumer import __version__
 from consumer.breaker import Breaker
 from consumer.contracts.messages import Source, dump
 from consumer.decode import decode_complaint
+from consumer.dlq import ATTEMPT, REDRIVE_PREFIX, attempts_of
 from consumer.errors import BrokerError, ContractError
 from consumer.hooks import LoopHooks
 from consumer.kafka import Record, next_offsets, rewind
@@ -64,9 +65,11 @@ class DeadLetter:
 
 
 def dlq_headers(rec: Record, code: str, message: str) -> list[tuple[str, bytes]]:
-    """The ``dlq/v1`` headers: the reason, the source coordinates, the consumer version, when."""
+    """The ``dlq/v1`` headers: the reason, the source coordinates, the consumer version, when, and
+    ``dlq.attempt``: 1, or one more than a redriven record's ``redrive.attempt``. A redriven
+    record's ``redrive.*`` headers (its first source, its DLQ origin) are kept."""
     now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return [
+    fresh = [
         (k, v.encode())
         for k, v in (
             ("dlq.schema", "dlq/v1"),
@@ -77,8 +80,10 @@ def dlq_headers(rec: Record, code: str, message: str) -> list[tuple[str, bytes]]
             ("dlq.source.offset", str(rec.offset)),
             ("dlq.consumer.version", __version__),
             ("dlq.failed_at", now),
+            (ATTEMPT, str(attempts_of(rec.headers) + 1)),
         )
     ]
+    return fresh + [(k, v) for k, v in rec.headers or () if k.startswith(REDRIVE_PREFIX)]
 
 
 class Loop:

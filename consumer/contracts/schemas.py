@@ -16,6 +16,7 @@ SCHEMA_FILES = {
     "shadow/v1": "shadow.v1.json",
     "feedback/v1": "feedback.v1.json",
     "dlq-headers/v1": "dlq-headers.v1.json",
+    "redrive-headers/v1": "redrive-headers.v1.json",
     "replay-headers/v1": "replay-headers.v1.json",
     "model-manifest/v1": "manifest.v1.json",
     "strategy/v1": "strategy.v1.json",

@@ -33,6 +33,10 @@ def every(cls: type[CommonSettings]) -> tuple[type[CommonSettings], list[str]]:
 REGISTERING = (CommonSettings, [*REDIS, "model_cache_dir"])
 FETCHING = (ConsumerSettings, [*REDIS, "model_cache_dir", "hub_offline"])
 STRATEGY = (ConsumerSettings, REDIS)
+DLQ_REDRIVE = (
+    ConsumerSettings,
+    [*KAFKA, *TOPICS, "consumer_group", "transaction_timeout_ms", "max_message_bytes"],
+)
 
 # what each command reads, worked out from its code (not from the help it renders)
 READS: dict[str, tuple[type[CommonSettings], list[str]]] = {
@@ -67,6 +71,9 @@ READS: dict[str, tuple[type[CommonSettings], list[str]]] = {
             "max_text_chars",
         ],
     ),
+    "dlq": DLQ_REDRIVE,
+    "dlq list": (ConsumerSettings, [*KAFKA, "topic_dlq", "max_message_bytes"]),
+    "dlq redrive": DLQ_REDRIVE,
     "promoter": every(PromoterSettings),
     "promoter run": every(PromoterSettings),
     "promoter status": every(PromoterSettings),

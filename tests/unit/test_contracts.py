@@ -230,10 +230,29 @@ def test_unknown_complaint_fields_pass_through_under_metadata() -> None:
 def test_dlq_headers_match_schema() -> None:
     class Rec:
         topic, partition, offset = "complaints", 3, 42
+        headers: list[tuple[str, bytes]] = []
 
     headers = {k: v.decode() for k, v in dlq_headers(Rec(), "not_json", "boom")}
     assert schemas.errors("dlq-headers/v1", headers) == []
     assert schemas.errors("dlq-headers/v1", {**headers, "dlq.error.code": "surprise"}) != []
+    assert schemas.errors("dlq-headers/v1", {**headers, "dlq.attempt": "0"}) != []
+
+
+def test_redrive_headers_match_schema() -> None:
+    from consumer.dlq import DeadLetter, redrive_headers
+    from consumer.kafka_memory import MemoryRecord
+
+    class Src:
+        topic, partition, offset = "complaints", 3, 42
+        headers: list[tuple[str, bytes]] = []
+
+    rec = MemoryRecord("complaints.dlq", 0, 9, 0, b"k", b"v", dlq_headers(Src(), "not_json", "x"))
+    headers = {
+        k: v.decode() for k, v in redrive_headers(DeadLetter.of(rec), "complaints.dlq", "0" * 16)
+    }
+    assert schemas.errors("redrive-headers/v1", headers) == []
+    assert headers["redrive.source.offset"] == "42"
+    assert schemas.errors("redrive-headers/v1", {**headers, "redrive.selection": "x"}) != []
 
 
 @pytest.mark.parametrize(
