@@ -35,26 +35,12 @@ def consume(settings: ConsumerSettings, stop: threading.Event | None = None) -> 
     stop = stop or threading.Event()
     registry = CollectorRegistry()
     metrics = ConsumerMetrics(registry)
-    if settings.create_topics:
-        _create_topics(settings)
-    threads = settings.ort_threads or cpu_limit()
-    watcher = _watcher(settings, metrics, threads)
-    watcher.start()
-    producer = kafka.transactional_producer(settings)
-    consumer = kafka.batch_consumer(settings, settings.topic_complaints)
     hooks = LoopHooks(metrics)
-
-    breaker = Breaker(
-        BreakerConfig(
-            settings.breaker_failure_ratio,
-            settings.breaker_min_records,
-            settings.breaker_window,
-            settings.breaker_cooldown_s,
-        )
-    )
+    breaker = _breaker(settings)
+    watcher: StrategyWatcher | None = None
 
     def ready() -> tuple[bool, str]:
-        if watcher.plan is None:
+        if watcher is None or watcher.plan is None:
             ok, why = False, NOT_READY
         elif hooks.breaker_open:
             ok, why = False, breaker.reason
@@ -63,13 +49,29 @@ def consume(settings: ConsumerSettings, stop: threading.Event | None = None) -> 
         metrics.up.set(1 if ok else 0)
         return ok, why
 
-    live = heartbeat(lambda: hooks.last_beat)
-    health = HealthServer(settings.metrics_port, registry, live, ready).start()
+    # bound first: a busy port is reported at once, not after Kafka and Redis have answered
+    health = HealthServer(
+        settings.metrics_port, registry, heartbeat(lambda: hooks.last_beat), ready
+    ).start()
+    try:
+        if settings.create_topics:
+            _create_topics(settings)
+        threads = settings.ort_threads or cpu_limit()
+        watcher = _watcher(settings, metrics, threads)
+        watcher.start()
+        producer = kafka.transactional_producer(settings)
+        consumer = kafka.batch_consumer(settings, settings.topic_complaints)
+    except BaseException:
+        if watcher is not None:
+            watcher.stop()
+        health.stop()
+        raise
     _on_signals(stop, settings.drain_timeout_s)
+    plan = watcher  # bound for the lambda below: the loop reads the plan in force per batch
     loop = Loop(
         consumer,
         producer,
-        lambda: watcher.plan,
+        lambda: plan.plan,
         Topics(settings.topic_allocations, settings.topic_shadow, settings.topic_dlq),
         hooks,
         settings.batch_max_messages,
@@ -100,7 +102,7 @@ def consume(settings: ConsumerSettings, stop: threading.Event | None = None) -> 
         # leave the group now: partitions move without waiting for a session timeout
         consumer.close(autocommit=False)
         producer.close(timeout=settings.drain_timeout_s)
-        watcher.stop()
+        plan.stop()
         metrics.drain_seconds.set(time.monotonic() - t0)
         health.stop()
         log.info("drained", extra={"seconds": round(time.monotonic() - t0, 3)})
@@ -120,6 +122,17 @@ def _create_topics(settings: ConsumerSettings) -> None:
     created = kafka.ensure_topics(settings, topics)
     if created:
         log.info("topics created", extra={"topics": created})
+
+
+def _breaker(settings: ConsumerSettings) -> Breaker:
+    return Breaker(
+        BreakerConfig(
+            settings.breaker_failure_ratio,
+            settings.breaker_min_records,
+            settings.breaker_window,
+            settings.breaker_cooldown_s,
+        )
+    )
 
 
 def _watcher(settings: ConsumerSettings, metrics: ConsumerMetrics, threads: int) -> StrategyWatcher:

@@ -173,6 +173,11 @@ def _print_report(report: dlq.RedriveReport, name: str, args: argparse.Namespace
             f"{report.exhausted} matching records already failed {args.max_attempts} times: left "
             "in the DLQ for a person (--max-attempts)"
         )
+    if report.omitted:
+        print(
+            f"{report.omitted} matching records were too big to keep in the DLQ "
+            "(dlq.value.omitted): their bytes are at their source coordinates (allocator dlq list)"
+        )
     print(f"cursor: consumer group {name} (a rerun of this selection resumes there)")
 
 

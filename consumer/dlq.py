@@ -14,7 +14,9 @@ Redrive protocol, exactly once across a kill and a rerun:
 3. Per batch of DLQ records (matching or not, so the cursor passes both): begin, send the matching
    ones to their target with the ``redrive.*`` headers, add the next DLQ offsets to the transaction
    for the cursor's group, commit. Nothing is sent that the cursor does not move past, atomically.
-A record that has already failed ``max_attempts`` times is not redriven: it waits for a person.
+A record that has already failed ``max_attempts`` times is not redriven: it waits for a person; nor
+is one whose value was too big to forward to the DLQ (``dlq.value.omitted``): its bytes are only at
+its source coordinates.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from consumer.errors import DLQ_REASONS, ConfigError
 from consumer.kafka import Record, map_kafka_errors, next_offsets
 
 ATTEMPT = "dlq.attempt"
+OMITTED = "dlq.value.omitted"  # the size of a value too big to forward (consumer.loop)
 REDRIVE_ATTEMPT = "redrive.attempt"
 REDRIVE_PREFIX = "redrive."
 
@@ -78,6 +81,7 @@ class DeadLetter:
     source_offset: int | None
     attempt: int
     consumer_version: str | None
+    omitted: int | None = None  # the value was too big for the DLQ: its size; find it at the source
 
     @classmethod
     def of(cls, rec: Record) -> DeadLetter:
@@ -94,6 +98,7 @@ class DeadLetter:
             source_offset=_int(_header(rec, "dlq.source.offset")),
             attempt=max(1, _int(_header(rec, ATTEMPT)) or 1),
             consumer_version=_header(rec, "dlq.consumer.version"),
+            omitted=_int(_header(rec, OMITTED)),
         )
 
     def row(self, show_text: bool = False) -> dict[str, Any]:
@@ -111,7 +116,8 @@ class DeadLetter:
             if self.source_topic is None
             else f"{self.source_topic}/{self.source_partition}:{self.source_offset}",
             "key": None if self.key is None else self.key.decode("utf-8", "replace"),
-            "bytes": 0 if self.value is None else len(self.value),
+            "bytes": self.omitted or (0 if self.value is None else len(self.value)),
+            "value_omitted": self.omitted is not None,
         }
         if show_text:
             out["message"] = self.message
@@ -248,6 +254,7 @@ class RedriveReport:
     scanned: int = 0
     sent: int = 0
     exhausted: int = 0  # matched, but failed max_attempts times already: left for a person
+    omitted: int = 0  # matched, but the value was too big for the DLQ: only its source has it
     batches: int = 0
     by_code: Counter[str] = field(default_factory=Counter)
     by_target: Counter[str] = field(default_factory=Counter)
@@ -259,6 +266,7 @@ class RedriveReport:
             "scanned": self.scanned,
             "sent": self.sent,
             "exhausted": self.exhausted,
+            "omitted": self.omitted,
             "batches": self.batches,
             "by_code": dict(self.by_code),
             "by_target": dict(self.by_target),
@@ -301,6 +309,9 @@ def redrive(
                 continue
             if d.attempt >= job.max_attempts:
                 report.exhausted += 1
+                continue
+            if d.omitted is not None:
+                report.omitted += 1
                 continue
             chosen.append((job.target(d), rec, d))
         if producer is not None:

@@ -36,7 +36,7 @@ from consumer import __version__
 from consumer.breaker import Breaker
 from consumer.contracts.messages import Source, dump
 from consumer.decode import decode_complaint
-from consumer.dlq import ATTEMPT, REDRIVE_PREFIX, attempts_of
+from consumer.dlq import ATTEMPT, OMITTED, REDRIVE_PREFIX, attempts_of
 from consumer.errors import BrokerError, ContractError
 from consumer.hooks import LoopHooks
 from consumer.kafka import Record, next_offsets, rewind
@@ -84,6 +84,26 @@ def dlq_headers(rec: Record, code: str, message: str) -> list[tuple[str, bytes]]
         )
     ]
     return fresh + [(k, v) for k, v in rec.headers or () if k.startswith(REDRIVE_PREFIX)]
+
+
+# The largest dead-letter value forwarded as it is. kafka-python refuses a record over its
+# max_request_size (1 MiB) before sending, and brokers default to about the same limit: a bigger
+# value would fail the transaction on every retry and stall its partition. Such a value is left out
+# of the DLQ record (``dlq.value.omitted`` gives its size); the source coordinates still find it.
+DLQ_MAX_VALUE_BYTES = 1_000_000
+
+
+def dlq_record(
+    rec: Record, code: str, message: str
+) -> tuple[bytes | None, list[tuple[str, bytes]]]:
+    """The value and headers of ``rec``'s DLQ record: its bytes unchanged, unless too big to
+    send."""
+    headers = dlq_headers(rec, code, message)
+    value = rec.value
+    if value is not None and len(value) > DLQ_MAX_VALUE_BYTES:
+        headers.append((OMITTED, str(len(value)).encode()))
+        value = None
+    return value, headers
 
 
 class Loop:
@@ -219,12 +239,8 @@ class Loop:
         for shadow in routed.shadows:
             send(self.topics.shadow, key=shadow.complaint_id.encode(), value=dump(shadow))
         for d in dead:
-            send(
-                self.topics.dlq,
-                key=d.record.key,
-                value=d.record.value,
-                headers=dlq_headers(d.record, d.code, d.message),
-            )
+            value, headers = dlq_record(d.record, d.code, d.message)
+            send(self.topics.dlq, key=d.record.key, value=value, headers=headers)
         # the input offsets commit with the outputs, fenced by the group generation (KIP-447)
         self.producer.send_offsets_to_transaction(
             next_offsets(records), self.consumer.group_metadata()

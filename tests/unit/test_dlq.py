@@ -250,3 +250,23 @@ def test_the_redrive_command_dry_run_then_run(
     assert doc["cursor_group"].startswith("complaints-allocation.redrive.")
     assert allocator.main(["dlq", "redrive", "--to", "allocations"]) == 2
     assert "output topic" in capsys.readouterr().err
+
+
+def test_a_value_too_big_for_the_dlq_is_left_out_and_not_redriven(
+    broker: MemoryBroker, tiny: Path, tiny2: Path
+) -> None:
+    from consumer.loop import DLQ_MAX_VALUE_BYTES
+
+    plan: Plan = plan_for(tiny, tiny2)
+    rig = Rig(lambda: plan, partitions=1)
+    rig.broker.create(DLQ, 1)
+    rig.feed([b"x" * (DLQ_MAX_VALUE_BYTES + 1), b"not json"])
+    loop = rig.loop()
+    loop.topics = type(loop.topics)(allocations="allocations", shadow="shadow", dlq=DLQ)
+    rig.step(loop)
+    big, small = (dlq.DeadLetter.of(r) for r in rig.broker.records(DLQ))
+    assert (big.code, big.value, big.omitted) == ("oversized", None, DLQ_MAX_VALUE_BYTES + 1)
+    assert big.row()["bytes"] == DLQ_MAX_VALUE_BYTES + 1 and big.row()["value_omitted"]
+    assert small.value == b"not json" and small.omitted is None
+    report = run(rig.broker, job(), MemoryProducer(rig.broker))
+    assert (report.sent, report.omitted) == (1, 1)

@@ -87,3 +87,20 @@ def test_a_busy_port_is_a_config_error_naming_the_setting() -> None:
         f"port {port} is in use (another process on this host?); "
         "set ALLOCATOR_METRICS_PORT to a free port (0 = any free port)"
     )
+
+
+def test_consume_reports_a_busy_port_before_it_connects_to_anything() -> None:
+    from consumer.app import consume
+    from consumer.settings import ConsumerSettings
+
+    with socket.create_server(("0.0.0.0", 0)) as taken:
+        port = taken.getsockname()[1]
+        settings = ConsumerSettings(
+            metrics_port=port,
+            kafka_bootstrap_servers="127.0.0.1:9",  # nothing listens: connecting would take 30 s
+            redis_url="redis://127.0.0.1:9/0",
+        )
+        started = time.monotonic()
+        with pytest.raises(ConfigError, match="ALLOCATOR_METRICS_PORT"):
+            consume(settings)
+    assert time.monotonic() - started < 5
