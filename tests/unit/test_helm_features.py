@@ -198,6 +198,23 @@ def test_sasl_tls_wiring_uses_the_existing_secret() -> None:
     }
 
 
+def test_the_circuit_breaker_is_configured_from_values() -> None:
+    def breaker_env(*sets: str) -> dict[str, str]:
+        deploy = find(render("default-values.yaml", sets=sets), "Deployment", "-consumer")
+        env = env_of(pod_spec(deploy)["containers"][0])
+        return {k: v["value"] for k, v in env.items() if k.startswith("ALLOCATOR_BREAKER_")}
+
+    assert breaker_env() == {
+        "ALLOCATOR_BREAKER_FAILURE_RATIO": "0.5",
+        "ALLOCATOR_BREAKER_MIN_RECORDS": "10",
+        "ALLOCATOR_BREAKER_WINDOW": "200",
+        "ALLOCATOR_BREAKER_COOLDOWN_S": "300",
+    }
+    changed = breaker_env("consumer.circuitBreaker.minRecords=25")
+    assert changed["ALLOCATOR_BREAKER_MIN_RECORDS"] == "25"
+    assert "failureRatio" in render_error("consumer.circuitBreaker.failureRatio=2")
+
+
 def test_chart_secret_holds_only_what_is_configured() -> None:
     data = find(render("full-values.yaml"), "Secret", "triage")["data"]
     assert set(data) == {"REDIS_PASSWORD", "ALLOCATOR_EXPLAINER_TOKEN", "WANDB_API_KEY", "HF_TOKEN"}
