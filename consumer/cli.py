@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from consumer.cli_dlq import add_dlq_commands
-from consumer.cli_help import HUB, KAFKA, RAW, settings_epilog
+from consumer.cli_help import HUB, KAFKA, RAW, TOPICS, settings_epilog
 from consumer.cli_replay import add_replay_command
 from consumer.cli_strategy import add_model_commands
 from consumer.errors import AllocationError
@@ -22,16 +22,7 @@ from consumer.settings import CommonSettings, ConsumerSettings
 Handler = Callable[[argparse.Namespace], int]
 
 PRODUCE_SETTINGS = (*KAFKA, "topic_complaints")
-TOPICS_SETTINGS = (
-    *KAFKA,
-    "topic_complaints",
-    "topic_allocations",
-    "topic_shadow",
-    "topic_dlq",
-    "topic_feedback",
-    "topic_partitions",
-    "topic_replication",
-)
+TOPICS_SETTINGS = (*KAFKA, *TOPICS, "topic_partitions", "topic_replication")
 
 
 def _produce(args: argparse.Namespace) -> int:

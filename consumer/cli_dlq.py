@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from consumer import dlq, ranges
-from consumer.cli_help import KAFKA, RAW, settings_epilog
+from consumer.cli_help import KAFKA, RAW, TOPICS, settings_epilog
 from consumer.cli_replay import parse_time
 from consumer.errors import ConfigError
 from consumer.settings import ConsumerSettings
 
-TOPICS = ("topic_complaints", "topic_allocations", "topic_shadow", "topic_dlq", "topic_feedback")
 LIST_SETTINGS = (*KAFKA, "topic_dlq", "max_message_bytes")
 REDRIVE_SETTINGS = (
     *KAFKA,

@@ -27,6 +27,8 @@ DEFAULT_COLUMN = 14  # longer defaults push their description right, on their li
 
 KAFKA = tuple(n for n in CommonSettings.model_fields if n.startswith("kafka_"))
 REDIS = tuple(n for n in CommonSettings.model_fields if n.startswith("redis_"))
+# the five topics of the contract (DESIGN section 2)
+TOPICS = ("topic_complaints", "topic_allocations", "topic_shadow", "topic_dlq", "topic_feedback")
 
 Extra = tuple[str, str, str]  # (variable, default, description) read by a library, not by us
 # huggingface_hub reads these itself when an hf:// model ref is fetched

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from consumer.cli_help import HUB, KAFKA, RAW, REDIS, settings_epilog
+from consumer.cli_help import HUB, KAFKA, RAW, REDIS, TOPICS, settings_epilog
 from consumer.errors import ConfigError, InputError
 from consumer.settings import ConsumerSettings
 
@@ -39,11 +39,7 @@ if TYPE_CHECKING:  # not at run time: `allocator --help` must not load onnxrunti
 REPLAY_SETTINGS = (
     *KAFKA,
     *REDIS,
-    "topic_complaints",
-    "topic_allocations",
-    "topic_shadow",
-    "topic_dlq",
-    "topic_feedback",
+    *TOPICS,
     "topic_partitions",
     "topic_replication",
     "create_topics",

@@ -76,6 +76,20 @@ class Proc:
         self._out.close()
 
 
+def run_cli(
+    env: dict[str, str], *argv: str, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """``python -m allocator ARGV`` to its end, with ``env`` over the environment; output
+    captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "allocator", *argv],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def read_all(bootstrap: str, topic: str, idle_ms: int = 3000) -> list[Any]:
     """Every committed record of ``topic`` (read_committed), until the topic is idle for
     ``idle_ms``."""

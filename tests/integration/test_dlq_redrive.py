@@ -5,10 +5,8 @@ outside the selection stay where they are; ``dlq list`` shows what is there with
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,7 +16,7 @@ from kafka import KafkaProducer
 
 from consumer.loop import dlq_headers
 from tests.flow import topic_env
-from tests.procs import Proc, read_all, wait_count
+from tests.procs import Proc, read_all, run_cli, wait_count
 
 pytestmark = pytest.mark.integration
 
@@ -48,13 +46,7 @@ def fill_dlq(bootstrap: str, env: dict[str, str]) -> None:
 
 
 def cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "allocator", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    return run_cli(env, *args, timeout=180)
 
 
 def test_a_killed_redrive_rerun_sends_each_record_once(

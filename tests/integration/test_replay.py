@@ -7,10 +7,7 @@ evaluate`` scores the replay against feedback the promoter has joined."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,7 +24,7 @@ from consumer.store import StrategyStore
 from promoter.records import decode
 from promoter.state import JoinStore
 from tests.flow import MALFORMED, real_complaints, topic_env
-from tests.procs import Proc, read_all, wait_count
+from tests.procs import Proc, read_all, run_cli, wait_count
 from tests.tiny_packages import tiny_package
 
 pytestmark = pytest.mark.integration
@@ -36,14 +33,7 @@ N = 24
 TASKS = ("issue", "team", "vulnerable")
 
 
-def allocator(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "allocator", *argv],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+allocator = run_cli
 
 
 def where(doc: dict[str, Any]) -> tuple[int, int]:
