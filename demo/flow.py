@@ -5,22 +5,20 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shlex
 import subprocess
 import sys
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer
-
-from demo.labels import feedback
 from demo.procs import Processes, free_port
 from demo.screen import Screen
+from demo.traffic import Traffic
 from trainer.paths import DEFAULT_DATA as DATA
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +36,26 @@ class Demo:
     rate: float
     env: dict[str, str]
     commands: list[str] = field(default_factory=list)
-    allocations: list[dict[str, Any]] = field(default_factory=list)
+    traffic: Traffic = field(init=False)
+    # the test split, then val: never a training row, never the holdout
+    _source: Iterator[dict[str, Any]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.traffic = Traffic(self.env, self.rate)
+        self._source = chain(complaints_of("test"), complaints_of("val"))
+
+    @property
+    def run(self) -> str:
+        """This run's id (its topics, group and Redis prefix carry it)."""
+        return self.env["ALLOCATOR_CONSUMER_GROUP"].removeprefix("demo-")
+
+    @property
+    def allocations(self) -> list[dict[str, Any]]:
+        return self.traffic.allocations
+
+    def take(self, n: int) -> list[dict[str, Any]]:
+        """The next ``n`` complaints to send."""
+        return list(islice(self._source, n))
 
     @classmethod
     def create(cls, quick: bool, messages: int, rate: float, stack: dict[str, str]) -> Demo:
@@ -50,6 +67,8 @@ class Demo:
             "ALLOCATOR_CONSUMER_GROUP": f"demo-{run}",
             "ALLOCATOR_PROMOTER_GROUP": f"demo-promoter-{run}",
             "ALLOCATOR_LOG_LEVEL": "WARNING",
+            # every process and command applies the same decision policy (status re-evaluates)
+            "ALLOCATOR_MIN_LABELS": "30" if quick else "50",
         }
         for topic, name in (
             ("COMPLAINTS", "complaints"),
@@ -77,6 +96,33 @@ class Demo:
         if not quiet:
             print(f"$ allocator {shlex.join(args)}\n{done.stdout.strip()}")
         return done.stdout.strip()
+
+    def trainer(self, *args: str, log: Path) -> list[dict[str, Any]]:
+        """Run ``python -m trainer ARGS`` with the demo's Redis and topics (its log to ``log``),
+        record it, return the JSON lines it prints."""
+        self.commands.append(shlex.join(["python", "-m", "trainer", *args]))
+        print(f"$ python -m trainer {shlex.join(args)}    (log: {log})")
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("w") as err:
+            done = subprocess.run(
+                [sys.executable, "-m", "trainer", *args],
+                env={
+                    **os.environ,
+                    **self.env,
+                    "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"),
+                    "WANDB_SILENT": "true",
+                },
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+            )
+        if done.returncode:
+            tail = log.read_text(errors="replace")[-2000:]
+            raise SystemExit(f"demo: `python -m trainer {shlex.join(args)}` failed:\n{tail}")
+        lines = [json.loads(x) for x in done.stdout.splitlines() if x.startswith("{")]
+        for line in lines:
+            print(json.dumps(line))
+        return lines
 
     # ----
     # models ---------------------------------------------------------------------------------------
@@ -144,7 +190,6 @@ class Demo:
                 "ALLOCATOR_METRICS_PORT": str(ports[2]),
                 "ALLOCATOR_AUTO_APPLY": "true",
                 "ALLOCATOR_PROMOTER_CANARY_WEIGHT": "0.2",
-                "ALLOCATOR_MIN_LABELS": "30" if self.quick else "50",
             },
         )
         self.commands.append("ALLOCATOR_AUTO_APPLY=true allocator promoter run")
@@ -160,78 +205,22 @@ class Demo:
             },
         )
         self.commands.append("ALLOCATOR_EXPLAINER_TOKEN=... allocator explain serve")
-        return Screen(
-            ports[:2], ports[2], f"http://127.0.0.1:{explainer_port}/v1/decisions/<id>/explanation"
+        screen = Screen(
+            ports[:2],
+            ports[2],
+            f"http://127.0.0.1:{explainer_port}/v1/decisions/<id>/explanation",
+            latency=self.traffic.current,
         )
-
-    # ---- traffic and the humans'
-    # feedback -------------------------------------------------------------
-    def stream(self, docs: list[dict[str, Any]], screen: Screen, phase: str) -> None:
-        """Send ``docs`` at the demo rate and wait until each has its allocation, showing the live
-        summary."""
-        producer = KafkaProducer(
-            bootstrap_servers=self.env["KAFKA_BOOTSTRAP_SERVERS"], linger_ms=10
-        )
-        start, want = time.monotonic(), len(self.allocations) + len(docs)
-        for i, doc in enumerate(docs):
-            delay = start + i / self.rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            producer.send(
-                self.env["ALLOCATOR_TOPIC_COMPLAINTS"],
-                key=doc["complaint_id"].encode(),
-                value=json.dumps(doc).encode(),
-            )
-            if i % max(1, int(self.rate * 2)) == 0:
-                screen.show(f"{phase}: sent {i}/{len(docs)}")
-        producer.flush()
-        producer.close()
-        deadline = time.monotonic() + 300
-        while len(self.allocations) < want and time.monotonic() < deadline:
-            screen.show(f"{phase}: waiting for {want - len(self.allocations)} allocations")
-            time.sleep(2)
-
-    def humans(self, stop: threading.Event) -> threading.Thread:
-        """Reads committed allocations and answers each with the real CFPB labels as feedback."""
-
-        def run() -> None:
-            bootstrap = self.env["KAFKA_BOOTSTRAP_SERVERS"]
-            reader = KafkaConsumer(
-                self.env["ALLOCATOR_TOPIC_ALLOCATIONS"],
-                bootstrap_servers=bootstrap,
-                isolation_level="read_committed",
-                auto_offset_reset="earliest",
-                group_id=None,
-            )
-            writer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
-            try:
-                while not stop.is_set():
-                    for records in reader.poll(timeout_ms=300).values():
-                        for r in records:
-                            allocation = json.loads(r.value)
-                            self.allocations.append(allocation)
-                            fb = feedback(allocation)
-                            if fb is not None:
-                                writer.send(
-                                    self.env["ALLOCATOR_TOPIC_FEEDBACK"],
-                                    key=r.key,
-                                    value=json.dumps(fb).encode(),
-                                )
-            finally:
-                writer.close()
-                reader.close()
-
-        thread = threading.Thread(target=run, name="demo-humans", daemon=True)
-        thread.start()
-        return thread
+        screen.wait_for_consumers(int(self.env["ALLOCATOR_TOPIC_PARTITIONS"]))
+        return screen
 
 
-def complaints(n: int, split: str = "test") -> Iterator[dict[str, Any]]:
+def complaints_of(split: str) -> Iterator[dict[str, Any]]:
     """Real CFPB complaints of ``split`` (never the holdout), as ``allocator produce`` sends
-    them."""
+    them, in a fixed shuffled order: the file is grouped by source (one payday lender's sample
+    after another), a bank's traffic is mixed."""
     from consumer.produce import Report, csv_complaints
 
-    for i, doc in enumerate(csv_complaints(DATA, Report(), split)):
-        if i == n:
-            return
-        yield doc
+    docs = list(csv_complaints(DATA, Report(), split))
+    random.Random(f"demo:{split}").shuffle(docs)
+    yield from docs

@@ -12,6 +12,9 @@ from demo.labels import truth
 
 if TYPE_CHECKING:
     from demo.flow import Demo
+    from demo.incident import Incident
+    from demo.phases import Phases
+    from demo.retrain import Retrain
     from demo.screen import Screen
 
 HUMAN = {
@@ -52,14 +55,28 @@ def accuracy(allocations: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 
 def report(
-    demo: Demo, champion: str, challenger: str, token: str, screen: Screen, seconds: float
+    demo: Demo,
+    phases: Phases,
+    screen: Screen,
+    incident: Incident,
+    retrained: Retrain,
+    refs: tuple[str, str],
+    token: str,
+) -> None:
+    with phases.run("report"):
+        _report(demo, screen, incident, retrained, refs)
+    _phases(demo, phases)
+
+
+def _report(
+    demo: Demo, screen: Screen, incident: Incident, retrained: Retrain, refs: tuple[str, str]
 ) -> None:
     print("\n" + "=" * 100)
     print(
-        f"complaints-allocation demo: {len(demo.allocations)} allocations in {seconds / 60:.1f} "
-        "min "
+        f"complaints-allocation demo: {len(demo.traffic.origin)} complaints sent, "
+        f"{len(demo.allocations)} allocations "
         f"({'tiny random models' if demo.quick else 'fine-tuned MiniLM models'}; CFPB data, test "
-        "split)"
+        "split, then val)"
     )
     print("\n".join(screen.lines))
     print(
@@ -77,11 +94,12 @@ def report(
         f"{'human team':28} {'':6} {HUMAN['team']:8.0%} {HUMAN['issue']:8.0%} "
         f"{HUMAN['vulnerable_recall']:8.0%}"
     )
-    print(f"\nChampion {champion}, challenger {challenger}. Strategy history (newest first):")
+    print(f"\nChampion {refs[0]}, challenger {refs[1]}. Strategy history (newest first):")
     print(demo.cli("strategy", "history", quiet=True))
-    print("\nPromoter (its evidence, as `allocator promoter status` prints it):")
-    status = demo.cli("promoter", "status", quiet=True)
-    print(_evidence(status))
+    print("\nPromoter (its decisions and evidence, as `allocator promoter status` prints them):")
+    print(_evidence(demo.cli("promoter", "status", quiet=True)))
+    print("\n" + "\n".join(incident.lines()))
+    print("\n" + "\n".join(retrained.lines()))
     _explanation(demo)
     print(
         "\nEvery step by hand (same environment: KAFKA_BOOTSTRAP_SERVERS, REDIS_URL and the "
@@ -95,16 +113,51 @@ def report(
     print(f"\nProcess logs: .stack/demo-logs/   Environment: {env_file}   Stop: make demo-down")
 
 
+def _phases(demo: Demo, phases: Phases) -> None:
+    print(
+        "\nPhases (wall time; latency: from the demo's send to the committed allocation read back, "
+        "exact quantiles of its complaints; redriven ones excluded)"
+    )
+    print(
+        f"  {'phase':34} {'wall':>7} {'sent':>6} {'alloc.':>6} {'DLQ':>5} "
+        f"{'p50':>8} {'p99':>8} {'n':>5}"
+    )
+    for p in phases.done:
+        p50, p99, n = p.latency
+        c = p.counts
+        print(
+            f"  {p.name:34} {p.seconds:6.1f}s {c.get('sent', 0):6d} {c.get('allocated', 0):6d} "
+            f"{c.get('dead', 0):5d} {_ms(p50):>8} {_ms(p99):>8} {n:5d}"
+        )
+        for note in p.notes:
+            print(f"  {'':34}   {note}")
+    p50, p99, n = demo.traffic.quantiles()
+    total = sum(p.seconds for p in phases.done)
+    print(
+        f"  {'all phases':34} {total:6.1f}s {len(demo.traffic.origin):6d} "
+        f"{len(demo.allocations):6d} {'':5} {_ms(p50):>8} {_ms(p99):>8} {n:5d}"
+    )
+    print(
+        f"\nEnd-to-end latency over the whole run: p50 {_ms(p50)}, p99 {_ms(p99)} ({n} complaints)"
+    )
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.0f}ms"
+
+
 def _evidence(status: str) -> str:
-    """One line per experiment: arms, their live accuracy, and the promoter's latest decision."""
+    """One line per experiment, oldest first: arms and their live accuracy, then the promoter's
+    decision (with its evidence), or what it would say now if the experiment had no decision."""
     try:
         doc = json.loads(status)
     except ValueError:
         return status
     lines = [f"feedback: {json.dumps(doc.get('feedback', {}))}"]
-    for exp in doc.get("experiments", []):
+    for exp in reversed(doc.get("experiments", [])):
         arms = exp.get("arms", {})
-        decision = exp.get("decision") or exp.get("evaluation") or {}
+        recorded = exp.get("decision")
+        decision = recorded or exp.get("evaluation") or {}
         ev = decision.get("evidence", {})
         arm_text = "  ".join(
             f"{name} {a.get('correct', 0)}/{a.get('n', 0)} ({(a.get('accuracy') or 0):.1%})"
@@ -113,11 +166,17 @@ def _evidence(status: str) -> str:
         p_values = ", ".join(
             f"{k}={ev[k]:.3g}" for k in ("p_better", "p_worse", "p_recall_worse") if k in ev
         )
+        if recorded:
+            verdict = f"DECIDED {recorded.get('action', '?')}" + (
+                " (applied)" if recorded.get("applied") else " (not applied)"
+            )
+        else:
+            verdict = "running, no decision yet" if exp.get("running") else "ended undecided"
+            verdict += f" (now: {decision.get('action', '?')})"
         lines.append(
             f"{exp.get('task')}: {exp.get('mode')} {exp.get('challenger')} vs "
-            f"{exp.get('champion')}: "
-            f"{arm_text}; decision {decision.get('action', '?')}: {decision.get('reason', '')}"
-            + (f" [{p_values}]" if p_values else "")
+            f"{exp.get('champion')}: {arm_text}; {verdict}: {decision.get('reason', '')}"
+            + (f" [{p_values}]" if p_values and not recorded else "")
         )
     return "\n".join(lines)
 

@@ -1,12 +1,13 @@
 """The live one-screen summary: scraped from the processes' own ``/metrics``, as Prometheus
-would."""
+would, except the latency: exact quantiles of what the demo measured itself (``demo.traffic``), for
+the phase now running."""
 
 from __future__ import annotations
 
 import sys
 import time
 import urllib.request
-from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -27,6 +28,15 @@ def scrape(port: int) -> Samples:
     ]
 
 
+def _ready(port: int) -> bool:
+    """``/readyz`` answers 200: the pod has its plan and serves."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:  # HTTPError (503: not ready) included
+        return False
+
+
 def total(samples: Samples, name: str, **match: str) -> float:
     return sum(
         v
@@ -35,26 +45,13 @@ def total(samples: Samples, name: str, **match: str) -> float:
     )
 
 
-def quantile(samples: Samples, name: str, q: float) -> float | None:
-    """Quantile of a histogram summed over processes, since the processes started: the first bucket
-    bound that holds ``q`` of the samples (an upper bound; histogram_quantile would interpolate
-    inside it)."""
-    buckets: dict[float, float] = defaultdict(float)
-    for n, labels, v in samples:
-        if n == f"{name}_bucket":
-            buckets[float(labels["le"])] += v
-    if not buckets or max(buckets.values()) == 0:
-        return None
-    bounds = sorted(buckets)
-    want = q * buckets[bounds[-1]]
-    return next(b for b in bounds if buckets[b] >= want)
-
-
 @dataclass
 class Screen:
     consumer_ports: list[int]
     promoter_port: int | None
     explainer_url: str | None = None
+    # (p50, p99, samples) of the end-to-end latency measured in the current phase
+    latency: Callable[[], tuple[float | None, float | None, int]] | None = None
     last: tuple[float, float] = (0.0, 0.0)
     lines: list[str] = field(default_factory=list)
 
@@ -64,8 +61,7 @@ class Screen:
         now, done = time.monotonic(), total(consumers, "allocator_allocations_total")
         rate = (done - self.last[1]) / (now - self.last[0]) if self.last[0] else 0.0
         self.last = (now, done)
-        p50 = quantile(consumers, "allocator_end_to_end_latency_seconds", 0.5)
-        p99 = quantile(consumers, "allocator_end_to_end_latency_seconds", 0.99)
+        p50, p99, measured = self.latency() if self.latency else (None, None, 0)
         served = sorted(
             {
                 (lb["task"], lb["arm"], lb["model_version"])
@@ -77,11 +73,20 @@ class Screen:
         shadowed = agree + total(consumers, "allocator_shadow_agreement_total", agree="false")
         versions = (v for n, _, v in consumers if n == "allocator_strategy_version")
         strategy_version = int(max(versions, default=0))
+        reasons = ", ".join(
+            f"{r} {int(total(consumers, 'allocator_dlq_total', reason=r))}"
+            for r in sorted(
+                {lb["reason"] for n, lb, v in consumers if n == "allocator_dlq_total" and v}
+            )
+        )
+        breaker = total(consumers, "allocator_circuit_breaker_open")
         out = [
             f"complaints/s {rate:6.1f}   allocated {int(done):6d}"
             f"   DLQ {int(total(consumers, 'allocator_dlq_total')):4d}"
-            f"   lag {int(total(consumers, 'allocator_consumer_lag_messages')):5d}"
-            f"   latency p50 {_ms(p50)} p99 {_ms(p99)}",
+            + (f" ({reasons})" if reasons else "")
+            + f"   lag {int(total(consumers, 'allocator_consumer_lag_messages')):5d}"
+            f"   latency p50 {_ms(p50)} p99 {_ms(p99)} (n={measured}, this phase)"
+            + (f"   CIRCUIT BREAKER OPEN on {int(breaker)} pod(s)" if breaker else ""),
             f"strategy v{strategy_version}: " + ", ".join(f"{t}:{a}={m}" for t, a, m in served),
         ]
         if shadowed:
@@ -105,6 +110,26 @@ class Screen:
             )
         self.lines = out
         return out
+
+    def strategy_versions(self) -> list[int]:
+        """The strategy version each consumer serves now (0: not reachable)."""
+        return [
+            int(total(scrape(port), "allocator_strategy_version")) for port in self.consumer_ports
+        ]
+
+    def wait_for_consumers(self, partitions: int, timeout: float = 120) -> None:
+        """Until every consumer is ready (its plan loaded) and owns some of the ``partitions``, so
+        that the first phase measures a running pipeline, not the consumers' start."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pods = [scrape(port) for port in self.consumer_ports]
+            owned = [total(s, "allocator_assigned_partitions") for s in pods]
+            ready = all(_ready(port) for port in self.consumer_ports)
+            if ready and all(owned) and sum(owned) == partitions:
+                return
+            print(f"demo: waiting for the consumers (partitions owned: {owned})", flush=True)
+            time.sleep(1)
+        print("demo: the consumers are not all serving yet; going on", file=sys.stderr)
 
     def show(self, phase: str) -> None:
         lines = [f"== {phase}", *self.render()]

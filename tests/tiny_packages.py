@@ -42,25 +42,8 @@ def with_validation_figures(
 
 
 def with_failing_graph(src: Path, dst: Path) -> Path:
-    """A copy of package ``src`` that loads and verifies (its digests are rewritten) but whose graph
-    fails at run time on every batch: ``team_logits`` goes through a Reshape to ``[1, 1]``, which no
-    ``[batch, n]`` tensor fits. Version ``<version>-broken``, so it registers beside ``src``."""
-    import numpy as np
-    import onnx
-    from onnx import helper, numpy_helper
+    """A copy of package ``src`` that verifies but fails at run time on every batch, version
+    ``<version>-broken`` (``trainer.tiny.failing_copy``, which the demo's bad release uses too)."""
+    from trainer.tiny import failing_copy
 
-    from consumer.package import load_package, write_manifest
-
-    manifest = load_package(copy_package(src, dst)).manifest
-    path = dst / manifest["onnx"]["file"]
-    model = onnx.load(str(path))
-    graph = model.graph
-    out = "team_logits"
-    for node in graph.node:  # the node that makes the output now makes a tensor the Reshape reads
-        node.output[:] = [f"{o}_unbroken" if o == out else o for o in node.output]
-    shape = numpy_helper.from_array(np.array([1, 1], dtype=np.int64), "one_by_one")
-    graph.initializer.append(shape)
-    graph.node.append(helper.make_node("Reshape", [f"{out}_unbroken", "one_by_one"], [out]))
-    onnx.save(model, str(path))
-    write_manifest(dst, {**manifest, "version": f"{manifest['version']}-broken"})
-    return dst
+    return failing_copy(src, dst)
