@@ -218,9 +218,15 @@ class Demo:
 def complaints_of(split: str) -> Iterator[dict[str, Any]]:
     """Real CFPB complaints of ``split`` (never the holdout), as ``allocator produce`` sends
     them, in a fixed shuffled order: the file is grouped by source (one payday lender's sample
-    after another), a bank's traffic is mixed."""
+    after another), a bank's traffic is mixed.
+
+    Each arrives as a new complaint of the bank's, ``bank-<CFPB id>``: the trainer splits a new id
+    by its hash, so the humans' feedback on the demo's traffic lands in train, val and test like
+    any new complaint's (under its CFPB id it would keep the file's test or val split and could
+    never train the next model)."""
     from consumer.produce import Report, csv_complaints
 
     docs = list(csv_complaints(DATA, Report(), split))
     random.Random(f"demo:{split}").shuffle(docs)
-    yield from docs
+    for doc in docs:
+        yield {**doc, "complaint_id": f"bank-{doc['complaint_id']}"}

@@ -1,10 +1,10 @@
 """Feedback into a retraining run, and its challenger judged on evidence.
 
 1. **feedback and retrain**: ``allocator promoter export`` writes the joined feedback (the humans'
-   labels and the complaint text, read back from Kafka); ``python -m trainer train`` reads it after
-   the bank's labelled file, as docs/operations.md ("Retraining") runs it, in a short bounded run
-   (``demo/retrain.yaml``; ``--quick``: ``demo/retrain.quick.yaml`` on a tiny random encoder). Its
-   package is registered.
+   labels and the complaint text, read back from Kafka); ``python -m trainer train`` trains on it
+   alone (its rows split by complaint-id hash: train, val for the thresholds, test for the figures)
+   in a short bounded run (``demo/retrain.yaml``; ``--quick``: ``demo/retrain.quick.yaml`` on a tiny
+   random encoder). Its package is registered.
 2. **retrained canary**: any experiment still undecided ends, the new model goes out as a 20%
    canary on every task, and complaints keep coming until the promoter (``ALLOCATOR_AUTO_APPLY``)
    has decided on each task, or the budget runs out: the report says which.
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from demo.flow import CACHE, DATA, Demo
+from demo.flow import CACHE, Demo
 from demo.incident import counts
 from demo.phases import Phases
 from demo.screen import Screen
@@ -55,10 +55,9 @@ class Retrain:
             f"Feedback into retraining, and the next challenger ({self.ref}):",
             f"  allocator promoter export: {self.exported.get('rows', 0)} joined feedback rows"
             + (f" (skipped: {json.dumps(skipped)})" if skipped else "")
-            + f"; by the trainer's split rule: {counts(self.feedback_splits)} (a complaint keeps "
-            "its split whatever the source, so the demo's test and val complaints check the "
-            "retrained model rather than train it)",
-            f"  short run, on test: {figures}",
+            + f"; by the trainer's split rule: {counts(self.feedback_splits)} (the run trains on"
+            " the first, calibrates on val and is measured on test)",
+            f"  short run, on the feedback's test share: {figures}",
             f"  20% canary on {', '.join(self.tasks)}, {self.sent} complaints:",
         ]
         for task in self.tasks:
@@ -93,8 +92,10 @@ def retrain(demo: Demo, phases: Phases) -> Retrain:
         out = Path(".stack") / "demo-retrain"
         shutil.rmtree(out, ignore_errors=True)
         config = "retrain.quick.yaml" if demo.quick else "retrain.yaml"
-        args = ["--config", str(Path("demo") / config), "--data", str(DATA)]
-        args += ["--data", str(feedback), "--out", str(out), "--version", f"r-{demo.run}"]
+        # the feedback alone: the next model learns from the humans' decisions on the bank's own
+        # complaints (its train share), and is checked on their val and test shares
+        args = ["--config", str(Path("demo") / config), "--data", str(feedback)]
+        args += ["--out", str(out), "--version", f"r-{demo.run}"]
         if demo.quick:
             args += ["--base_model", str(_tiny_base())]
         lines = demo.trainer("train", *args, log=Path(".stack") / "demo-logs" / "retrain.log")

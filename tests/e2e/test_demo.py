@@ -72,6 +72,9 @@ def test_quick_demo_runs_the_whole_lifecycle(
     # feedback exported, a challenger retrained and registered, the promoter's decision on it
     exported = re.search(r"allocator promoter export: (\d+) joined feedback rows", out)
     assert exported and int(exported.group(1)) > 0
+    # the bank's new complaints split by hash: the feedback trains the next model
+    trained_on = re.search(r"by the trainer's split rule: test \d+, train (\d+), val \d+", out)
+    assert trained_on and int(trained_on.group(1)) > 0, out[-3000:]
     registered = re.search(r"^(tiny-retrained@r-\w+) sha256:[0-9a-f]{64}$", out, re.MULTILINE)
     assert registered, out[-3000:]
     decisions = re.findall(r"^    (team|issue|vulnerable): (ROLLBACK|PROMOTE) \(applied", out, re.M)
