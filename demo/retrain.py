@@ -56,7 +56,7 @@ class Retrain:
             f"  allocator promoter export: {self.exported.get('rows', 0)} joined feedback rows"
             + (f" (skipped: {json.dumps(skipped)})" if skipped else "")
             + f"; by the trainer's split rule: {counts(self.feedback_splits)} (the run trains on"
-            " the first, calibrates on val and is measured on test)",
+            " the train rows, calibrates on val and is measured on test)",
             f"  short run, on the feedback's test share: {figures}",
             f"  20% canary on {', '.join(self.tasks)}, {self.sent} complaints:",
         ]
