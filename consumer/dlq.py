@@ -1,8 +1,9 @@
 """The dead-letter topic, read and redriven: ``allocator dlq list`` and ``allocator dlq redrive``.
 
-A dead letter is the input record unchanged (key, value) with the ``dlq/v1`` headers the loop wrote
-(``consumer.loop.dlq_headers``): the reason, the source coordinates, when, and ``dlq.attempt``,
-how many times the record has failed (1 the first time, one more after each redrive).
+The DLQ contract, both sides: what the loop writes (``dlq_record``: the input record unchanged, key
+and value, with the ``dlq/v1`` headers of ``dlq_headers``: the reason, the source coordinates, when,
+and ``dlq.attempt``, how many times the record has failed, 1 the first time, one more after each
+redrive) and what operators read (``DlqRecord``).
 
 Redrive protocol, exactly once across a kill and a rerun:
 1. The selection (filters, target, DLQ topic) has a fingerprint; it names the redrive's consumer
@@ -31,7 +32,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from consumer import ranges
+from consumer import __version__, ranges
 from consumer.errors import DLQ_REASONS, ConfigError
 from consumer.kafka import Record, map_kafka_errors, next_offsets
 
@@ -64,8 +65,50 @@ def attempts_of(headers: Sequence[tuple[str, bytes]] | None) -> int:
     return 0
 
 
+def dlq_headers(rec: Record, code: str, message: str) -> list[tuple[str, bytes]]:
+    """The ``dlq/v1`` headers: the reason, the source coordinates, the consumer version, when, and
+    ``dlq.attempt``: 1, or one more than a redriven record's ``redrive.attempt``. A redriven
+    record's ``redrive.*`` headers (its first source, its DLQ origin) are kept."""
+    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    fresh = [
+        (k, v.encode())
+        for k, v in (
+            ("dlq.schema", "dlq/v1"),
+            ("dlq.error.code", code),
+            ("dlq.error.message", message[:1024]),
+            ("dlq.source.topic", rec.topic),
+            ("dlq.source.partition", str(rec.partition)),
+            ("dlq.source.offset", str(rec.offset)),
+            ("dlq.consumer.version", __version__),
+            ("dlq.failed_at", now),
+            (ATTEMPT, str(attempts_of(rec.headers) + 1)),
+        )
+    ]
+    return fresh + [(k, v) for k, v in rec.headers or () if k.startswith(REDRIVE_PREFIX)]
+
+
+# The largest dead-letter value forwarded as it is. kafka-python refuses a record over its
+# max_request_size (1 MiB) before sending, and brokers default to about the same limit: a bigger
+# value would fail the transaction on every retry and stall its partition. Such a value is left out
+# of the DLQ record (``dlq.value.omitted`` gives its size); the source coordinates still find it.
+DLQ_MAX_VALUE_BYTES = 1_000_000
+
+
+def dlq_record(
+    rec: Record, code: str, message: str
+) -> tuple[bytes | None, list[tuple[str, bytes]]]:
+    """The value and headers of ``rec``'s DLQ record: its bytes unchanged, unless too big to
+    send."""
+    headers = dlq_headers(rec, code, message)
+    value = rec.value
+    if value is not None and len(value) > DLQ_MAX_VALUE_BYTES:
+        headers.append((OMITTED, str(len(value)).encode()))
+        value = None
+    return value, headers
+
+
 @dataclass(frozen=True)
-class DeadLetter:
+class DlqRecord:
     """One DLQ record as an operator reads it. Headers the loop did not write (a record put in the
     DLQ by hand) read as ``None``; ``attempt`` is then 1."""
 
@@ -84,7 +127,7 @@ class DeadLetter:
     omitted: int | None = None  # the value was too big for the DLQ: its size; find it at the source
 
     @classmethod
-    def of(cls, rec: Record) -> DeadLetter:
+    def of(cls, rec: Record) -> DlqRecord:
         return cls(
             partition=rec.partition,
             offset=rec.offset,
@@ -144,7 +187,7 @@ class Filter:
         if lo is not None and hi is not None and lo >= hi:
             raise ConfigError(f"source offset range {lo}-{hi} is empty (the end is exclusive)")
 
-    def matches(self, d: DeadLetter) -> bool:
+    def matches(self, d: DlqRecord) -> bool:
         if self.codes and d.code not in self.codes:
             return False
         if self.source_topic is not None and d.source_topic != self.source_topic:
@@ -161,19 +204,19 @@ class Filter:
 
 def scan(
     reader: KafkaConsumer, dlq: ranges.Selection, batch: int = 500
-) -> Iterator[tuple[Record, DeadLetter]]:
+) -> Iterator[tuple[Record, DlqRecord]]:
     """Every record of the DLQ range as it is now (its end read once, here), parsed."""
     spans = ranges.spans_of(reader, dlq)
     for records in ranges.read(reader, dlq.topic, spans, batch):
         for rec in records:
-            yield rec, DeadLetter.of(rec)
+            yield rec, DlqRecord.of(rec)
 
 
 def listing(
     reader: KafkaConsumer, dlq: ranges.Selection, where: Filter, limit: int | None = None
-) -> tuple[list[DeadLetter], int]:
+) -> tuple[list[DlqRecord], int]:
     """(the matching dead letters, at most ``limit``; how many records were scanned)."""
-    found: list[DeadLetter] = []
+    found: list[DlqRecord] = []
     scanned = 0
     for _, d in scan(reader, dlq):
         scanned += 1
@@ -215,7 +258,7 @@ class Redrive:
         }
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
-    def target(self, d: DeadLetter) -> str:
+    def target(self, d: DlqRecord) -> str:
         """Where ``d`` goes back to; never an output topic."""
         topic = self.to or d.source_topic or self.default_topic
         if topic in self.forbidden:
@@ -226,7 +269,7 @@ class Redrive:
         return topic
 
 
-def redrive_headers(d: DeadLetter, dlq_topic: str, fingerprint: str) -> list[tuple[str, bytes]]:
+def redrive_headers(d: DlqRecord, dlq_topic: str, fingerprint: str) -> list[tuple[str, bytes]]:
     """The ``redrive.*`` headers of a redriven record: which attempt this is (the record's failures
     so far), where it was in the DLQ, where it first came from, which redrive sent it."""
     pairs = [
@@ -303,7 +346,7 @@ def redrive(
     for records in ranges.read(cursor, job.dlq.topic, spans, batch):
         chosen = []
         for rec in records:
-            d = DeadLetter.of(rec)
+            d = DlqRecord.of(rec)
             report.scanned += 1
             if not job.where.matches(d):
                 continue
@@ -332,7 +375,7 @@ def _send(
     job: Redrive,
     fingerprint: str,
     records: Sequence[Record],
-    chosen: Sequence[tuple[str, Record, DeadLetter]],
+    chosen: Sequence[tuple[str, Record, DlqRecord]],
 ) -> None:
     """One transaction: the chosen records to their targets, the cursor past every record read."""
     with map_kafka_errors("redrive transaction"):

@@ -27,16 +27,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka import errors as kerrors
 
-from consumer import __version__
 from consumer.breaker import Breaker
 from consumer.contracts.messages import Source, dump
 from consumer.decode import decode_complaint
-from consumer.dlq import ATTEMPT, OMITTED, REDRIVE_PREFIX, attempts_of
+from consumer.dlq import dlq_record
 from consumer.errors import BrokerError, ContractError
 from consumer.hooks import LoopHooks
 from consumer.kafka import Record, next_offsets, rewind
@@ -56,54 +54,12 @@ class Topics:
 @dataclass(frozen=True)
 class DeadLetter:
     """A record the loop could not allocate, and why: it goes to the DLQ unchanged (same key and
-    value), with ``dlq_headers`` saying where it came from. ``code`` is one of
+    value), with ``consumer.dlq.dlq_headers`` saying where it came from. ``code`` is one of
     ``errors.DLQ_REASONS``."""
 
     record: Record
     code: str
     message: str
-
-
-def dlq_headers(rec: Record, code: str, message: str) -> list[tuple[str, bytes]]:
-    """The ``dlq/v1`` headers: the reason, the source coordinates, the consumer version, when, and
-    ``dlq.attempt``: 1, or one more than a redriven record's ``redrive.attempt``. A redriven
-    record's ``redrive.*`` headers (its first source, its DLQ origin) are kept."""
-    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    fresh = [
-        (k, v.encode())
-        for k, v in (
-            ("dlq.schema", "dlq/v1"),
-            ("dlq.error.code", code),
-            ("dlq.error.message", message[:1024]),
-            ("dlq.source.topic", rec.topic),
-            ("dlq.source.partition", str(rec.partition)),
-            ("dlq.source.offset", str(rec.offset)),
-            ("dlq.consumer.version", __version__),
-            ("dlq.failed_at", now),
-            (ATTEMPT, str(attempts_of(rec.headers) + 1)),
-        )
-    ]
-    return fresh + [(k, v) for k, v in rec.headers or () if k.startswith(REDRIVE_PREFIX)]
-
-
-# The largest dead-letter value forwarded as it is. kafka-python refuses a record over its
-# max_request_size (1 MiB) before sending, and brokers default to about the same limit: a bigger
-# value would fail the transaction on every retry and stall its partition. Such a value is left out
-# of the DLQ record (``dlq.value.omitted`` gives its size); the source coordinates still find it.
-DLQ_MAX_VALUE_BYTES = 1_000_000
-
-
-def dlq_record(
-    rec: Record, code: str, message: str
-) -> tuple[bytes | None, list[tuple[str, bytes]]]:
-    """The value and headers of ``rec``'s DLQ record: its bytes unchanged, unless too big to
-    send."""
-    headers = dlq_headers(rec, code, message)
-    value = rec.value
-    if value is not None and len(value) > DLQ_MAX_VALUE_BYTES:
-        headers.append((OMITTED, str(len(value)).encode()))
-        value = None
-    return value, headers
 
 
 class Loop:

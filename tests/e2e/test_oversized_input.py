@@ -13,7 +13,7 @@ import redis
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from consumer.loop import DLQ_MAX_VALUE_BYTES
+from consumer.dlq import DLQ_MAX_VALUE_BYTES
 from consumer.registry import Registry
 from consumer.store import StrategyStore
 from consumer.strategy import TaskPlan

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
-from consumer.loop import dlq_headers
+from consumer.dlq import dlq_headers
 from tests.flow import topic_env
 from tests.procs import Proc, read_all, run_cli, wait_count
 

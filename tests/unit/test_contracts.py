@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from consumer.contracts import schemas
 from consumer.contracts.messages import Allocation, Complaint, Feedback, ShadowResult, dump
-from consumer.loop import dlq_headers
+from consumer.dlq import dlq_headers
 
 SHA = "a" * 64
 MODEL = {"name": "m", "version": "1", "sha256": SHA}
@@ -239,7 +239,7 @@ def test_dlq_headers_match_schema() -> None:
 
 
 def test_redrive_headers_match_schema() -> None:
-    from consumer.dlq import DeadLetter, redrive_headers
+    from consumer.dlq import DlqRecord, redrive_headers
     from consumer.kafka_memory import MemoryRecord
 
     class Src:
@@ -248,7 +248,7 @@ def test_redrive_headers_match_schema() -> None:
 
     rec = MemoryRecord("complaints.dlq", 0, 9, 0, b"k", b"v", dlq_headers(Src(), "not_json", "x"))
     headers = {
-        k: v.decode() for k, v in redrive_headers(DeadLetter.of(rec), "complaints.dlq", "0" * 16)
+        k: v.decode() for k, v in redrive_headers(DlqRecord.of(rec), "complaints.dlq", "0" * 16)
     }
     assert schemas.errors("redrive-headers/v1", headers) == []
     assert headers["redrive.source.offset"] == "42"

@@ -14,9 +14,9 @@ from kafka import TopicPartition
 from kafka import errors as kerrors
 
 from consumer import dlq, ranges
+from consumer.dlq import dlq_headers
 from consumer.errors import BrokerError, ConfigError
 from consumer.kafka_memory import MemoryBroker, MemoryProducer, MemoryReader, MemoryRecord
-from consumer.loop import dlq_headers
 from consumer.plan import Plan
 from tests.unit.test_loop import Rig
 from tests.unit.test_router import plan_for
@@ -73,7 +73,7 @@ def header(rec: MemoryRecord, name: str) -> str:
 
 
 def test_a_dead_letter_reads_its_reason_source_and_attempt(broker: MemoryBroker) -> None:
-    d = dlq.DeadLetter.of(dead(broker, "schema_violation", 7))
+    d = dlq.DlqRecord.of(dead(broker, "schema_violation", 7))
     assert (d.code, d.source_topic, d.source_partition, d.source_offset) == (
         "schema_violation",
         "complaints",
@@ -81,12 +81,12 @@ def test_a_dead_letter_reads_its_reason_source_and_attempt(broker: MemoryBroker)
         7,
     )
     assert d.attempt == 1
-    bare = dlq.DeadLetter.of(broker.append(DLQ, b"x", partition=0))  # written by hand: no headers
+    bare = dlq.DlqRecord.of(broker.append(DLQ, b"x", partition=0))  # written by hand: no headers
     assert (bare.code, bare.source_topic, bare.attempt) == (None, None, 1)
 
 
 def test_rows_never_carry_the_text_or_the_message_unless_asked(broker: MemoryBroker) -> None:
-    d = dlq.DeadLetter.of(dead(broker, "not_json", 1))
+    d = dlq.DlqRecord.of(dead(broker, "not_json", 1))
     assert "private" not in json.dumps(d.row())
     shown = d.row(show_text=True)
     assert "private" in shown["value"]
@@ -197,7 +197,7 @@ def test_a_redriven_record_that_fails_again_returns_with_its_count(tiny: Path, t
     second = rig.broker.records(DLQ)[-1]
     assert header(second, "dlq.attempt") == "2"
     assert header(second, "redrive.source.offset") == "0"  # where it first came from
-    assert dlq.DeadLetter.of(second).attempt == 2
+    assert dlq.DlqRecord.of(second).attempt == 2
 
 
 @pytest.fixture
@@ -255,7 +255,7 @@ def test_the_redrive_command_dry_run_then_run(
 def test_a_value_too_big_for_the_dlq_is_left_out_and_not_redriven(
     broker: MemoryBroker, tiny: Path, tiny2: Path
 ) -> None:
-    from consumer.loop import DLQ_MAX_VALUE_BYTES
+    from consumer.dlq import DLQ_MAX_VALUE_BYTES
 
     plan: Plan = plan_for(tiny, tiny2)
     rig = Rig(lambda: plan, partitions=1)
@@ -264,7 +264,7 @@ def test_a_value_too_big_for_the_dlq_is_left_out_and_not_redriven(
     loop = rig.loop()
     loop.topics = type(loop.topics)(allocations="allocations", shadow="shadow", dlq=DLQ)
     rig.step(loop)
-    big, small = (dlq.DeadLetter.of(r) for r in rig.broker.records(DLQ))
+    big, small = (dlq.DlqRecord.of(r) for r in rig.broker.records(DLQ))
     assert (big.code, big.value, big.omitted) == ("oversized", None, DLQ_MAX_VALUE_BYTES + 1)
     assert big.row()["bytes"] == DLQ_MAX_VALUE_BYTES + 1 and big.row()["value_omitted"]
     assert small.value == b"not json" and small.omitted is None
