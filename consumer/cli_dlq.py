@@ -12,13 +12,15 @@ import argparse
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from consumer import dlq, ranges
+from consumer.cli_args import parse_time
 from consumer.cli_help import KAFKA, RAW, TOPICS, settings_epilog
-from consumer.cli_replay import parse_time
 from consumer.errors import ConfigError
 from consumer.settings import ConsumerSettings
+
+if TYPE_CHECKING:  # not at run time: `allocator --help` must not load the Kafka client
+    from consumer import dlq, ranges
 
 LIST_SETTINGS = (*KAFKA, "topic_dlq", "max_message_bytes")
 REDRIVE_SETTINGS = (
@@ -68,6 +70,8 @@ CLIENTS = Clients()
 
 
 def _dlq_range(args: argparse.Namespace, settings: ConsumerSettings) -> ranges.Selection:
+    from consumer import ranges
+
     return ranges.Selection(
         settings.topic_dlq,
         partitions=tuple(sorted(set(args.partition or ()))),
@@ -77,6 +81,8 @@ def _dlq_range(args: argparse.Namespace, settings: ConsumerSettings) -> ranges.S
 
 
 def _filter(args: argparse.Namespace) -> dlq.Filter:
+    from consumer import dlq
+
     return dlq.Filter(
         codes=frozenset(args.code or ()),
         source_topic=args.source_topic,
@@ -98,6 +104,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from consumer import dlq
     from consumer.settings import load
 
     settings = load(ConsumerSettings)
@@ -124,6 +131,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _redrive(args: argparse.Namespace) -> int:
+    from consumer import dlq
     from consumer.settings import load
 
     settings = load(ConsumerSettings)
@@ -135,14 +143,7 @@ def _redrive(args: argparse.Namespace) -> int:
         to=args.to,
         default_topic=settings.topic_complaints,
         max_attempts=args.max_attempts,
-        forbidden=frozenset(
-            (
-                settings.topic_allocations,
-                settings.topic_shadow,
-                settings.topic_dlq,
-                settings.topic_feedback,
-            )
-        ),
+        forbidden=frozenset(settings.output_topics()),
     )
     name = f"{settings.consumer_group}.redrive.{job.fingerprint()}"
     cursor = CLIENTS.reader(settings, name)

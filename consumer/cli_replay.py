@@ -18,13 +18,12 @@ import argparse
 import contextlib
 import json
 import os
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from consumer.cli_args import parse_duration, parse_time
 from consumer.cli_help import HUB, KAFKA, RAW, REDIS, TOPICS, settings_epilog
 from consumer.errors import ConfigError, InputError
 from consumer.settings import ConsumerSettings
@@ -56,8 +55,6 @@ Re-score a range of the input topic with a registered model or a strategy into a
 and report per task how far it agrees with the published allocations (joined on decision_id).
 Records are allocation/v1 documents with replay.* headers; see docs/operations.md, "Replay and
 backfill"."""
-DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
-UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
 def _redis(settings: ConsumerSettings) -> Any:
@@ -107,30 +104,6 @@ class Clients:
 
 
 CLIENTS = Clients()
-
-
-def parse_time(text: str, flag: str) -> int:
-    """Milliseconds since the epoch from RFC 3339 / ISO 8601 (UTC when no offset is given), or
-    from a number of milliseconds."""
-    if text.isdigit():
-        return int(text)
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise ConfigError(
-            f"{flag} {text!r}: not a time (RFC 3339 such as 2026-11-30T08:00:00Z, or epoch ms)"
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return int(when.timestamp() * 1000)
-
-
-def parse_duration(text: str, flag: str) -> int:
-    """Milliseconds from ``30m``, ``6h``, ``2d``, ``90s``."""
-    m = DURATION.match(text.strip())
-    if not m:
-        raise ConfigError(f"{flag} {text!r}: not a duration (such as 90s, 30m, 6h, 2d)")
-    return int(float(m[1]) * UNIT_MS[m[2]])
 
 
 def _strategy_doc(path: Path) -> dict[str, Any]:

@@ -57,13 +57,9 @@ TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 def protected_topics(settings: CommonSettings, source: str) -> dict[str, str]:
     """The topics a replay must never write into, and what each one is."""
     return {
-        settings.topic_feedback: "the feedback topic (ALLOCATOR_TOPIC_FEEDBACK)",
-        settings.topic_shadow: "the shadow topic (ALLOCATOR_TOPIC_SHADOW)",
-        settings.topic_dlq: "the DLQ (ALLOCATOR_TOPIC_DLQ)",
         source: "the topic replayed",
         settings.topic_complaints: "the input topic (ALLOCATOR_TOPIC_COMPLAINTS)",
-        settings.topic_allocations: "the allocations topic the case system reads "
-        "(ALLOCATOR_TOPIC_ALLOCATIONS)",
+        **settings.output_topics(),
     }
 
 

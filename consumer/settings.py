@@ -126,6 +126,17 @@ class CommonSettings(BaseSettings):
         Path(".cache/models"), description="Where hub model packages are fetched."
     )
 
+    def output_topics(self) -> dict[str, str]:
+        """The topics this system writes for others to read, each with what it is: never the
+        target of a replay or a redrive."""
+        return {
+            self.topic_allocations: "the allocations topic the case system reads "
+            "(ALLOCATOR_TOPIC_ALLOCATIONS)",
+            self.topic_shadow: "the shadow topic (ALLOCATOR_TOPIC_SHADOW)",
+            self.topic_dlq: "the DLQ (ALLOCATOR_TOPIC_DLQ)",
+            self.topic_feedback: "the feedback topic (ALLOCATOR_TOPIC_FEEDBACK)",
+        }
+
 
 class ConsumerSettings(CommonSettings):
     """Settings of ``allocator consume``."""

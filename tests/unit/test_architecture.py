@@ -91,3 +91,18 @@ def test_allocator_consume_loads_neither_torch_nor_shap() -> None:
     for where in ("modules", "core"):
         loaded = [m for m in HEAVY if m in seen[where]]
         assert not loaded, f"{where}: the consumer's runtime imported {loaded}"
+
+
+def test_the_command_line_loads_no_client_library() -> None:
+    """``allocator --help`` (every parser built) stays quick: Kafka, Redis and onnxruntime load
+    only in the command that uses them."""
+    probe = (
+        "import json, sys, allocator; allocator.build_parser(); "
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    loaded = set(json.loads(done.stdout)) & {"kafka", "redis", "onnxruntime", "torch"}
+    assert not loaded, f"building the parser imported {sorted(loaded)}"

@@ -19,7 +19,8 @@ from kafka import errors as kerrors
 import allocator
 from consumer import cli_replay
 from consumer import strategy as transitions
-from consumer.cli_replay import Clients, parse_duration, parse_time
+from consumer.cli_args import parse_duration, parse_time
+from consumer.cli_replay import Clients
 from consumer.contracts import schemas
 from consumer.contracts.messages import Source, dump
 from consumer.decode import decode_complaint
