@@ -149,7 +149,10 @@ def _issue(rec: dict[str, Any], space: LabelSpace, report: LoadReport) -> str:
         report.unlabelled["issue"] += 1
         return UNKNOWN
     issue = space.issue(raw)
-    if issue == space.other_issue and raw != space.other_issue:
+    if issue == UNKNOWN:
+        # a retired name with no single successor: the row keeps its team and vulnerable labels
+        report.unlabelled["issue_retired"] += 1
+    elif issue == space.other_issue and raw != space.other_issue:
         report.issues_to_other[raw] += 1
     return issue
 

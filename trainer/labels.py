@@ -7,10 +7,16 @@ lineage (``label_maps_version``), so a package says which mapping produced its l
 - ``team_map.v1.json``: ``family_to_team`` (9 families -> 6 teams) and ``product_to_family`` (raw
   CFPB ``Product`` names, for sources without a ``product_family`` column). An unknown family or
   product raises ``LabelMapError``: a silent default would train a wrong router.
-- ``issue_map.v1.json``: ``synonyms`` (old CFPB wording -> current wording) and ``labels`` (the
-  issues kept, each with at least ``min_train_rows`` training rows after merging, plus ``other``).
-  Every issue not in ``labels`` (rare, or never seen in training: e.g. a name the CFPB introduces
-  next year) maps to ``other`` explicitly; ``LabelSpace.unseen_issues`` lets callers count them.
+- ``issue_map.v2.json`` (the default): ``renamed`` (a retired CFPB name -> its published successor),
+  ``merged`` (current names of sibling products with one meaning, merged by this project),
+  ``retired`` (a retired name with no single successor) and ``labels`` (the issues kept, each with
+  at least ``min_train_rows`` training rows after renaming and merging, plus ``other``). A retired
+  name is ``UNKNOWN`` for the issue head: such a row trains and is scored on its other tasks only,
+  never as ``other``, since reading a name the CFPB split in three as one class taught the head a
+  label no complaint can carry today. Every other issue not in ``labels`` (rare, or never seen in
+  training: e.g. a name the CFPB introduces next year) maps to ``other`` explicitly;
+  ``LabelSpace.unseen_issues`` lets callers count them. ``issue_map.v1.json`` (one ``synonyms``
+  table, the retired names read as labels) stays for the packages that name it in their lineage.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import numpy as np
 from consumer.errors import ConfigError
 
 TEAM_MAP = "team_map.v1.json"
-ISSUE_MAP = "issue_map.v1.json"
+ISSUE_MAP = "issue_map.v2.json"
 VULNERABLE_LABELS = ("no", "yes")
 # A row's label for a task its source does not record (e.g. a Product-only file has no Issue and no
 # Tags). Such a row trains and is scored only on the tasks it has labels for; it is never read as
@@ -81,6 +87,7 @@ class LabelSpace:
     issue_labels: tuple[str, ...]
     other_issue: str
     version: str
+    retired_issues: frozenset[str] = frozenset()
     teams: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -116,11 +123,13 @@ class LabelSpace:
         return self.issue_synonyms.get(name, name)
 
     def issue(self, issue: str | None) -> str:
-        """The issue label: the merged name if kept, else ``other`` (rare, empty, or unseen in
-        training)."""
+        """The issue label: ``UNKNOWN`` for a retired name with no single successor, else the
+        renamed/merged name if kept, else ``other`` (rare, empty, or unseen in training)."""
         if not issue or not str(issue).strip():
             return self.other_issue
         name = self.canonical_issue(str(issue))
+        if name in self.retired_issues:
+            return UNKNOWN
         return name if name in self.issue_labels else self.other_issue
 
     def unseen_issues(self, issues: Iterable[str]) -> Counter[str]:
@@ -147,16 +156,23 @@ def load_label_space(
     """Read both maps (package files by default, or paths) and check them."""
     teams, issues = _load(team_map), _load(issue_map)
     try:
+        retired = frozenset(normalise_issue(k) for k in issues.get("retired", {}))
         space = LabelSpace(
             family_to_team=dict(teams["family_to_team"]),
             product_to_family=dict(teams["product_to_family"]),
-            issue_synonyms={normalise_issue(k): v for k, v in issues["synonyms"].items()},
+            issue_synonyms=issue_synonyms(issues),
             issue_labels=tuple(issues["labels"]),
             other_issue=str(issues["other_label"]),
             version=f"{teams['version']}+{issues['version']}",
+            retired_issues=retired,
         )
     except KeyError as exc:
         raise LabelMapError(f"label map is missing the field {exc}") from exc
+    clash = retired & (set(space.issue_labels) | set(space.issue_synonyms.values()))
+    if clash:
+        raise LabelMapError(
+            f"issue map: retired names are also labels or successors: {sorted(clash)}"
+        )
     unknown = set(space.product_to_family.values()) - set(space.family_to_team)
     if unknown:
         raise LabelMapError(f"product_to_family names families with no team: {sorted(unknown)}")
@@ -165,25 +181,51 @@ def load_label_space(
     return space
 
 
+def issue_synonyms(doc: dict[str, Any]) -> dict[str, str]:
+    """One table, normalised name -> final name, from a map's ``synonyms`` (v1) or its ``renamed``
+    then ``merged`` tables (v2), with chains followed (a 2015 name renamed in 2017, then merged with
+    a sibling product's name). A cycle is an error."""
+    table = {
+        normalise_issue(k): normalise_issue(v)
+        for part in ("synonyms", "renamed", "merged")
+        for k, v in dict(doc.get(part, {})).items()
+    }
+    if not any(part in doc for part in ("synonyms", "renamed", "merged")):
+        raise LabelMapError("issue map has no synonyms (v1) nor renamed/merged tables (v2)")
+    flat = {}
+    for name in table:
+        seen, final = {name}, table[name]
+        while final in table:
+            if final in seen:
+                raise LabelMapError(f"issue map: the names {sorted(seen)} rename each other")
+            seen.add(final)
+            final = table[final]
+        flat[name] = final
+    return flat
+
+
 def derive_issue_labels(
     train_issues: Iterable[str],
     synonyms: dict[str, str],
     min_train_rows: int,
     other_label: str = "Other",
+    retired: Iterable[str] = (),
 ) -> tuple[list[str], Counter[str]]:
-    """Rebuild an issue map's ``labels`` from training rows only: merge synonyms, keep frequent
-    issues.
+    """Rebuild an issue map's ``labels`` from training rows only: leave out retired names, merge
+    synonyms (see ``issue_synonyms``), keep frequent issues.
 
     Returns the labels (kept issues sorted by frequency, then ``other_label`` last) and merged
     counts. Used to write a new map version and by the test that checks v1 matches the shared
     training split.
     """
     syn = {normalise_issue(k): v for k, v in synonyms.items()}
+    gone = {normalise_issue(r) for r in retired}
     counts: Counter[str] = Counter()
     for raw in train_issues:
         if raw and str(raw).strip():
             name = normalise_issue(str(raw))
-            counts[syn.get(name, name)] += 1
+            if name not in gone:
+                counts[syn.get(name, name)] += 1
     kept = [
         n for n, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if c >= min_train_rows
     ]
