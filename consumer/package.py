@@ -112,14 +112,17 @@ class ModelPackage:
     def expected(self, task: str) -> dict[str, float]:
         """What the ``task`` head achieved on validation, by measure, as the trainer recorded it:
         ``accuracy`` (``metrics.val.<task>.accuracy``) and, for a binary head, ``recall`` of its
-        positive label at the calibrated threshold (``tasks.<task>.calibration.val_recall``, else
-        ``metrics.val.<task>.recall``). A figure the manifest lacks, or that is not a ratio, is
-        left out: the live-quality alerts have nothing to compare with for it."""
+        positive label at the calibrated threshold (``tasks.<task>.guarantee.val_recall``, else
+        ``tasks.<task>.calibration.val_recall``, else ``metrics.val.<task>.recall``). A figure the
+        manifest lacks, or that is not a ratio, is left out: the live-quality alerts have nothing
+        to compare with for it."""
         spec = self.manifest["tasks"].get(task) or {}
         val = ("metrics", "val", task)
         found = {"accuracy": _ratio(self.manifest, *val, "accuracy")}
         if spec.get("kind") == "binary":
-            calibrated = _ratio(spec, "calibration", "val_recall")
+            calibrated = _ratio(spec, "guarantee", "val_recall")
+            if calibrated is None:
+                calibrated = _ratio(spec, "calibration", "val_recall")
             found["recall"] = (
                 calibrated if calibrated is not None else _ratio(self.manifest, *val, "recall")
             )

@@ -44,6 +44,8 @@ class HeadSpec:
     top_k: int = 3
     positive_label: str | None = None
     calibration: dict[str, Any] = field(default_factory=dict)
+    # trainer.selective's record: the threshold's finite-sample guarantee, read by the consumer
+    guarantee: dict[str, Any] = field(default_factory=dict)
 
     def manifest(self, task: str) -> dict[str, Any]:
         spec: dict[str, Any] = {
@@ -59,6 +61,8 @@ class HeadSpec:
             spec["top_k"] = min(self.top_k, len(self.labels))
         if self.calibration:
             spec["calibration"] = self.calibration
+        if self.guarantee:
+            spec["guarantee"] = self.guarantee
         return spec
 
 

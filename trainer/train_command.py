@@ -33,11 +33,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
 from consumer.package import ModelPackage, TaskHead
-from trainer import calibrate, export, lexical, model, packaging, pretrain, splits
+from trainer import calibrate, export, lexical, model, packaging, pretrain, selective, splits
 from trainer.data import load_texts
 from trainer.errors import DataError
 from trainer.finetune import FineTune
@@ -394,8 +395,11 @@ def _description(job: _Job, train_summary: dict[str, Any]) -> str:
 def calibrate_heads(
     space: LabelSpace, val_df: pd.DataFrame, scores: Scores, cfg: TrainConfig
 ) -> dict[str, packaging.HeadSpec]:
-    """Each task's head with its thresholds calibrated on the validation rows labelled for it:
-    ``vulnerable`` by ``cfg.vulnerable_policy``, the others by their review target accuracy."""
+    """Each task's head with its thresholds chosen on the validation rows labelled for it: the
+    multiclass heads automate the share whose accuracy reaches ``review_target_accuracy`` at
+    ``guarantee_confidence`` (``trainer.selective``); ``vulnerable`` flags by
+    ``cfg.vulnerable_policy`` (``guarantee``: recall >= ``vulnerable_min_recall`` at that
+    confidence)."""
     heads = {}
     for task, labels in space.tasks.items():
         y = indices(val_df[task], labels)
@@ -406,20 +410,41 @@ def calibrate_heads(
             )
         y, probs = y[known], scores.probs[task][known]
         if task == "vulnerable":
-            cal = calibrate.binary_threshold(
-                probs[:, 1],
-                y == 1,
-                cfg.vulnerable_policy,
-                cfg.vulnerable_beta,
-                cfg.vulnerable_min_precision,
-                cfg.vulnerable_min_recall,
+            heads[task] = _vulnerable_head(labels, probs[:, 1], y == 1, cfg)
+            continue
+        target = cfg.review_target_accuracy.get(task)
+        if target is None:
+            raise DataError(
+                f"no review_target_accuracy for {task!r}: name the accuracy its automated share "
+                "must reach (e.g. --review_target_accuracy '{\"%s\": 0.8}')" % task
             )
-            heads[task] = packaging.HeadSpec(
-                labels, "binary", threshold=cal["threshold"], positive_label="yes", calibration=cal
-            )
-        else:
-            cal = calibrate.review_threshold(probs, y, cfg.review_target_accuracy.get(task, 0.9))
-            heads[task] = packaging.HeadSpec(
-                labels, review_threshold=cal["review_threshold"], top_k=cfg.top_k, calibration=cal
-            )
+        g = selective.accuracy_threshold(
+            probs.max(axis=1), probs.argmax(axis=1) == y, target, cfg.guarantee_confidence
+        )
+        heads[task] = packaging.HeadSpec(
+            labels, review_threshold=g["threshold"], top_k=cfg.top_k, guarantee=g
+        )
     return heads
+
+
+def _vulnerable_head(
+    labels: tuple[str, ...], p_yes: np.ndarray, positive: np.ndarray, cfg: TrainConfig
+) -> packaging.HeadSpec:
+    if cfg.vulnerable_policy == "guarantee":
+        g = selective.recall_threshold(
+            p_yes, positive, cfg.vulnerable_min_recall, cfg.guarantee_confidence
+        )
+        return packaging.HeadSpec(
+            labels, "binary", threshold=g["threshold"], positive_label="yes", guarantee=g
+        )
+    cal = calibrate.binary_threshold(
+        p_yes,
+        positive,
+        cfg.vulnerable_policy,
+        cfg.vulnerable_beta,
+        cfg.vulnerable_min_precision,
+        cfg.vulnerable_min_recall,
+    )
+    return packaging.HeadSpec(
+        labels, "binary", threshold=cal["threshold"], positive_label="yes", calibration=cal
+    )

@@ -1,4 +1,5 @@
-"""Threshold calibration on validation scores, and the evaluation statistics."""
+"""Point-estimate thresholds for the binary head (the non-default policies), and the evaluation
+statistics."""
 
 from __future__ import annotations
 
@@ -7,40 +8,8 @@ import pytest
 from scipy.stats import binomtest
 from sklearn.metrics import f1_score
 
-from trainer.calibrate import binary_threshold, review_threshold
+from trainer.calibrate import binary_threshold
 from trainer.metrics import binary_pr, macro_f1, mcnemar_exact
-
-
-def test_review_threshold_reaches_the_target_on_kept_rows() -> None:
-    rng = np.random.default_rng(0)
-    n, k = 2000, 5
-    y = rng.integers(0, k, n)
-    conf = rng.uniform(0.2, 1.0, n)
-    correct = rng.uniform(size=n) < conf  # confident rows are right more often
-    pred = np.where(correct, y, (y + 1) % k)
-    probs = np.full((n, k), 0.0)
-    probs[np.arange(n), pred] = conf
-    probs[np.arange(n), (pred + 1) % k] = 1 - conf
-    cal = review_threshold(probs, y, target_accuracy=0.9)
-    kept = probs.max(1) >= cal["review_threshold"]
-    assert cal["target_met"]
-    assert np.mean(pred[kept] == y[kept]) == pytest.approx(cal["val_accuracy_kept"])
-    assert cal["val_accuracy_kept"] >= 0.9
-    assert kept.mean() == pytest.approx(cal["val_coverage"])
-    # the lowest such threshold: one step lower would miss the target or is not a distinct score
-    assert 0.0 < cal["val_coverage"] < 1.0
-
-
-def test_review_threshold_is_zero_when_everything_is_already_accurate() -> None:
-    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]])
-    cal = review_threshold(probs, np.array([0, 0, 1]), 0.9)
-    assert cal["review_threshold"] == 0.0 and cal["val_coverage"] == 1.0
-
-
-def test_review_threshold_reports_an_unreachable_target() -> None:
-    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3]])
-    cal = review_threshold(probs, np.array([1, 1, 1]), 0.9)
-    assert cal["target_met"] is False
 
 
 def test_fbeta_threshold_maximises_f2() -> None:
