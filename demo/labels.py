@@ -5,27 +5,26 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from trainer.labels import LabelSpace, load_label_space
+from trainer.labels import UNKNOWN, LabelMapError, LabelSpace, load_label_space
 
 _SPACE: LabelSpace | None = None
 
 
 def truth(metadata: dict[str, Any]) -> dict[str, str] | None:
     """team, issue and vulnerable (``yes``/``no``) as people decided them; None when the row has no
-    product."""
+    product a team map knows, or its issue is a retired CFPB name (people today would name a
+    current issue, which the data does not say): no feedback for it, as a person would leave it
+    open."""
     global _SPACE
     _SPACE = _SPACE or load_label_space()
     try:
         team = _SPACE.team(metadata.get("product_family"), metadata.get("product"))
-    except (
-        Exception
-    ):  # a product no team map knows: no feedback for it, as a person would leave it open
+    except LabelMapError:
         return None
-    return {
-        "team": team,
-        "issue": _SPACE.issue(metadata.get("issue")),
-        "vulnerable": _SPACE.vulnerable(metadata.get("tags")),
-    }
+    issue = _SPACE.issue(metadata.get("issue"))
+    if issue == UNKNOWN:
+        return None
+    return {"team": team, "issue": issue, "vulnerable": _SPACE.vulnerable(metadata.get("tags"))}
 
 
 def feedback(allocation: dict[str, Any]) -> dict[str, Any] | None:
