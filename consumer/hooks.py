@@ -65,8 +65,12 @@ class LoopHooks:
                 m.e2e_seconds.observe(max(0.0, now_s - ts / 1000))
             for task, p in alloc.predictions.items():
                 m.predictions.labels(task, p.label, p.model.version, p.arm).inc()
-            for reason in alloc.review_reasons:
-                m.needs_review.labels(reason.removesuffix("_low_confidence")).inc()
+            for task, r in alloc.routing.items():
+                m.routed.labels(task, alloc.predictions[task].model.version, r.decision).inc()
+                if r.decision == "review":
+                    m.needs_review.labels(task).inc()
+            if "vulnerable_guardrail" in alloc.review_reasons:
+                m.needs_review.labels("vulnerable_guardrail").inc()
         for shadow in routed.shadows:
             for task, agree in shadow.agreement.items():
                 m.shadow_agreement.labels(

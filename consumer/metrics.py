@@ -47,6 +47,14 @@ class ConsumerMetrics:
             ["task"],
             registry=r,
         )
+        self.routed = Counter(
+            "allocator_routed_total",
+            "Published multiclass decisions by task, model version and routing decision (auto: "
+            "decided by the model within its guarantee; review: left to the triage analysts). "
+            "Coverage is auto / (auto + review).",
+            ["task", "model_version", "decision"],
+            registry=r,
+        )
         self.batch_size = Histogram(
             "allocator_batch_size_messages",
             "Records per micro-batch.",

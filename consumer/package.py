@@ -43,6 +43,9 @@ class TaskHead:
     threshold: float = 0.5
     review_threshold: float = 0.0
     top_k: int = 3
+    # the manifest's ``guarantee.met``: False automates nothing; None (no guarantee recorded, a
+    # package made before 2026-12-06) automates at ``review_threshold`` as it always did
+    guarantee_met: bool | None = None
 
     @classmethod
     def from_manifest(cls, task: str, spec: dict[str, Any]) -> TaskHead:
@@ -55,6 +58,7 @@ class TaskHead:
             threshold=float(spec.get("threshold", 0.5)),
             review_threshold=float(spec.get("review_threshold", 0.0)),
             top_k=int(spec.get("top_k", 3)),
+            guarantee_met=_met(spec.get("guarantee")),
         )
         if head.kind == "binary" and head.positive_label not in head.labels:
             raise PackageError(
@@ -127,6 +131,10 @@ class ModelPackage:
                 calibrated if calibrated is not None else _ratio(self.manifest, *val, "recall")
             )
         return {measure: v for measure, v in found.items() if v is not None}
+
+
+def _met(guarantee: Any) -> bool | None:
+    return bool(guarantee.get("met")) if isinstance(guarantee, dict) else None
 
 
 def _ratio(doc: Any, *path: str) -> float | None:

@@ -5,9 +5,14 @@ Rules (DESIGN sections 2 and 4):
    shadow.
 2. Each model runs at most once per message, whatever the number of tasks that need it; models that
    share a tokenizer share one tokenisation.
-3. ``vulnerable`` uses the head's calibrated threshold; ``journey`` is ``vulnerable`` when flagged,
-   and during any experiment also when the champion of ``vulnerable`` flags it (the guardrail).
-4. ``needs_review`` when a published head's top score is below its review threshold.
+3. ``vulnerable`` is true when any signal says so: the customer record (``complaint.customer``),
+   the keyword rule (both in ``consumer.vulnerability``) or the model's head at its calibrated
+   threshold. ``journey`` is ``vulnerable`` then, and during any experiment also when the champion
+   of ``vulnerable`` flags it (the guardrail). ``vulnerable_signals`` names what decided.
+4. Each multiclass head is ``auto`` when its top score reaches the head's threshold and its
+   manifest's guarantee is met, else ``review`` (``routing`` says which and why);
+   ``needs_review`` when any head is left to review, with ``<task>_low_confidence`` or
+   ``<task>_no_guarantee`` in ``review_reasons``.
 5. A model failure is isolated to the messages that cause it: they come back as failures, the rest
    go on.
 """
@@ -30,15 +35,18 @@ from consumer.contracts.messages import (
     Complaint,
     ModelRef,
     Prediction,
+    Route,
     Scored,
     ShadowResult,
     Source,
     StrategyRef,
+    VulnerableSignal,
 )
 from consumer.errors import InferenceError
 from consumer.inference import Encoded, OnnxModel
 from consumer.package import TaskHead
 from consumer.plan import Plan
+from consumer.vulnerability import customer_signals, keyword_signals
 
 Want = tuple[Arm, str, str | None]  # per task: published arm, published model ref, shadow model ref
 # per model ref, per batch row: the heads' probabilities and whether the text was truncated
@@ -72,6 +80,16 @@ def decision_id(source: Source) -> str:
 
 def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def route(head: TaskHead, prediction: Prediction) -> Route:
+    """Whether a multiclass head's prediction is automated (see rule 4 of the module doc)."""
+    threshold = min(max(head.review_threshold, 0.0), 1.0)
+    if head.guarantee_met is False:
+        return Route(decision="review", reason="no_guarantee", threshold=threshold)
+    if prediction.score >= head.review_threshold:
+        return Route(decision="auto", reason="confident", threshold=threshold)
+    return Route(decision="review", reason="low_confidence", threshold=threshold)
 
 
 def predict(
@@ -211,6 +229,18 @@ class Router:
                 )
         return preds, shadow_preds
 
+    def _shadow_routing(
+        self, want: dict[str, Want], shadow_preds: dict[str, Prediction]
+    ) -> dict[str, Route]:
+        """Whether each shadow head would have decided alone, by its own model's thresholds."""
+        out = {}
+        for task, p in shadow_preds.items():
+            ref = want[task][2]
+            head = self.plan.models[ref].heads[task] if ref else None
+            if head is not None and head.kind == "multiclass":
+                out[task] = route(head, p)
+        return out
+
     def _champion_flags_vulnerable(self, outputs: Outputs, i: int) -> bool:
         """The guardrail during an experiment on ``vulnerable``: the champion's flag still sends
         the complaint to the vulnerable journey, whatever the published arm says."""
@@ -232,18 +262,28 @@ class Router:
         now: float,
     ) -> tuple[Allocation, ShadowResult | None]:
         plan = self.plan
+        complaint = item.complaint
         preds, shadow_preds = self._predictions(want, outputs, i)
-        vulnerable = preds["vulnerable"].label == _positive(plan, want["vulnerable"][1])
-        reasons = [
-            f"{t}_low_confidence"
-            for t, p in preds.items()
-            if p.score < plan.models[want[t][1]].heads[t].review_threshold
+        routing, reasons = {}, []
+        for task, p in preds.items():
+            head = plan.models[want[task][1]].heads[task]
+            if head.kind == "multiclass":
+                routing[task] = r = route(head, p)
+                if r.decision == "review":
+                    reasons.append(f"{task}_{r.reason}")
+        signals: list[VulnerableSignal] = [
+            *customer_signals(complaint.customer, complaint.received_at),
+            *keyword_signals(complaint.text),
         ]
-        journey_vulnerable = vulnerable
-        if not vulnerable and self._champion_flags_vulnerable(outputs, i):
-            journey_vulnerable = True
+        if "vulnerable" in preds and preds["vulnerable"].label == _positive(
+            plan, want["vulnerable"][1]
+        ):
+            signals.append("model")
+        vulnerable = bool(signals)
+        if not vulnerable and "vulnerable" in want and self._champion_flags_vulnerable(outputs, i):
+            signals.append("champion_guardrail")
             reasons.append("vulnerable_guardrail")
-        source, complaint = item.source, item.complaint
+        source = item.source
         did = decision_id(source)
         alloc = Allocation(
             decision_id=did,
@@ -252,10 +292,12 @@ class Router:
             team=preds["team"].label,
             issue=preds["issue"].label,
             vulnerable=vulnerable,
-            journey="vulnerable" if journey_vulnerable else "standard",
+            journey="vulnerable" if signals else "standard",
             needs_review=bool(reasons),
             review_reasons=tuple(reasons),
             predictions=preds,
+            routing=routing,
+            vulnerable_signals=tuple(signals),
             strategy=StrategyRef(version=plan.strategy.version),
             source=source,
             input_sha256=text_sha256(complaint.text),
@@ -272,6 +314,7 @@ class Router:
                 predictions=shadow_preds,
                 published={t: preds[t] for t in shadow_preds},
                 agreement={t: p.label == preds[t].label for t, p in shadow_preds.items()},
+                routing=self._shadow_routing(want, shadow_preds),
                 strategy=StrategyRef(version=plan.strategy.version),
                 source=source,
             )

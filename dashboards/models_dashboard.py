@@ -114,6 +114,21 @@ def needs_review() -> Panel:
     )
 
 
+def automated_share() -> Panel:
+    return series(
+        "Automated share (coverage)",
+        "Share of published decisions the model took alone, per task and model version: the rest "
+        "went to the triage analysts. The trainer chose each threshold so that this share meets "
+        "the human team's accuracy at 95% confidence (the manifest's guarantee).",
+        "percentunit",
+        target(
+            f"{rate('allocator_routed_total', by='task, model_version', decision='auto')} / "
+            f"{rate('allocator_routed_total', by='task, model_version')}",
+            "{{task}} {{model_version}}",
+        ),
+    )
+
+
 def shadow_agreement() -> Panel:
     return series(
         "Shadow agreement",
@@ -299,7 +314,7 @@ def build(variables: list[Variable]) -> dash_b.Dashboard:
     ):
         board = board.with_panel(panel)
     board = board.with_row(dash_b.Row("Predictions"))
-    for panel in (predictions_by_label(), traffic_by_arm(), needs_review()):
+    for panel in (predictions_by_label(), traffic_by_arm(), needs_review(), automated_share()):
         board = board.with_panel(panel)
     board = board.with_row(dash_b.Row("Quality"))
     for panel in (

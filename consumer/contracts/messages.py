@@ -3,7 +3,7 @@ contract)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
@@ -13,6 +13,37 @@ MAX_TEXT_CHARS = 100_000  # the schema's maxLength; settings may lower it, never
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+MilitaryStatus = Literal[
+    "active_duty",
+    "reserve",
+    "national_guard",
+    "veteran",
+    "military_spouse",
+    "military_dependent",
+    "none",
+]
+
+
+class Customer(BaseModel):
+    """``complaint/v1``'s optional ``customer``: facts from the bank's records that send a
+    complaint to the vulnerable journey (``consumer.vulnerability``). Every field is optional; other
+    fields are kept and ignored. A field of the wrong type or range is a bad message (DLQ), not a
+    fact silently dropped."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    age: int | None = Field(None, ge=0, le=130, strict=True)
+    date_of_birth: date | None = None
+    military_status: MilitaryStatus | None = None
+    vulnerable: StrictBool | None = None
+
+    @model_validator(mode="after")
+    def _born_in_the_past(self) -> Customer:
+        if self.date_of_birth is not None and self.date_of_birth > date.today():
+            raise ValueError("customer.date_of_birth is in the future")
+        return self
 
 
 class Complaint(BaseModel):
@@ -25,7 +56,7 @@ class Complaint(BaseModel):
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS, pattern=r"\S")
     received_at: datetime | None = None
     channel: str | None = Field(None, max_length=64)
-    customer: dict[str, Any] | None = None
+    customer: Customer | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="before")
@@ -92,6 +123,28 @@ class StrategyRef(_Frozen):
     version: int = Field(ge=0)
 
 
+class Route(_Frozen):
+    """How one multiclass head's decision was taken: by the model (``auto``) or left to the triage
+    analysts (``review``), and why: ``confident`` (top score at or above the head's threshold),
+    ``low_confidence`` (below it) or ``no_guarantee`` (the model's manifest found no share of
+    validation it could automate at the target; every complaint goes to people)."""
+
+    decision: Literal["auto", "review"]
+    reason: Literal["confident", "low_confidence", "no_guarantee"]
+    threshold: float = Field(ge=0, le=1)
+
+
+VulnerableSignal = Literal[
+    "customer_flag",
+    "customer_age",
+    "customer_military",
+    "keyword_service",
+    "keyword_age",
+    "model",
+    "champion_guardrail",
+]
+
+
 class Allocation(_Frozen):
     """``allocation/v1``: what the case system reads."""
 
@@ -106,6 +159,10 @@ class Allocation(_Frozen):
     needs_review: StrictBool
     review_reasons: tuple[str, ...] = ()
     predictions: dict[str, Prediction] = Field(min_length=1)
+    # per multiclass head: auto-routed or sent to review, and why (absent before 2026-12-06)
+    routing: dict[str, Route] = Field(default_factory=dict)
+    # what sent the complaint to the vulnerable journey (empty: the standard journey)
+    vulnerable_signals: tuple[VulnerableSignal, ...] = ()
     strategy: StrategyRef
     source: Source
     input_sha256: str = Field(pattern=SHA256)
@@ -124,6 +181,8 @@ class ShadowResult(_Frozen):
     predictions: dict[str, Prediction]
     published: dict[str, Prediction]
     agreement: dict[str, bool]
+    # per multiclass head: whether the shadow model would have decided alone (its own thresholds)
+    routing: dict[str, Route] = Field(default_factory=dict)
     strategy: StrategyRef
     source: Source
 

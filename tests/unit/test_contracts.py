@@ -56,11 +56,30 @@ COMPLAINTS = [
             "text": "hi",
             "received_at": "2026-01-01T10:00:00+01:00",
             "channel": "web",
-            "customer": {"age": 70},
+            "customer": {"age": 70, "military_status": "veteran", "segment": "retail"},
             "metadata": {"a": 1},
             "extra": [1],
         },
         True,
+    ),
+    ({"schema": "complaint/v1", "complaint_id": "1", "text": "hi", "customer": {"age": -1}}, False),
+    (
+        {
+            "schema": "complaint/v1",
+            "complaint_id": "1",
+            "text": "hi",
+            "customer": {"vulnerable": 1},
+        },
+        False,
+    ),
+    (
+        {
+            "schema": "complaint/v1",
+            "complaint_id": "1",
+            "text": "hi",
+            "customer": {"date_of_birth": "1950-02-30"},
+        },
+        False,
     ),
     ({"schema": "complaint/v1", "complaint_id": "", "text": "hello"}, False),
     ({"schema": "complaint/v1", "complaint_id": "x" * 129, "text": "hello"}, False),
@@ -161,6 +180,25 @@ ALLOCATIONS = [
         False,
     ),
     (allocation(surprise=1), False),
+    (
+        allocation(
+            routing={
+                "team": {"decision": "auto", "reason": "confident", "threshold": 0.61},
+                "issue": {"decision": "review", "reason": "no_guarantee", "threshold": 1.0},
+            },
+            vulnerable_signals=["customer_age", "keyword_service"],
+            journey="vulnerable",
+            vulnerable=True,
+        ),
+        True,
+    ),
+    (
+        allocation(routing={"team": {"decision": "maybe", "reason": "confident", "threshold": 0}}),
+        False,
+    ),
+    (allocation(routing={"team": {"decision": "auto", "reason": "hunch", "threshold": 0}}), False),
+    (allocation(routing={"team": {"decision": "auto", "reason": "confident"}}), False),
+    (allocation(vulnerable_signals=["horoscope"]), False),
 ]
 
 

@@ -31,6 +31,15 @@ def ok(**kw: object) -> bytes:
         (ok(complaint_id=""), "schema_violation"),
         (ok(complaint_id=7), "schema_violation"),
         (ok(received_at="not a date"), "schema_violation"),
+        # a customer fact of the wrong type is a bad message, never a signal silently dropped
+        (ok(customer={"age": "seventy"}), "schema_violation"),
+        (ok(customer={"age": 70.5}), "schema_violation"),
+        (ok(customer={"age": 131}), "schema_violation"),
+        (ok(customer={"date_of_birth": "1950-13-01"}), "schema_violation"),
+        (ok(customer={"date_of_birth": "2999-01-01"}), "schema_violation"),
+        (ok(customer={"military_status": "general"}), "schema_violation"),
+        (ok(customer={"vulnerable": "yes"}), "schema_violation"),
+        (ok(customer=[70]), "schema_violation"),
     ],
 )
 def test_bad_input_gets_its_reason(value: bytes | None, code: str) -> None:
@@ -44,3 +53,25 @@ def test_valid_complaint_decodes_with_metadata() -> None:
     c = decode_complaint(ok(product="Mortgage"), max_bytes=4096, max_text_chars=1000)
     assert c.complaint_id == "c1"
     assert c.metadata == {"product": "Mortgage"}
+
+
+def test_customer_facts_decode_and_other_fields_are_kept() -> None:
+    c = decode_complaint(
+        ok(customer={"age": 70, "military_status": "veteran", "vulnerable": True, "segment": "x"}),
+        max_bytes=4096,
+        max_text_chars=1000,
+    )
+    assert c.customer is not None
+    assert (c.customer.age, c.customer.military_status, c.customer.vulnerable) == (
+        70,
+        "veteran",
+        True,
+    )
+
+
+def test_a_bad_customer_fact_is_named_but_its_value_is_not() -> None:
+    """The DLQ headers carry the error message: it names the field, never the personal value."""
+    with pytest.raises(ContractError) as info:
+        decode_complaint(ok(customer={"date_of_birth": "1871-02-30"}), 4096, 1000)
+    assert "customer.date_of_birth" in str(info.value)
+    assert "1871" not in str(info.value)

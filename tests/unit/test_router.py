@@ -16,7 +16,7 @@ from consumer.strategy import Strategy, TaskPlan
 TASKS = ("team", "issue", "vulnerable")
 TEXTS = [
     "My credit report shows an account that is not mine and the bureau refuses to fix it.",
-    "I am a veteran and the servicer charged me fees I did not expect on my student loan.",
+    "The servicer charged me fees I did not expect on my student loan.",
     "The bank closed my checking account.",
     "A debt collector calls me every day about a debt I never had. " * 80,  # long: truncated
 ]
@@ -137,6 +137,7 @@ def test_guardrail_champion_flag_sends_to_vulnerable_journey(tiny: Path, tiny2: 
         assert alloc.vulnerable is False
         assert alloc.journey == "vulnerable"
         assert "vulnerable_guardrail" in alloc.review_reasons
+        assert alloc.vulnerable_signals == ("champion_guardrail",)
 
 
 def test_low_confidence_goes_to_review(tiny: Path, tiny2: Path) -> None:
@@ -151,6 +152,94 @@ def test_low_confidence_goes_to_review(tiny: Path, tiny2: Path) -> None:
     assert all(
         a.needs_review and "team_low_confidence" in a.review_reasons for _, a in routed.allocations
     )
+
+
+def _with_heads(plan: Plan, ref: str, **changes: dict[str, object]) -> None:
+    model = plan.models[ref]
+    heads = {t: dataclasses.replace(h, **changes.get(t, {})) for t, h in model.heads.items()}
+    object.__setattr__(model, "heads", heads)
+
+
+def test_each_head_says_whether_it_was_automated_and_why(tiny: Path, tiny2: Path) -> None:
+    plan = plan_for(tiny, tiny2)
+    ref = load_package(tiny).ref
+    _with_heads(
+        plan,
+        ref,
+        team={"review_threshold": 0.0, "guarantee_met": True},
+        issue={"review_threshold": 0.5, "guarantee_met": False},
+    )
+    routed = Router(plan).route(items(4))
+    for _, a in routed.allocations:
+        assert set(a.routing) == {"team", "issue"}  # multiclass heads only
+        assert a.routing["team"].model_dump() == {
+            "decision": "auto",
+            "reason": "confident",
+            "threshold": 0.0,
+        }
+        # a head whose manifest found no share it could automate never decides alone
+        assert a.routing["issue"].decision == "review"
+        assert a.routing["issue"].reason == "no_guarantee"
+        assert a.needs_review and a.review_reasons[0] == "issue_no_guarantee"
+    _with_heads(plan, ref, issue={"review_threshold": 0.0, "guarantee_met": True})
+    assert not any(a.needs_review for _, a in Router(plan).route(items(4)).allocations)
+
+
+def _complaint(i: int, text: str, **customer: object) -> Item:
+    doc: dict[str, object] = {"complaint_id": f"v{i}", "text": text}
+    if customer:
+        doc["customer"] = customer
+    doc["received_at"] = "2026-06-01T09:00:00Z"
+    return Item(Complaint.model_validate(doc), Source(topic="t", partition=0, offset=i), 0.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "customer", "signals"),
+    [
+        ("The bank closed my checking account.", {}, ()),
+        ("The bank closed my checking account.", {"vulnerable": True}, ("customer_flag",)),
+        ("The bank closed my checking account.", {"age": 62}, ("customer_age",)),
+        ("The bank closed my checking account.", {"age": 61}, ()),
+        # 62 on the day the complaint was received, not on the day it is allocated
+        (
+            "The bank closed my checking account.",
+            {"date_of_birth": "1964-06-01"},
+            ("customer_age",),
+        ),
+        ("The bank closed my checking account.", {"date_of_birth": "1964-06-02"}, ()),
+        (
+            "The bank closed my checking account.",
+            {"military_status": "veteran"},
+            ("customer_military",),
+        ),
+        ("The bank closed my checking account.", {"military_status": "none"}, ()),
+        (
+            "As a veteran on a fixed income I was charged twice.",
+            {},
+            ("keyword_service", "keyword_age"),
+        ),
+        ("I am 74 and the bank closed my account.", {"vulnerable": False}, ("keyword_age",)),
+    ],
+)
+def test_any_signal_sends_the_complaint_to_the_vulnerable_journey(
+    tiny: Path, tiny2: Path, text: str, customer: dict[str, object], signals: tuple[str, ...]
+) -> None:
+    plan = plan_for(tiny, tiny2)
+    _with_heads(
+        plan, load_package(tiny).ref, vulnerable={"threshold": 1.01}
+    )  # the model never flags
+    [(_, a)] = Router(plan).route([_complaint(1, text, **customer)]).allocations
+    assert a.vulnerable_signals == signals
+    assert a.vulnerable is bool(signals)
+    assert a.journey == ("vulnerable" if signals else "standard")
+    assert a.predictions["vulnerable"].label == "no"  # the model's own flag is left as it said
+
+
+def test_the_models_flag_is_a_signal_of_its_own(tiny: Path, tiny2: Path) -> None:
+    plan = plan_for(tiny, tiny2)
+    _with_heads(plan, load_package(tiny).ref, vulnerable={"threshold": 0.0})
+    [(_, a)] = Router(plan).route([_complaint(1, "I was charged twice.", age=70)]).allocations
+    assert a.vulnerable_signals == ("customer_age", "model")
 
 
 def test_model_failure_is_isolated_to_its_message(
