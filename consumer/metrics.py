@@ -118,8 +118,10 @@ class ConsumerMetrics:
         )
         self.model_expected = Gauge(
             "allocator_model_expected_ratio",
-            "What each served model's manifest says its head achieved on validation, by measure "
-            "(accuracy, calibrated recall); absent when the manifest has no such figure.",
+            "What each served model's manifest says of its head, by measure: accuracy and "
+            "calibrated recall on validation; guaranteed_accuracy (on the automated share) and "
+            "guaranteed_recall, the targets its guarantee holds at 95% confidence. Absent when the "
+            "manifest has no such figure.",
             ["task", "model_version", "measure"],
             registry=r,
         )
@@ -191,6 +193,26 @@ class PromoterMetrics:
         self.accuracy_labels = Gauge(
             "allocator_live_accuracy_labels",
             "Labelled predictions live accuracy is computed on, per task, model version and arm.",
+            ["task", "model_version", "arm"],
+            registry=r,
+        )
+        self.coverage = Gauge(
+            "allocator_live_coverage_ratio",
+            "Share of labelled predictions the model decided alone (routing auto), per task, model "
+            "version and arm.",
+            ["task", "model_version", "arm"],
+            registry=r,
+        )
+        self.automated_accuracy = Gauge(
+            "allocator_live_automated_accuracy_ratio",
+            "Live accuracy on the automated share (what the manifest's guarantee promises), per "
+            "task, model version and arm.",
+            ["task", "model_version", "arm"],
+            registry=r,
+        )
+        self.automated_labels = Gauge(
+            "allocator_live_automated_labels",
+            "Labelled automated predictions the automated accuracy is computed on.",
             ["task", "model_version", "arm"],
             registry=r,
         )

@@ -117,9 +117,10 @@ class ModelPackage:
         """What the ``task`` head achieved on validation, by measure, as the trainer recorded it:
         ``accuracy`` (``metrics.val.<task>.accuracy``) and, for a binary head, ``recall`` of its
         positive label at the calibrated threshold (``tasks.<task>.guarantee.val_recall``, else
-        ``tasks.<task>.calibration.val_recall``, else ``metrics.val.<task>.recall``). A figure the
-        manifest lacks, or that is not a ratio, is left out: the live-quality alerts have nothing
-        to compare with for it."""
+        ``tasks.<task>.calibration.val_recall``, else ``metrics.val.<task>.recall``); and when the
+        head's guarantee is met, its target: ``guaranteed_accuracy`` (multiclass: accuracy on the
+        automated share) or ``guaranteed_recall`` (binary). A figure the manifest lacks, or that is
+        not a ratio, is left out: the live-quality alerts have nothing to compare with for it."""
         spec = self.manifest["tasks"].get(task) or {}
         val = ("metrics", "val", task)
         found = {"accuracy": _ratio(self.manifest, *val, "accuracy")}
@@ -130,6 +131,10 @@ class ModelPackage:
             found["recall"] = (
                 calibrated if calibrated is not None else _ratio(self.manifest, *val, "recall")
             )
+        guarantee = spec.get("guarantee")
+        if isinstance(guarantee, dict) and guarantee.get("met") is True:
+            measure = "guaranteed_recall" if spec.get("kind") == "binary" else "guaranteed_accuracy"
+            found[measure] = _ratio(guarantee, "target")
         return {measure: v for measure, v in found.items() if v is not None}
 
 

@@ -41,6 +41,31 @@ EXPECTED_RECALL = (
     "max by (namespace, model_version) "
     '(allocator_model_expected_ratio{task="vulnerable", measure="recall"})'
 )
+# The guarantees (trainer.selective): the manifest's target holds at 95% confidence on validation.
+# Live, the alert fires when even the upper end of a one-sided 95% normal interval around the live
+# figure is below the target: the shortfall is not noise. Normal intervals are fair from ~100
+# labels at these rates (n*p*(1-p) >= 9 at 0.9 on 100).
+Z95 = 1.645
+MIN_AUTOMATED_LABELS = 100  # labelled automated predictions of the (task, model version, arm)
+AUTO_ACCURACY = (
+    "max by (namespace, task, model_version, arm) (allocator_live_automated_accuracy_ratio)"
+)
+AUTO_LABELS = "max by (namespace, task, model_version, arm) (allocator_live_automated_labels)"
+GUARANTEED_ACCURACY = (
+    "max by (namespace, task, model_version) "
+    '(allocator_model_expected_ratio{measure="guaranteed_accuracy"})'
+)
+GUARANTEED_RECALL = (
+    "max by (namespace, model_version) "
+    '(allocator_model_expected_ratio{task="vulnerable", measure="guaranteed_recall"})'
+)
+
+
+def upper_bound(ratio: str, n: str) -> str:
+    """The one-sided 95% upper bound of a live ratio on ``n`` trials (normal approximation)."""
+    return f"({ratio} + {Z95} * sqrt({ratio} * (1 - {ratio}) / {n}))"
+
+
 BREAKER_OPEN = "max by (namespace, pod) (allocator_circuit_breaker_open)"
 LOAD_FAILURES = "sum by (namespace, reason) (increase(allocator_model_load_failures_total[10m]))"
 
@@ -220,6 +245,36 @@ ALERTS: tuple[Alert, ...] = (
         f"on at least {MIN_VULNERABLE_POSITIVES} vulnerable customers. "
         "They must follow the vulnerable journey; roll back.",
         signals=(LIVE_RECALL, EXPECTED_RECALL, POSITIVES),
+    ),
+    Alert(
+        "AllocatorAutomationGuaranteeBreached",
+        f"{upper_bound(AUTO_ACCURACY, AUTO_LABELS)} < on (namespace, task, model_version) "
+        f"group_left () {GUARANTEED_ACCURACY} "
+        f"and on (namespace, task, model_version, arm) {AUTO_LABELS} >= {MIN_AUTOMATED_LABELS}",
+        "1h",
+        "critical",
+        "The automated share is less accurate than the model's guarantee",
+        "{{ $labels.task }} decisions that {{ $labels.model_version }} ({{ $labels.arm }}) took "
+        "alone are less accurate than its manifest guarantees (the human team's target), beyond "
+        f"noise (95% upper bound {{{{ $value | humanizePercentage }}}}, on at least "
+        f"{MIN_AUTOMATED_LABELS} labels). Send the task to review (`allocator strategy "
+        "rollback`, or a model whose guarantee holds) and retrain.",
+        signals=(AUTO_ACCURACY, AUTO_LABELS, GUARANTEED_ACCURACY),
+    ),
+    Alert(
+        "AllocatorVulnerableRecallGuaranteeBreached",
+        f"{upper_bound(LIVE_RECALL, POSITIVES)} < on (namespace, model_version) group_left () "
+        f"{GUARANTEED_RECALL} "
+        f"and on (namespace, model_version, arm) {POSITIVES} >= {MIN_VULNERABLE_POSITIVES}",
+        "2h",
+        "critical",
+        "Vulnerable-customer recall below the model's guarantee",
+        "{{ $labels.model_version }} ({{ $labels.arm }}) finds fewer vulnerable customers than "
+        "its manifest guarantees, beyond noise (95% upper bound "
+        "{{ $value | humanizePercentage }}, "
+        f"on at least {MIN_VULNERABLE_POSITIVES} vulnerable customers). The keyword rule and "
+        "customer records still route theirs; roll back the model.",
+        signals=(LIVE_RECALL, POSITIVES, GUARANTEED_RECALL),
     ),
     Alert(
         "AllocatorPromoterNotReady",

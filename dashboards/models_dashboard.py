@@ -143,6 +143,32 @@ def shadow_agreement() -> Panel:
     )
 
 
+def live_guarantee() -> Panel:
+    return series(
+        "Live automated share vs its guarantee",
+        "From feedback, per task, model version and arm: accuracy on the decisions the model took "
+        "alone (the figure the manifest guarantees), the share it took alone (live coverage), and "
+        "the guaranteed targets. A challenger that covers more at the same target automates more "
+        "of the triage team's work.",
+        "percentunit",
+        target(
+            f"max by (task, model_version, arm) ({sel('allocator_live_automated_accuracy_ratio')})",
+            "accuracy automated {{task}} {{model_version}} {{arm}}",
+        ),
+        target(
+            f"max by (task, model_version, arm) ({sel('allocator_live_coverage_ratio')})",
+            "coverage {{task}} {{model_version}} {{arm}}",
+            ref="B",
+        ),
+        target(
+            f"max by (task, model_version, measure) "
+            f"({sel('allocator_model_expected_ratio', measure='guaranteed_accuracy')})",
+            "guaranteed {{task}} {{model_version}}",
+            ref="C",
+        ),
+    )
+
+
 def live_accuracy() -> Panel:
     return series(
         "Live accuracy",
@@ -320,6 +346,7 @@ def build(variables: list[Variable]) -> dash_b.Dashboard:
     for panel in (
         shadow_agreement(),
         live_accuracy(),
+        live_guarantee(),
         live_evidence(),
         live_outcomes(),
         feedback_and_decisions(),

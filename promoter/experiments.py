@@ -12,10 +12,14 @@ Which label counts where (``canary_increments``, ``shadow_increments``):
   ``champion`` by the champion); one complaint counts in one arm (the unpaired test).
 * shadow: the allocation (champion) and the shadow result (challenger) of the same decision count in
   both arms and in the discordant pairs (the paired test).
-* the vulnerable-recall guardrail counts, per arm, the vulnerable flag customers in that arm got:
-  the published ``vulnerable`` of the allocation, and for the shadow arm the shadow's own
-  ``vulnerable`` prediction when it made one (else promoting this task would not change that flag,
-  so it is the published one too).
+* the vulnerable-recall guardrail counts, per arm, the model's own ``vulnerable`` flag in that arm:
+  the published ``vulnerable`` prediction of the allocation, and for the shadow arm the shadow's
+  own ``vulnerable`` prediction when it made one (else promoting this task would not change that
+  flag, so it is the champion's too). Not the allocation's ``vulnerable``: the customer-record and
+  keyword signals set it the same in both arms, which would blur the models' difference.
+* each arm also counts its automated share (the prediction's routing): coverage and accuracy on
+  it, in the decision's evidence, so that a challenger is compared on how much it may decide
+  alone at the target, not only on raw accuracy.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from consumer.strategy import Strategy, TaskPlan
-from promoter.records import POSITIVE, AllocRec, FeedbackRec, ShadowRec
+from promoter.records import POSITIVE, AllocRec, FeedbackRec, Pred, ShadowRec
 from promoter.sequential import ArmStats, Discordance
 
 ExperimentMode = Literal["canary", "shadow"]
@@ -120,10 +124,19 @@ def running(current: Strategy | None, history: Sequence[Strategy] = ()) -> dict[
     return out
 
 
-def _arm(arm: ArmName, correct: bool, vulnerable: bool, flagged: bool) -> dict[str, int]:
+def _arm(arm: ArmName, pred: Pred, truth: str, fb: FeedbackRec, flagged: bool) -> dict[str, int]:
     stats = ArmStats()
-    stats.record(correct, vulnerable=vulnerable, flagged=flagged)
+    stats.record(
+        pred.label == truth, vulnerable=fb.vulnerable, flagged=flagged, automated=bool(pred.auto)
+    )
     return {f"{arm}.{k}": v for k, v in stats.to_dict().items()}
+
+
+def _model_flag(preds: Mapping[str, Pred]) -> bool:
+    """The model's own ``vulnerable`` flag (the allocation's ``vulnerable`` also carries the
+    customer-record and keyword signals, the same in both arms)."""
+    own = preds.get("vulnerable")
+    return own is not None and own.label == POSITIVE
 
 
 def canary_increments(exp: Experiment, alloc: AllocRec, fb: FeedbackRec) -> dict[str, int] | None:
@@ -132,7 +145,7 @@ def canary_increments(exp: Experiment, alloc: AllocRec, fb: FeedbackRec) -> dict
     arm, truth = exp.canary_arm(alloc), fb.labels.get(exp.task)
     if arm is None or truth is None:
         return None
-    return _arm(arm, alloc.predictions[exp.task].label == truth, fb.vulnerable, alloc.vulnerable)
+    return _arm(arm, alloc.predictions[exp.task], truth, fb, _model_flag(alloc.predictions))
 
 
 def shadow_increments(
@@ -143,15 +156,15 @@ def shadow_increments(
     truth = fb.labels.get(exp.task)
     if truth is None or not exp.takes_shadow(alloc, shadow):
         return None
-    right_a = alloc.predictions[exp.task].label == truth
-    right_b = shadow.predictions[exp.task].label == truth
-    own = shadow.predictions.get("vulnerable")
-    flagged_b = own.label == POSITIVE if own is not None else alloc.vulnerable
+    a, b = alloc.predictions[exp.task], shadow.predictions[exp.task]
+    flagged_a = _model_flag(alloc.predictions)
+    # a shadow that does not score vulnerable would leave the champion's flag as it is
+    flagged_b = _model_flag(shadow.predictions) if "vulnerable" in shadow.predictions else flagged_a
     pair = Discordance()
-    pair.record(right_a, right_b)
+    pair.record(a.label == truth, b.label == truth)
     return (
-        _arm("champion", right_a, fb.vulnerable, alloc.vulnerable)
-        | _arm("challenger", right_b, fb.vulnerable, flagged_b)
+        _arm("champion", a, truth, fb, flagged_a)
+        | _arm("challenger", b, truth, fb, flagged_b)
         | pair.to_dict()
     )
 

@@ -58,6 +58,12 @@ class PromoterHooks:
             acc = (row["task"], _version(row["model"]), row["arm"])
             m.accuracy.labels(*acc).set(row["accuracy"])
             m.accuracy_labels.labels(*acc).set(row["n"])
+        for row in table["automated"]:
+            sel = (row["task"], _version(row["model"]), row["arm"])
+            m.coverage.labels(*sel).set(row["coverage"])
+            m.automated_labels.labels(*sel).set(row["automated"])
+            if row["accuracy"] is not None:
+                m.automated_accuracy.labels(*sel).set(row["accuracy"])
         for row in table["vulnerable_recall"]:
             rec = (_version(row["model"]), row["arm"])
             m.vulnerable_recall.labels(*rec).set(row["recall"])

@@ -96,8 +96,9 @@ class Delta:
 
 
 def live_field(*parts: str) -> str:
-    """A field of the live hash: ``acc <task> <model> <arm> n|correct`` or ``rec <model> <arm>
-    positives|flagged``."""
+    """A field of the live hash: ``acc <task> <model> <arm> n|correct``, ``rec <model> <arm>
+    positives|flagged``, or for the heads with a routing decision ``sel <task> <model> <arm>
+    routed|auto|correct`` (of the labelled predictions: all, the automated, the automated right)."""
     return "\t".join(parts)
 
 
@@ -132,7 +133,34 @@ def live_table(counters: dict[str, int]) -> dict[str, list[dict[str, Any]]]:
                     "recall": flagged / n,
                 }
             )
-    return {"accuracy": acc, "vulnerable_recall": rec}
+    return {"accuracy": acc, "vulnerable_recall": rec, "automated": _selective(counters)}
+
+
+def _selective(counters: dict[str, int]) -> list[dict[str, Any]]:
+    """Coverage and accuracy on the automated share per (task, model, arm): what the manifest's
+    guarantee promises, measured on the complaints people decided later."""
+    rows = []
+    for name, routed in sorted(counters.items()):
+        parts = name.split("\t")
+        if parts[0] != "sel" or parts[-1] != "routed" or not routed:
+            continue
+        task, model, arm = parts[1:4]
+        auto, correct = (
+            counters.get(live_field("sel", task, model, arm, k), 0) for k in ("auto", "correct")
+        )
+        rows.append(
+            {
+                "task": task,
+                "model": model,
+                "arm": arm,
+                "routed": routed,
+                "automated": auto,
+                "coverage": auto / routed,
+                "correct": correct,
+                "accuracy": correct / auto if auto else None,
+            }
+        )
+    return rows
 
 
 class Joiner:
@@ -205,7 +233,7 @@ class Joiner:
         timely = delay <= self.ttl_s
         # late: too long after the allocation, or it served only experiments that have ended since
         outcome = "joined" if timely and (counted or not stray) else "late"
-        self._live(a.predictions, f, a.vulnerable, delta)
+        self._live(a.predictions, f, _flags(a.predictions), delta)
         if timely:  # each task's experiment counts on its own, whatever became of the others
             for exp, inc in counted:
                 delta.add(exp, inc)
@@ -228,8 +256,7 @@ class Joiner:
         state.shadow_joined = True
         state.set("sj", "1")
         delta.count("shadow", "joined")
-        own = s.predictions.get("vulnerable")
-        self._live(s.predictions, f, own.label == POSITIVE if own else None, delta)
+        self._live(s.predictions, f, _flags(s.predictions), delta)
         if (f.decided_at - a.allocated_at).total_seconds() > self.ttl_s:
             return
         for exp in self.experiments.values():
@@ -251,7 +278,20 @@ class Joiner:
             delta.live[live_field("acc", task, p.model, p.arm, "n")] += 1
             delta.live[live_field("acc", task, p.model, p.arm, "correct")] += correct
             delta.outcomes[(task, p.version, p.arm, str(correct).lower())] += 1
+            if p.auto is not None:
+                sel = ("sel", task, p.model, p.arm)
+                delta.live[live_field(*sel, "routed")] += 1
+                delta.live[live_field(*sel, "auto")] += p.auto
+                delta.live[live_field(*sel, "correct")] += p.auto and correct
         vp = preds.get("vulnerable")
         if fb.vulnerable and vp is not None and flagged is not None:
             delta.live[live_field("rec", vp.model, vp.arm, "positives")] += 1
             delta.live[live_field("rec", vp.model, vp.arm, "flagged")] += flagged
+
+
+def _flags(preds: Mapping[str, Pred]) -> bool | None:
+    """Whether the model that made the ``vulnerable`` prediction flagged it: its own head, not the
+    allocation's ``vulnerable``, which other signals (the customer record, the keyword rule) also
+    set, so that live recall measures the model against its manifest."""
+    own = preds.get("vulnerable")
+    return None if own is None else own.label == POSITIVE

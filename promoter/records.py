@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from consumer.contracts.messages import Allocation, Feedback, Prediction, ShadowResult
+from consumer.contracts.messages import Allocation, Feedback, Prediction, Route, ShadowResult
 
 Kind = Literal["allocation", "shadow", "feedback"]
 KINDS: tuple[Kind, ...] = ("allocation", "shadow", "feedback")
@@ -25,24 +25,35 @@ POSITIVE = "yes"
 
 @dataclass(frozen=True)
 class Pred:
-    """One task's prediction: label, the model ``name@version`` that made it, and its strategy
-    arm."""
+    """One task's prediction: label, the model ``name@version`` that made it, its strategy arm, and
+    whether the model decided alone (``auto``: the allocation's ``routing``; None for a binary head
+    or an allocation made before routing existed)."""
 
     label: str
     model: str
     arm: str
+    auto: bool | None = None
 
     @property
     def version(self) -> str:
         return self.model.rpartition("@")[2]
 
     @classmethod
-    def of(cls, p: Prediction) -> Pred:
-        return cls(p.label, p.model.ref, p.arm)
+    def of(cls, p: Prediction, route: Route | None = None) -> Pred:
+        return cls(p.label, p.model.ref, p.arm, None if route is None else route.decision == "auto")
+
+    def to_list(self) -> list[Any]:
+        # the 4th element only when known, so records written before it read back the same
+        base: list[Any] = [self.label, self.model, self.arm]
+        return base if self.auto is None else [*base, self.auto]
 
 
-def _preds(doc: dict[str, list[str]]) -> dict[str, Pred]:
+def _preds(doc: dict[str, list[Any]]) -> dict[str, Pred]:
     return {task: Pred(*v) for task, v in doc.items()}
+
+
+def _preds_of(preds: dict[str, Prediction], routing: dict[str, Route]) -> dict[str, Pred]:
+    return {t: Pred.of(p, routing.get(t)) for t, p in preds.items()}
 
 
 @dataclass(frozen=True)
@@ -54,7 +65,7 @@ class AllocRec:
         str, int, int
     ]  # topic, partition, offset of the complaint: where the export finds the text
     input_sha256: str
-    vulnerable: bool  # the published flag (the allocation's ``vulnerable``)
+    vulnerable: bool  # the published flag (the allocation's ``vulnerable``: any signal)
     predictions: dict[str, Pred]
 
     def to_json(self) -> str:
@@ -66,7 +77,7 @@ class AllocRec:
                 "src": list(self.source),
                 "sha": self.input_sha256,
                 "vul": self.vulnerable,
-                "p": {t: [p.label, p.model, p.arm] for t, p in self.predictions.items()},
+                "p": {t: p.to_list() for t, p in self.predictions.items()},
             }
         )
 
@@ -93,7 +104,7 @@ class AllocRec:
             (a.source.topic, a.source.partition, a.source.offset),
             a.input_sha256,
             a.vulnerable,
-            {t: Pred.of(p) for t, p in a.predictions.items()},
+            _preds_of(a.predictions, a.routing),
         )
 
 
@@ -106,7 +117,7 @@ class ShadowRec:
         return json.dumps(
             {
                 "d": self.decision_id,
-                "p": {t: [p.label, p.model, p.arm] for t, p in self.predictions.items()},
+                "p": {t: p.to_list() for t, p in self.predictions.items()},
             }
         )
 
@@ -117,7 +128,7 @@ class ShadowRec:
 
     @classmethod
     def of(cls, s: ShadowResult) -> ShadowRec:
-        return cls(s.decision_id, {t: Pred.of(p) for t, p in s.predictions.items()})
+        return cls(s.decision_id, _preds_of(s.predictions, s.routing))
 
 
 @dataclass(frozen=True)

@@ -197,21 +197,43 @@ class ArmStats:
     correct: int = 0
     vulnerable_positives: int = 0  # customers people judged vulnerable, among the n
     vulnerable_flagged: int = 0  # of those, how many this model flagged
+    automated: int = 0  # of the n, the decisions this model took alone (routing auto)
+    automated_correct: int = 0  # of those, the right ones
 
     def __post_init__(self) -> None:
         if not (
             0 <= self.correct <= self.n
             and 0 <= self.vulnerable_flagged <= self.vulnerable_positives <= self.n
+            and 0 <= self.automated_correct <= self.automated <= self.n
+            and self.automated_correct <= self.correct
         ):
             raise ValueError(f"inconsistent arm counts: {self}")
 
-    def record(self, correct: bool, *, vulnerable: bool = False, flagged: bool = False) -> None:
+    def record(
+        self,
+        correct: bool,
+        *,
+        vulnerable: bool = False,
+        flagged: bool = False,
+        automated: bool = False,
+    ) -> None:
         """Count one label: ``correct`` if this model's decision matched people's; ``flagged`` (this
-        model said vulnerable) only matters when people judged the customer ``vulnerable``."""
+        model said vulnerable) only matters when people judged the customer ``vulnerable``;
+        ``automated`` when the model decided alone (its coverage, and accuracy on that share)."""
         self.n += 1
         self.correct += bool(correct)
         self.vulnerable_positives += bool(vulnerable)
         self.vulnerable_flagged += bool(vulnerable and flagged)
+        self.automated += bool(automated)
+        self.automated_correct += bool(automated and correct)
+
+    @property
+    def coverage(self) -> float | None:
+        return self.automated / self.n if self.n else None
+
+    @property
+    def automated_accuracy(self) -> float | None:
+        return self.automated_correct / self.automated if self.automated else None
 
     @property
     def accuracy(self) -> float | None:
@@ -310,6 +332,9 @@ def decide(
             f"n_{name}": arm.n,
             f"accuracy_{name}": arm.accuracy,
             f"recall_{name}": arm.recall,
+            # the selective comparison: how much each model decides alone, and how well
+            f"coverage_{name}": arm.coverage,
+            f"accuracy_automated_{name}": arm.automated_accuracy,
         }
         evidence[f"vulnerable_positives_{name}"] = arm.vulnerable_positives
     if discordant is not None:

@@ -24,6 +24,7 @@ from consumer.contracts.messages import (
     Feedback,
     ModelRef,
     Prediction,
+    Route,
     Scored,
     ShadowResult,
     Source,
@@ -42,6 +43,9 @@ class Skill:
     accuracy: float
     recall: float = 0.9
     false_alarm: float = 0.05
+    # share of multi-class decisions the model takes alone (routing auto); drawn from a hash of
+    # (complaint, task, model), not the seeded generator, so adding it moved no other draw
+    coverage: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,15 @@ class Simulator:
             arm=arm,
         )
 
+    def _route(self, cid: str, task: str, p: Prediction) -> Route:
+        h = hashlib.sha256(f"route/{cid}/{task}/{p.model.ref}".encode()).digest()
+        auto = int.from_bytes(h[:8], "big") / 2**64 < self.skills[p.model.ref].coverage
+        return Route(
+            decision="auto" if auto else "review",
+            reason="confident" if auto else "low_confidence",
+            threshold=0.5,
+        )
+
     def allocate(self, truth: Truth, at: datetime) -> tuple[Allocation, ShadowResult | None]:
         """The allocation (and shadow result, when a task is shadowed) the consumer would have
         published."""
@@ -115,6 +128,7 @@ class Simulator:
             :32
         ]
         vulnerable = preds["vulnerable"].label == "yes"
+        routing = {t: self._route(cid, t, p) for t, p in preds.items() if t != "vulnerable"}
         alloc = Allocation.model_validate(
             {
                 "schema": "allocation/v1",
@@ -125,8 +139,12 @@ class Simulator:
                 "issue": preds["issue"].label,
                 "vulnerable": vulnerable,
                 "journey": "vulnerable" if vulnerable else "standard",
-                "needs_review": False,
+                "needs_review": any(r.decision == "review" for r in routing.values()),
+                "review_reasons": [
+                    f"{t}_{r.reason}" for t, r in routing.items() if r.reason != "confident"
+                ],
                 "predictions": preds,
+                "routing": routing,
                 "strategy": StrategyRef(version=self.strategy.version),
                 "source": source,
                 "input_sha256": truth.text_sha256,
@@ -145,6 +163,9 @@ class Simulator:
                 "predictions": shadows,
                 "published": {t: preds[t] for t in shadows},
                 "agreement": {t: p.label == preds[t].label for t, p in shadows.items()},
+                "routing": {
+                    t: self._route(cid, t, p) for t, p in shadows.items() if t != "vulnerable"
+                },
                 "strategy": StrategyRef(version=self.strategy.version),
                 "source": source,
             }

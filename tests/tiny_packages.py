@@ -28,16 +28,27 @@ def copy_package(src: Path, dst: Path) -> Path:
 def with_validation_figures(
     src: Path, dst: Path, accuracy: float = 0.5, recall: float = 0.5
 ) -> Path:
-    """A copy of package ``src`` whose manifest records validation figures for every head, as a
-    trained one does (made up: the weights are random). Same name and version, another digest."""
+    """A copy of package ``src`` whose manifest records validation figures and a met guarantee
+    (``trainer.selective``'s record, at the same figures) for every head, as a trained one does
+    (made up: the weights are random). Same name and version, another digest."""
     from consumer.package import load_package, write_manifest
+    from trainer.selective import METHOD
 
     manifest = load_package(copy_package(src, dst)).manifest
-    val = {
-        task: {"accuracy": accuracy, **({"recall": recall} if head["kind"] == "binary" else {})}
-        for task, head in manifest["tasks"].items()
-    }
-    write_manifest(dst, {**manifest, "metrics": {"val": val}})
+    val, tasks = {}, {}
+    for task, head in manifest["tasks"].items():
+        binary = head["kind"] == "binary"
+        val[task] = {"accuracy": accuracy, **({"recall": recall} if binary else {})}
+        measure = "recall" if binary else "accuracy_on_automated"
+        guarantee = {
+            "method": METHOD,
+            "measure": measure,
+            "target": recall if binary else accuracy,
+            "confidence": 0.95,
+            "met": True,
+        }
+        tasks[task] = {**head, "guarantee": guarantee}
+    write_manifest(dst, {**manifest, "tasks": tasks, "metrics": {"val": val}})
     return dst
 
 

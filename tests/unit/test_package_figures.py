@@ -55,6 +55,24 @@ def test_missing_or_malformed_figures_are_left_out() -> None:
 def test_a_tiny_package_has_none_until_given(tiny: Path, tmp_path: Path) -> None:
     assert all(load_package(tiny).expected(t) == {} for t in ("team", "issue", "vulnerable"))
     given = load_package(with_validation_figures(tiny, tmp_path / "pkg", 0.6, 0.4))
-    assert given.expected("issue") == {"accuracy": 0.6}
-    assert given.expected("vulnerable") == {"accuracy": 0.6, "recall": 0.4}
+    assert given.expected("issue") == {"accuracy": 0.6, "guaranteed_accuracy": 0.6}
+    assert given.expected("vulnerable") == {
+        "accuracy": 0.6,
+        "recall": 0.4,
+        "guaranteed_recall": 0.4,
+    }
     assert given.ref == load_package(tiny).ref and given.digest != load_package(tiny).digest
+
+
+def test_a_guarantee_not_met_promises_nothing(tiny: Path, tmp_path: Path) -> None:
+    from consumer.package import write_manifest
+
+    given = load_package(with_validation_figures(tiny, tmp_path / "pkg", 0.6, 0.4))
+    tasks = {
+        t: {**spec, "guarantee": {**spec["guarantee"], "met": False}}
+        for t, spec in given.manifest["tasks"].items()
+    }
+    write_manifest(given.path, {**given.manifest, "tasks": tasks})
+    unmet = load_package(given.path)
+    assert unmet.expected("issue") == {"accuracy": 0.6}
+    assert unmet.heads["issue"].guarantee_met is False

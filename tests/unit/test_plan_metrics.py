@@ -80,6 +80,10 @@ def test_a_published_plan_exports_the_figures_its_manifests_have(
         ("issue", "tiny-s0", "accuracy"): 0.8,
         ("vulnerable", "tiny-s0", "accuracy"): 0.8,
         ("vulnerable", "tiny-s0", "recall"): 0.6,
+        # the targets its (made-up) guarantees hold
+        ("team", "tiny-s0", "guaranteed_accuracy"): 0.8,
+        ("issue", "tiny-s0", "guaranteed_accuracy"): 0.8,
+        ("vulnerable", "tiny-s0", "guaranteed_recall"): 0.6,
     }
     world.serve(tiny2)  # a model no longer served is no longer expected to do anything
     assert world.expected() == {}

@@ -311,3 +311,49 @@ def test_a_conflicting_writer_makes_the_batch_retry_and_count_once(r: fakeredis.
     alloc, _, fb = records(perfect(strategy()), truth(1), feed)
     store.apply([alloc, fb], {}, NOW)
     assert store.raced and store.summary()["feedback.joined"] == 1
+
+
+def test_coverage_and_accuracy_of_the_automated_share_per_model(store: JoinStore) -> None:
+    """The live figures the manifest's guarantee is checked against: of the labelled predictions,
+    the share each model decided alone, and how many of those were right."""
+    from promoter.join import live_table
+
+    s, feed = strategy(), Feed()
+    skills = {m: Skill(0.5, coverage=0.4) for m in HEADS}
+    sim = Simulator(s, skills, LABELS, seed=3)
+    batch = [rec for i in range(400) for rec in records(sim, truth(i), feed) if rec]
+    store.apply(batch, {}, NOW)
+    rows = {(r["task"], r["arm"]): r for r in live_table(store.live())["automated"]}
+    team = rows[("team", "champion")]
+    assert team["routed"] == 400 and team["model"] == "m@1"
+    assert 0.3 < team["coverage"] < 0.5  # the hash draws about 40%
+    assert team["automated"] == round(team["coverage"] * 400)
+    assert 0.35 < team["accuracy"] < 0.65 and team["correct"] <= team["automated"]
+    assert ("vulnerable", "champion") not in rows  # a binary head has no routing
+
+
+def test_live_recall_counts_the_models_own_flag_not_the_other_signals(store: JoinStore) -> None:
+    """A keyword or customer-record signal sets the allocation's ``vulnerable``; the model's recall,
+    which its manifest guarantees, must not borrow it."""
+    from promoter.join import live_table
+
+    s, feed = strategy(), Feed()
+    missing = Simulator(s, {m: Skill(1.0, recall=0.0) for m in HEADS}, LABELS)
+    batch = []
+    for i in range(5):
+        alloc, _ = missing.allocate(truth(i, vulnerable=True), T0)
+        assert alloc.predictions["vulnerable"].label == "no"
+        signalled = alloc.model_copy(
+            update={
+                "vulnerable": True,
+                "journey": "vulnerable",
+                "vulnerable_signals": ("keyword_service",),
+            }
+        )
+        batch += [
+            feed.rec("allocation", signalled),
+            feed.rec("feedback", feedback(truth(i, vulnerable=True), T0 + timedelta(hours=1))),
+        ]
+    store.apply(batch, {}, NOW)
+    [row] = live_table(store.live())["vulnerable_recall"]
+    assert (row["positives"], row["flagged"]) == (5, 0)

@@ -224,3 +224,17 @@ def test_state_round_trips_through_json() -> None:
 def test_inconsistent_or_incomplete_state_is_refused(state: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         ArmStats.from_dict(state)
+
+
+def test_the_evidence_compares_the_arms_on_their_automated_share() -> None:
+    """Coverage and accuracy on the automated share, per arm, beside raw accuracy."""
+    champion, challenger = ArmStats(), ArmStats()
+    for i in range(100):
+        champion.record(i % 10 < 8, automated=i % 2 == 0)  # covers 50%
+        challenger.record(i % 10 < 8, automated=i % 4 != 0)  # covers 75%
+    e = decide(champion, challenger).evidence
+    assert (e["coverage_champion"], e["coverage_challenger"]) == (0.5, 0.75)
+    assert e["accuracy_automated_champion"] == champion.automated_correct / 50
+    assert ArmStats.from_dict(challenger.to_dict()) == challenger
+    with pytest.raises(ValueError):
+        ArmStats(n=3, correct=1, automated=2, automated_correct=2)
