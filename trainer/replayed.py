@@ -5,8 +5,9 @@ A side given as ``FILE.jsonl`` is not scored again: its decision for a data row 
 label of the row's ``complaint_id`` (the last replay of a complaint wins). ``restrict`` keeps the
 rows every replayed side has, so both sides are measured, and McNemar paired, on the same rows; the
 report counts the rows left out (``rows_without_replay``). A task is accepted without review when
-its allocation has no ``<task>_low_confidence`` reason, which is what ``compare`` counts for a
-package (top score at or above the head's review threshold). Nothing is timed, so a replayed side
+its allocation's ``routing`` says ``auto`` (an allocation made before routing existed: it has no
+``<task>_low_confidence`` reason), which is what ``compare`` counts for a package (top score at
+or above the head's review threshold, its guarantee met). Nothing is timed, so a replayed side
 has no latency. Labels (and the positive one of a binary task) come from the package on the other
 side, or from the label space when both sides are replays.
 """
@@ -69,7 +70,11 @@ def load_replayed(path: Path) -> Replayed:
             raise DataError(f"{path}: line {n} is not an allocation/v1 document") from exc
         cid = alloc.complaint_id
         labels[cid] = {t: p.label for t, p in alloc.predictions.items()}
-        low[cid] = frozenset(r.removesuffix("_low_confidence") for r in alloc.review_reasons)
+        low[cid] = frozenset(
+            [t for t, r in alloc.routing.items() if r.decision == "review"]
+            if alloc.routing  # allocations made before 2026-12-06 have reasons only
+            else [r.removesuffix("_low_confidence") for r in alloc.review_reasons]
+        )
         models |= {p.model.ref: p.model.sha256 for p in alloc.predictions.values()}
     if not labels:
         raise DataError(f"{path}: no replayed allocation in it")

@@ -82,6 +82,8 @@ class TrainConfig:
         default_factory=lambda: {"team": 0.80, "issue": 0.71}
     )
     guarantee_confidence: float = 0.95
+    # the strictest share the multiclass test starts from (trainer/selective.py says why not 1%)
+    guarantee_min_coverage: float = 0.05
     # "guarantee" (recall >= vulnerable_min_recall at guarantee_confidence, selective.py), or the
     # point estimates of calibrate.py: "recall" (reach a recall on val), "fbeta", "precision"
     vulnerable_policy: str = "guarantee"

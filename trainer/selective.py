@@ -10,8 +10,12 @@ fixed-sequence testing, and the exact binomial (Clopper-Pearson, 1934) test for 
   top score is at least ``t``. Its null hypothesis is "accuracy on the automated rows < target".
   Given the scores, the ``n`` automated rows are independent trials, so the count of correct ones is
   binomial and the p-value is ``P(Binomial(n, target) >= correct)``. Candidates are tested from the
-  strictest (1% of validation automated) to the loosest (100%), and testing stops at the first that
-  is not rejected at ``delta = 1 - confidence``; the loosest rejected one is chosen. Fixed-sequence
+  strictest (``min_coverage`` of validation automated, 5% by default) to the loosest (100%), in
+  steps of 1%, and testing stops at the first that is not rejected at ``delta = 1 - confidence``;
+  the loosest rejected one is chosen. The start is fixed before looking: a test on 1% of validation
+  (12 rows for ``issue``) cannot reject unless nearly every row is right (11 of 12 at a 71% target
+  gives p = 0.12), and the first test that fails ends the sequence, so starting there would often
+  automate nothing that a larger share could have justified. Fixed-sequence
   testing spends the whole ``delta`` on each test and still bounds the chance that *any* chosen
   threshold misses the target by ``delta`` (family-wise error control), so: with probability at
   least ``confidence`` over the validation sample, accuracy on the automated share is at least the
@@ -83,7 +87,7 @@ def accuracy_threshold(
     correct: np.ndarray,
     target: float,
     confidence: float = 0.95,
-    min_coverage: float = 0.01,
+    min_coverage: float = 0.05,
 ) -> dict[str, Any]:
     """The loosest top-score threshold whose automated share has accuracy >= ``target`` with
     probability >= ``confidence`` (see the module docstring). ``top``: each validation row's top

@@ -419,7 +419,11 @@ def calibrate_heads(
                 "must reach (e.g. --review_target_accuracy '{\"%s\": 0.8}')" % task
             )
         g = selective.accuracy_threshold(
-            probs.max(axis=1), probs.argmax(axis=1) == y, target, cfg.guarantee_confidence
+            probs.max(axis=1),
+            probs.argmax(axis=1) == y,
+            target,
+            cfg.guarantee_confidence,
+            cfg.guarantee_min_coverage,
         )
         heads[task] = packaging.HeadSpec(
             labels, review_threshold=g["threshold"], top_k=cfg.top_k, guarantee=g

@@ -27,7 +27,8 @@ def test_the_chosen_share_passes_its_binomial_test_and_the_next_looser_does_not(
     assert stats.binomtest(k, n, 0.8, alternative="greater").pvalue <= 0.05
     assert g["lower_bound"] >= 0.8  # Clopper-Pearson's one-sided bound agrees with the test
     # one candidate looser (the next lower quantile) is not rejected: fixed-sequence stops there
-    quantiles = np.unique(np.quantile(top, 1 - np.arange(0.01, 1.0001, 0.01), method="higher"))
+    coverages = np.round(np.arange(0.05, 1.0001, 0.01), 2)
+    quantiles = np.unique(np.quantile(top, 1 - coverages, method="higher"))
     nxt = quantiles[quantiles < g["threshold"]].max()
     m = top >= nxt
     assert stats.binomtest(int(correct[m].sum()), int(m.sum()), 0.8, "greater").pvalue > 0.05
@@ -130,3 +131,15 @@ def test_the_trainer_writes_each_heads_guarantee_into_a_valid_manifest_entry() -
     assert heads["issue"].review_threshold == heads["issue"].guarantee["threshold"]
     assert heads["vulnerable"].guarantee["measure"] == "recall"
     assert heads["vulnerable"].threshold == heads["vulnerable"].guarantee["threshold"]
+
+
+def test_the_sequence_starts_where_a_test_can_reject() -> None:
+    """A few very confident rows with one mistake among them must not end the sequence before the
+    larger shares, which clear the target comfortably, are tested."""
+    top = np.linspace(1.0, 0.0, 1000)
+    correct = np.r_[np.array([True] * 9 + [False] + [True] * 2), np.arange(988) % 10 < 9]
+    correct[500:] = np.arange(500) % 2 == 0  # the lower half is a coin toss
+    strict = selective.accuracy_threshold(top, correct, 0.8, 0.95, min_coverage=0.01)
+    assert not strict["met"]  # 11 of 12 at 1% cannot reject 80%: the sequence ends there
+    g = selective.accuracy_threshold(top, correct, 0.8, 0.95)
+    assert g["met"] and 0.4 < g["val_coverage"] < 0.7
