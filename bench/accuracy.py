@@ -25,9 +25,9 @@ import pandas as pd
 
 from bench.common import CACHE
 from consumer.package import ModelPackage, load_package
-from trainer import calibrate, splits
+from trainer import calibrate, selective, splits
 from trainer.labels import IGNORE, UNKNOWN, LabelSpace, indices, load_label_space
-from trainer.metrics import evaluate, task_metrics
+from trainer.metrics import evaluate, mcnemar_exact, task_metrics
 from trainer.run_config import TrainConfig, load_config
 from trainer.scoring import Scorer
 
@@ -113,14 +113,20 @@ class TfidfBaseline:
             self.models[task] = model.fit(x[known], train[task][known])
         val = val[val["vulnerable"] != UNKNOWN]
         p_val = self._proba("vulnerable", val)
-        cal = calibrate.binary_threshold(
-            p_val,
-            np.asarray(val["vulnerable"] == "yes"),
-            self.cfg.vulnerable_policy,
-            self.cfg.vulnerable_beta,
-            self.cfg.vulnerable_min_precision,
-            self.cfg.vulnerable_min_recall,
-        )
+        positive = np.asarray(val["vulnerable"] == "yes")
+        if self.cfg.vulnerable_policy == "guarantee":  # as the trainer chooses (train_command)
+            cal = selective.recall_threshold(
+                p_val, positive, self.cfg.vulnerable_min_recall, self.cfg.guarantee_confidence
+            )
+        else:
+            cal = calibrate.binary_threshold(
+                p_val,
+                positive,
+                self.cfg.vulnerable_policy,
+                self.cfg.vulnerable_beta,
+                self.cfg.vulnerable_min_precision,
+                self.cfg.vulnerable_min_recall,
+            )
         self.threshold = cal["threshold"]
         return self
 
@@ -143,6 +149,51 @@ class TfidfBaseline:
                 pred = indices(self.models[task].predict(x), labels)
                 out[task] = task_metrics(y[known], pred[known], len(labels))
         return out
+
+
+def issue_maps(cfg: TrainConfig) -> dict[str, Any]:
+    """Issue accuracy of the TF-IDF baseline trained under each issue map (v1: the retired names
+    read as labels; v2: unknown), on val and test: on the rows in the current taxonomy (v2 label
+    known), and once on the old definition (every row, v1 labels). A prediction is compared in the
+    truth's namespace (``LabelSpace.issue`` maps a v1 name to v2 and back), so predicting a retired
+    name on a current row counts as wrong. McNemar compares the two on the current rows."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    spaces = {"v1": load_label_space(issue_map="issue_map.v1.json"), "v2": load_label_space()}
+    rows = {v: splits.load_rows(cfg.data, sp)[0] for v, sp in spaces.items()}
+    if list(rows["v1"]["text"]) != list(rows["v2"]["text"]):
+        raise RuntimeError("the two label maps loaded different rows")
+    by_split = {
+        v: {s: splits.training_rows(r, s) for s in ("train", "val", "test")}
+        for v, r in rows.items()
+    }
+    preds: dict[str, dict[str, np.ndarray]] = {}
+    for v, parts in by_split.items():
+        train = parts["train"][parts["train"]["issue"] != UNKNOWN]
+        vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_features=200_000, sublinear_tf=True)
+        model = LogisticRegression(C=8.0, max_iter=3000).fit(
+            vec.fit_transform(train["text"]), train["issue"]
+        )
+        preds[v] = {s: model.predict(vec.transform(parts[s]["text"])) for s in ("val", "test")}
+    out: dict[str, Any] = {}
+    for s in ("val", "test"):
+        y1, y2 = (np.asarray(by_split[v][s]["issue"]) for v in ("v1", "v2"))
+        current, old = y2 != UNKNOWN, y1 != UNKNOWN
+        right_current = {
+            v: np.array([spaces["v2"].issue(p) for p in preds[v][s]]) == y2 for v in preds
+        }
+        right_old = {v: np.array([spaces["v1"].issue(p) for p in preds[v][s]]) == y1 for v in preds}
+        out[s] = {
+            "rows_current_taxonomy": int(current.sum()),
+            "rows_all": int(old.sum()),
+            **{f"{v}_accuracy_current": float(right_current[v][current].mean()) for v in preds},
+            **{f"{v}_accuracy_old_definition": float(right_old[v][old].mean()) for v in preds},
+            "mcnemar_current": mcnemar_exact(
+                right_current["v1"][current], right_current["v2"][current]
+            ),
+        }
+    return out
 
 
 def table(results: dict[str, dict[str, Any]]) -> str:
@@ -173,8 +224,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--retrain", action="store_true", help="train even when a cached package exists"
     )
+    parser.add_argument(
+        "--issue-maps",
+        action="store_true",
+        help="only compare issue maps v1 and v2 on the TF-IDF baseline (val and test; no model)",
+    )
     args = parser.parse_args(argv)
     cfg = load_config(args.config)
+    if args.issue_maps:
+        figures = issue_maps(cfg)
+        for split, f in figures.items():
+            print(
+                f"{split}: TF-IDF issue accuracy, current taxonomy ({f['rows_current_taxonomy']} "
+                f"rows): v1 {f['v1_accuracy_current']:.3f}, v2 {f['v2_accuracy_current']:.3f} "
+                f"(McNemar p {f['mcnemar_current']['p_value']:.2g}); old definition "
+                f"({f['rows_all']} rows, v1 labels): v1 {f['v1_accuracy_old_definition']:.3f}, "
+                f"v2 {f['v2_accuracy_old_definition']:.3f}"
+            )
+        print(json.dumps({"issue_maps": figures}))
+        return 0
     space = load_label_space()
     rows, _, _ = splits.load_rows(cfg.data, space)
     digest = splits.digest(rows)
