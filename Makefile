@@ -17,7 +17,7 @@ export PATH := $(TOOLS_BIN):$(PATH)
 WITH_STACK = set -a; source .stack/env; set +a;
 
 .PHONY: install system-deps tools stack-up stack-down images k8s-build k8s-up k8s-down test-k8s lint typecheck chart-check check test test-unit test-integration \
-        test-e2e bench bench-accuracy train demo demo-down ci clean
+        test-e2e bench bench-accuracy business train demo demo-down ci clean
 
 install: ## Python packages from the hash-pinned lock (the versions the images run), then the project itself
 	$(PYTHON) -m pip install -q --upgrade pip
@@ -98,6 +98,15 @@ bench: stack-up bench-accuracy ## every benchmark (throughput, SHAP latency, acc
 
 bench-accuracy: ## the default model vs TF-IDF vs the human team on test and holdout (trains it if not cached)
 	WANDB_MODE=$${WANDB_MODE:-offline} $(PYTHON) -m bench.accuracy
+
+business: stack-up ## the business case: coverage (bench.automation), throughput, then bench.business; outputs in artifacts/bench/
+	mkdir -p artifacts/bench
+	WANDB_MODE=$${WANDB_MODE:-offline} $(PYTHON) -m bench.automation --splits val,test,holdout \
+	  $(if $(PACKAGE),--package $(PACKAGE)) | tee artifacts/bench/automation.txt
+	$(WITH_STACK) $(PYTHON) -m bench.throughput $(if $(PACKAGE),--package $(PACKAGE)) \
+	  | tee artifacts/bench/throughput.txt
+	$(PYTHON) -m bench.business --automation artifacts/bench/automation.txt \
+	  --throughput artifacts/bench/throughput.txt | tee artifacts/bench/business.txt
 
 train: ## a full fine-tune of the default model into artifacts/runs/<version> (OUT=dir to choose)
 	WANDB_MODE=$${WANDB_MODE:-offline} $(PYTHON) -m trainer train --config default \

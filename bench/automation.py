@@ -63,6 +63,8 @@ def head_figures(head: TaskHead, probs: np.ndarray, labels: pd.Series) -> dict[s
         "rows": len(probs),
         "labelled": int(known.sum()),
         "coverage": float(auto.mean()),
+        # on the labelled rows only, as the plot's curve (rows with a retired issue have no label)
+        "coverage_labelled": n_auto / int(known.sum()) if known.any() else None,
         "accuracy_automated": k_auto / n_auto if n_auto else None,
         "accuracy_automated_ci95": _interval(k_auto, n_auto),
         "automated_labelled": n_auto,
@@ -172,9 +174,8 @@ def plot(
             ax.plot(c["coverage"], c["accuracy"], style, label=f"{split}: every threshold")
             r = results[split][task]
             if r["accuracy_automated"] is not None:
-                ax.plot(
-                    r["coverage"], r["accuracy_automated"], "o", label=f"{split}: chosen on val"
-                )
+                chosen = f"{split}: chosen on val"
+                ax.plot(r["coverage_labelled"], r["accuracy_automated"], "o", label=chosen)
         if task in targets:
             ax.axhline(
                 targets[task], color="grey", linestyle=":", label=f"target {targets[task]:.0%}"

@@ -12,9 +12,9 @@ named input or a measurement, and the last line is one JSON object with both.
 The model (docs/business.md): people triage what the model does not decide alone; a complaint whose
 team and issue are both automated needs no triage analyst; one automated in part costs a person
 ``partial_automation_time_share`` of a triage (1.0 by default: no credit). The loaded cost of an
-analyst hour carries the supervisor. The time to allocate is the triage time for the complaints
-people route and the measured p99 latency for the rest (queueing before a person is left out, which
-favours the human baseline).
+analyst hour carries the supervisor. The time to allocate is the triage time for the share of
+complaints (and of partial triages) people do, and the measured p99 latency for the rest (queueing
+before a person is left out, which favours the human baseline).
 """
 
 from __future__ import annotations
@@ -104,9 +104,8 @@ def scenario(n: float, minutes: float, i: dict[str, Any], m: dict[str, Any]) -> 
     saved_gross = hours_saved * rate
     net = saved_gross - infra
     time_human = minutes * 60
-    time_model = (1 - m["fully_automatic_share"]) * minutes * 60 + m["fully_automatic_share"] * m[
-        "p99_latency_s"
-    ]
+    # a person's share of a triage delays the allocation as it costs: the same people_share
+    time_model = people_share * minutes * 60 + (1 - people_share) * m["p99_latency_s"]
     cost_saving = net / human_cost
     time_saving = 1 - time_model / time_human
     return {

@@ -74,6 +74,8 @@ def test_an_input_is_overridden_by_name(tmp_path: Path, capsys: pytest.CaptureFi
         base["analyst_hours_saved_per_day"] / 0.5 * 0.9
     )
     assert cheaper["loaded_gbp_per_analyst_hour"] < base["loaded_gbp_per_analyst_hour"]
+    # and allocates them as fast as the model does: only the 10% nobody automated waits for people
+    assert cheaper["time_saving_share"] == pytest.approx(1 - (0.1 * 60 + 0.9 * 0.7) / 60)
 
 
 def test_bad_inputs_are_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
