@@ -20,6 +20,10 @@ from trainer.paths import DEFAULT_DATA
 SOURCE_FIELDS = ("data", "mlm_data")
 
 
+# "guarantee": trainer.selective (the default); the others: trainer.calibrate's point estimates
+VULNERABLE_POLICIES = ("guarantee", "recall", "fbeta", "precision")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     data: tuple[str, ...] = (str(DEFAULT_DATA),)
@@ -128,6 +132,28 @@ class TrainConfig:
                 f"lexical_read_length {self.lexical_read_length} must be >= max_length "
                 f"{self.max_length}"
             )
+        self._check_thresholds()
+
+    def _check_thresholds(self) -> None:
+        """The decision settings fail here, not at calibration after the whole fine-tune (a
+        misspelt policy used to fall back to F-beta without a word)."""
+        if self.vulnerable_policy not in VULNERABLE_POLICIES:
+            raise ConfigError(
+                f"vulnerable_policy must be one of {list(VULNERABLE_POLICIES)}, "
+                f"got {self.vulnerable_policy!r}"
+            )
+        if not 0.5 <= self.guarantee_confidence < 1:
+            raise ConfigError(
+                f"guarantee_confidence must be in [0.5, 1), got {self.guarantee_confidence}"
+            )
+        if not 0 < self.guarantee_min_coverage <= 1:
+            raise ConfigError(
+                f"guarantee_min_coverage must be in (0, 1], got {self.guarantee_min_coverage}"
+            )
+        targets = {**self.review_target_accuracy, "vulnerable": self.vulnerable_min_recall}
+        bad = {task: t for task, t in targets.items() if not 0 < t < 1}
+        if bad:
+            raise ConfigError(f"accuracy and recall targets must be in (0, 1), got {bad}")
 
     @property
     def serving_length(self) -> int:

@@ -143,3 +143,22 @@ def test_the_sequence_starts_where_a_test_can_reject() -> None:
     assert not strict["met"]  # 11 of 12 at 1% cannot reject 80%: the sequence ends there
     g = selective.accuracy_threshold(top, correct, 0.8, 0.95)
     assert g["met"] and 0.4 < g["val_coverage"] < 0.7
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"vulnerable_policy": "guarante"},
+        {"guarantee_confidence": 1.0},
+        {"guarantee_confidence": 0.2},
+        {"guarantee_min_coverage": 0.0},
+        {"review_target_accuracy": {"team": 80}},
+        {"vulnerable_min_recall": 1.0},
+    ],
+)
+def test_bad_decision_settings_are_refused_before_training(changes: dict[str, object]) -> None:
+    from consumer.errors import ConfigError
+    from trainer.run_config import TrainConfig
+
+    with pytest.raises(ConfigError):
+        TrainConfig().replace(**changes)
