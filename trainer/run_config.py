@@ -100,6 +100,9 @@ class TrainConfig:
     parity_tolerance: float = 1e-4
     check_rows: int = 512  # validation rows used for the parity and int8 checks
     wandb_project: str = "complaints-allocation"
+    # Attach the training files (customers' own words) to the W&B dataset artifact. Only when the
+    # W&B server is the bank's own: else W&B gets each file's name, size and sha256, never text.
+    wandb_upload_data: bool = False
     # "", "online", "offline" or "disabled"; empty: wandb's own default (WANDB_MODE)
     wandb_mode: str = ""
     registry_collection: str = "wandb-registry-model/complaints-allocation"

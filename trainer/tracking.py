@@ -2,7 +2,8 @@
 package.
 
 - the dataset is logged as a ``dataset`` artifact whose metadata (and an alias) carry the dataset
-  digest;
+  digest and each source's name, size and sha256; the files (complaint text) are attached only with
+  ``TrainConfig.wandb_upload_data``, for a W&B server that is the bank's own;
 - the package folder is logged as a ``model`` artifact (manifest metrics and lineage as metadata)
   and linked into the model registry collection ``registry_collection`` with the alias
   ``challenger``; ``promote`` adds ``champion`` later (when the promoter or a person promotes it).
@@ -14,6 +15,7 @@ link in the run summary (``registry_link_pending``); run ``promote``/link once s
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -72,22 +74,37 @@ class Tracker:
         if self.run is not None:
             self.run.summary.update(values)
 
-    def log_dataset(self, digest: str, sources: list[str], summary: dict[str, Any]) -> None:
-        """Files are attached when they are local and small (< 200 MB); big or remote sources by
-        name only."""
+    def log_dataset(
+        self,
+        digest: str,
+        sources: list[str],
+        summary: dict[str, Any],
+        upload_files: bool = False,
+    ) -> None:
+        """The dataset as an artifact: its digest, load summary and, per source, name, size and
+        sha256. The files themselves (complaint text, personal data) are attached only with
+        ``upload_files``, which is for a W&B server that is the bank's own, and then only when local
+        and small (< 200 MB)."""
         if self.run is None:
             return
         import wandb
 
+        refs = [_describe(Path(src)) for src in sources]
         art = wandb.Artifact(
-            "complaints-dataset", type="dataset", metadata={"digest": digest, **summary}
+            "complaints-dataset",
+            type="dataset",
+            metadata={"digest": digest, "sources": refs, "files_attached": upload_files, **summary},
         )
-        for src in sources:
-            path = Path(src)
-            if path.is_file() and path.stat().st_size < 200 << 20:
-                art.add_file(str(path))
-            elif path.is_dir():
-                art.add_dir(str(path), name=path.name)
+        if upload_files:
+            log.warning(
+                "wandb_upload_data is on: the training files (complaint text) go to the W&B server"
+            )
+            for src in sources:
+                path = Path(src)
+                if path.is_file() and path.stat().st_size < 200 << 20:
+                    art.add_file(str(path))
+                elif path.is_dir():
+                    art.add_dir(str(path), name=path.name)
         self.run.log_artifact(art, aliases=["latest", f"sha256-{digest[:16]}"])
 
     def log_package(
@@ -124,6 +141,17 @@ class Tracker:
         if self.run is not None:
             self.run.finish()
             self.run = None
+
+
+def _describe(path: Path) -> dict[str, Any]:
+    """A source as W&B may see it: its name, and for a local file its size and sha256."""
+    if not path.is_file():
+        return {"name": path.name or str(path)}
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return {"name": path.name, "bytes": path.stat().st_size, "sha256": h.hexdigest()}
 
 
 def promote(artifact_path: str, alias: str = "champion") -> None:

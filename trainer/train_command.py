@@ -138,7 +138,7 @@ def run(cfg: TrainConfig, out: Path, *, resume: bool = False) -> ModelPackage:
     )
     job = _start(cfg, out, space, rows)
     try:
-        job.tracker.log_dataset(job.digest, list(cfg.data), data_summary)
+        job.tracker.log_dataset(job.digest, list(cfg.data), data_summary, cfg.wandb_upload_data)
         served, summary = _train(job, every_row, resume)
         package = _publish(job, served, summary)
         report = {

@@ -52,6 +52,9 @@ def test_train_export_package_compare(tmp_path: Path, monkeypatch: pytest.Monkey
     real = splits.training_rows
     monkeypatch.setattr(splits, "training_rows", lambda df, s: (asked.append(s), real(df, s))[1])
     monkeypatch.setenv("WANDB_SILENT", "true")
+    # everything wandb writes (its staging copies of artifact files too) lands under tmp_path
+    for var in ("WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_ARTIFACT_DIR", "WANDB_CONFIG_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / "wandb-home" / var.lower()))
     cfg = short_run(
         max_steps=4,
         check_rows=32,
@@ -79,6 +82,7 @@ def test_train_export_package_compare(tmp_path: Path, monkeypatch: pytest.Monkey
     report = json.loads((tmp_path / "run" / "train_report.json").read_text())
     assert report["train"]["steps"] == 4
     assert list((tmp_path / "run" / "wandb").rglob("*.wandb"))  # the offline run was recorded
+    _assert_no_complaint_text(tmp_path, DATA)
 
     sess = ort.InferenceSession(str(pkg.onnx_path), providers=["CPUExecutionProvider"])
     ids = np.array([[101, 2026, 4003, 102]], dtype=np.int64)
@@ -259,3 +263,28 @@ def test_wide_and_deep_package_reads_past_the_encoder_and_the_consumer_serves_it
         assert np.allclose(p.sum(axis=1), 1.0, atol=1e-5), task
     # the encoder sees the same 32 ids of both: only the lexical model can tell them apart
     assert not np.allclose(probs["team"][0], probs["team"][1])
+
+
+def _assert_no_complaint_text(root: Path, data: Path) -> None:
+    """Nothing the run wrote for W&B (the offline run, wandb's staging and cache) holds the data
+    file or a narrative: W&B gets the dataset's digest, name, size and sha256 only, by default."""
+    import gzip
+    import hashlib
+
+    import pandas as pd
+
+    digest = hashlib.sha256(data.read_bytes()).hexdigest()
+    texts = pd.read_csv(data, usecols=["Consumer complaint narrative"], nrows=200)
+    # long, distinctive stretches of real narratives, as bytes
+    needles = [t[:60].encode() for t in texts.iloc[:, 0].dropna() if len(t) > 200][:100]
+    assert len(needles) > 50
+    dirs = (root / "run" / "wandb", root / "wandb-home")
+    written = [p for d in dirs for p in d.rglob("*") if p.is_file()]
+    assert written
+    for path in written:
+        raw = path.read_bytes()
+        assert hashlib.sha256(raw).hexdigest() != digest, f"{path} is a copy of the data file"
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+        found = [n for n in needles if n in raw]
+        assert not found, f"{path} holds complaint text: {found[0][:30]!r}..."

@@ -315,6 +315,13 @@ def test_trainer_pushes_and_registers_only_with_a_hub_repo() -> None:
         "--register",
     ]
     assert "pushToHub" in render_error("trainer.pushToHub.repo=no-owner")
+    # complaint text goes to W&B only when an operator says the server is the bank's own
+    assert "--wandb_upload_data" not in (full or [])
+    assert trainer_args("default-values.yaml", sets=("trainer.wandb.uploadData=true",)) == [
+        *recipe,
+        "--wandb_upload_data",
+        "true",
+    ]
 
 
 def test_images() -> None:
