@@ -45,10 +45,8 @@ def _interval(k: int, n: int) -> list[float] | None:
 
 
 def automated(head: TaskHead, probs: np.ndarray) -> np.ndarray:
-    """Rows the consumer automates for this head (``consumer.router.route``)."""
-    if head.guarantee_met is False:
-        return np.zeros(len(probs), dtype=bool)
-    return np.asarray(probs.max(axis=1) >= head.review_threshold)
+    """Rows the consumer automates for this head (``TaskHead.automates``, as it routes)."""
+    return np.broadcast_to(head.automates(probs.max(axis=1)), len(probs))
 
 
 def head_figures(head: TaskHead, probs: np.ndarray, labels: pd.Series) -> dict[str, Any]:

@@ -47,6 +47,12 @@ class TaskHead:
     # package made before 2026-12-06) automates at ``review_threshold`` as it always did
     guarantee_met: bool | None = None
 
+    def automates(self, top_score: Any) -> Any:
+        """Whether a multiclass head decides alone at this top score (a float, or an array of them:
+        the benches and ``trainer compare`` count with the rule the consumer routes by). Never when
+        its guarantee is unmet."""
+        return (top_score >= self.review_threshold) & (self.guarantee_met is not False)
+
     @classmethod
     def from_manifest(cls, task: str, spec: dict[str, Any]) -> TaskHead:
         head = cls(

@@ -87,7 +87,7 @@ def route(head: TaskHead, prediction: Prediction) -> Route:
     threshold = min(max(head.review_threshold, 0.0), 1.0)
     if head.guarantee_met is False:
         return Route(decision="review", reason="no_guarantee", threshold=threshold)
-    if prediction.score >= head.review_threshold:
+    if head.automates(prediction.score):
         return Route(decision="auto", reason="confident", threshold=threshold)
     return Route(decision="review", reason="low_confidence", threshold=threshold)
 
@@ -229,13 +229,14 @@ class Router:
                 )
         return preds, shadow_preds
 
-    def _shadow_routing(
-        self, want: dict[str, Want], shadow_preds: dict[str, Prediction]
+    def _routing(
+        self, want: dict[str, Want], preds: dict[str, Prediction], side: int
     ) -> dict[str, Route]:
-        """Whether each shadow head would have decided alone, by its own model's thresholds."""
+        """Each multiclass head's route by the thresholds of the model that made its prediction:
+        ``side`` 1 for the published models, 2 for the shadows."""
         out = {}
-        for task, p in shadow_preds.items():
-            ref = want[task][2]
+        for task, p in preds.items():
+            ref = want[task][side]
             head = self.plan.models[ref].heads[task] if ref else None
             if head is not None and head.kind == "multiclass":
                 out[task] = route(head, p)
@@ -264,13 +265,8 @@ class Router:
         plan = self.plan
         complaint = item.complaint
         preds, shadow_preds = self._predictions(want, outputs, i)
-        routing, reasons = {}, []
-        for task, p in preds.items():
-            head = plan.models[want[task][1]].heads[task]
-            if head.kind == "multiclass":
-                routing[task] = r = route(head, p)
-                if r.decision == "review":
-                    reasons.append(f"{task}_{r.reason}")
+        routing = self._routing(want, preds, 1)
+        reasons = [f"{t}_{r.reason}" for t, r in routing.items() if r.decision == "review"]
         signals: list[VulnerableSignal] = [
             *customer_signals(complaint.customer, complaint.received_at),
             *keyword_signals(complaint.text),
@@ -314,7 +310,7 @@ class Router:
                 predictions=shadow_preds,
                 published={t: preds[t] for t in shadow_preds},
                 agreement={t: p.label == preds[t].label for t, p in shadow_preds.items()},
-                routing=self._shadow_routing(want, shadow_preds),
+                routing=self._routing(want, shadow_preds, 2),
                 strategy=StrategyRef(version=plan.strategy.version),
                 source=source,
             )

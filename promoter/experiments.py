@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from consumer.strategy import Strategy, TaskPlan
-from promoter.records import POSITIVE, AllocRec, FeedbackRec, Pred, ShadowRec
+from promoter.records import AllocRec, FeedbackRec, Pred, ShadowRec, model_flag
 from promoter.sequential import ArmStats, Discordance
 
 ExperimentMode = Literal["canary", "shadow"]
@@ -132,20 +132,13 @@ def _arm(arm: ArmName, pred: Pred, truth: str, fb: FeedbackRec, flagged: bool) -
     return {f"{arm}.{k}": v for k, v in stats.to_dict().items()}
 
 
-def _model_flag(preds: Mapping[str, Pred]) -> bool:
-    """The model's own ``vulnerable`` flag (the allocation's ``vulnerable`` also carries the
-    customer-record and keyword signals, the same in both arms)."""
-    own = preds.get("vulnerable")
-    return own is not None and own.label == POSITIVE
-
-
 def canary_increments(exp: Experiment, alloc: AllocRec, fb: FeedbackRec) -> dict[str, int] | None:
     """Counter increments of one label in a canary, or None when the allocation was not part of
     it."""
     arm, truth = exp.canary_arm(alloc), fb.labels.get(exp.task)
     if arm is None or truth is None:
         return None
-    return _arm(arm, alloc.predictions[exp.task], truth, fb, _model_flag(alloc.predictions))
+    return _arm(arm, alloc.predictions[exp.task], truth, fb, bool(model_flag(alloc.predictions)))
 
 
 def shadow_increments(
@@ -157,9 +150,10 @@ def shadow_increments(
     if truth is None or not exp.takes_shadow(alloc, shadow):
         return None
     a, b = alloc.predictions[exp.task], shadow.predictions[exp.task]
-    flagged_a = _model_flag(alloc.predictions)
+    flagged_a = bool(model_flag(alloc.predictions))
     # a shadow that does not score vulnerable would leave the champion's flag as it is
-    flagged_b = _model_flag(shadow.predictions) if "vulnerable" in shadow.predictions else flagged_a
+    own = model_flag(shadow.predictions)
+    flagged_b = flagged_a if own is None else own
     pair = Discordance()
     pair.record(a.label == truth, b.label == truth)
     return (

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from promoter.experiments import Experiment, canary_increments, shadow_increments
-from promoter.records import POSITIVE, AllocRec, Decoded, FeedbackRec, Pred, ShadowRec
+from promoter.records import AllocRec, Decoded, FeedbackRec, Pred, ShadowRec, model_flag
 
 
 @dataclass
@@ -233,7 +233,7 @@ class Joiner:
         timely = delay <= self.ttl_s
         # late: too long after the allocation, or it served only experiments that have ended since
         outcome = "joined" if timely and (counted or not stray) else "late"
-        self._live(a.predictions, f, _flags(a.predictions), delta)
+        self._live(a.predictions, f, model_flag(a.predictions), delta)
         if timely:  # each task's experiment counts on its own, whatever became of the others
             for exp, inc in counted:
                 delta.add(exp, inc)
@@ -256,7 +256,7 @@ class Joiner:
         state.shadow_joined = True
         state.set("sj", "1")
         delta.count("shadow", "joined")
-        self._live(s.predictions, f, _flags(s.predictions), delta)
+        self._live(s.predictions, f, model_flag(s.predictions), delta)
         if (f.decided_at - a.allocated_at).total_seconds() > self.ttl_s:
             return
         for exp in self.experiments.values():
@@ -287,11 +287,3 @@ class Joiner:
         if fb.vulnerable and vp is not None and flagged is not None:
             delta.live[live_field("rec", vp.model, vp.arm, "positives")] += 1
             delta.live[live_field("rec", vp.model, vp.arm, "flagged")] += flagged
-
-
-def _flags(preds: Mapping[str, Pred]) -> bool | None:
-    """Whether the model that made the ``vulnerable`` prediction flagged it: its own head, not the
-    allocation's ``vulnerable``, which other signals (the customer record, the keyword rule) also
-    set, so that live recall measures the model against its manifest."""
-    own = preds.get("vulnerable")
-    return None if own is None else own.label == POSITIVE

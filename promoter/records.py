@@ -9,6 +9,7 @@ to be counted as malformed.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -46,6 +47,14 @@ class Pred:
         # the 4th element only when known, so records written before it read back the same
         base: list[Any] = [self.label, self.model, self.arm]
         return base if self.auto is None else [*base, self.auto]
+
+
+def model_flag(preds: Mapping[str, Pred]) -> bool | None:
+    """Whether the model that made the ``vulnerable`` prediction flagged it (None: no such
+    prediction). Not the allocation's ``vulnerable``, which the customer record and the keyword rule
+    also set: live recall and the guardrail measure models."""
+    own = preds.get("vulnerable")
+    return None if own is None else own.label == POSITIVE
 
 
 def _preds(doc: dict[str, list[Any]]) -> dict[str, Pred]:

@@ -67,10 +67,7 @@ def model_metrics(
         )
         m = task_metrics(y, p, len(head.labels), pos)
         if head.kind == "multiclass":
-            # as the consumer routes (consumer.router.route): nothing when the guarantee is unmet
-            kept = (scores.probs[task][known].max(axis=1) >= head.review_threshold) & (
-                head.guarantee_met is not False
-            )
+            kept = head.automates(scores.probs[task][known].max(axis=1))
             m["accepted_share"] = float(kept.mean()) if len(kept) else 0.0
             m["accepted_accuracy"] = float(np.mean(p[kept] == y[kept])) if kept.any() else 0.0
         metrics[task] = m
